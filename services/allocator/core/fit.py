@@ -1,0 +1,154 @@
+"""Does a request fit a node, and on which devices? HAMi's matching rules, as pure functions.
+
+A device takes a container's share when it is healthy, matches the type and UUID selectors, has a
+free split slot, enough free memory and cores, and the exclusivity rules hold (a 100-core request
+needs an idle device; a device whose cores are all taken accepts no further share).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+
+from services.allocator.core.state import NO_USAGE, DeviceUsage
+from shared.schemas.inventory import DeviceInfo
+from shared.schemas.placement import ContainerRequest, DeviceGrant
+
+DeviceOrder = Callable[[DeviceInfo, DeviceUsage], float]
+"""Sort key for candidate devices of one container: lower is tried first."""
+
+
+def type_allowed(model: str, use: Sequence[str], nouse: Sequence[str]) -> bool:
+    """HAMi's rule: a selector matches when it is a case-insensitive substring of the model."""
+    upper = model.upper()
+    if use and not any(sel.strip().upper() in upper for sel in use if sel.strip()):
+        return False
+    return not any(sel.strip() and sel.strip().upper() in upper for sel in nouse)
+
+
+def uuid_allowed(uuid: str, use: Sequence[str], nouse: Sequence[str]) -> bool:
+    if use and uuid not in use:
+        return False
+    return uuid not in nouse
+
+
+def memory_needed(request: ContainerRequest, device: DeviceInfo) -> int:
+    if request.memory_mib is not None:
+        return request.memory_mib
+    percent = 100 if request.memory_percent is None else request.memory_percent
+    return device.memory_mib * percent // 100
+
+
+def device_rejection(
+    request: ContainerRequest, device: DeviceInfo, usage: DeviceUsage
+) -> str | None:
+    """Why this device cannot take one share of the request now, or None when it can."""
+    if device.kind != request.kind:
+        return "kind"
+    if not device.healthy:
+        return "unhealthy"
+    if not type_allowed(device.model, request.use_types, request.nouse_types):
+        return "type"
+    if not uuid_allowed(device.uuid, request.use_uuids, request.nouse_uuids):
+        return "uuid"
+    if usage.count >= device.split_count:
+        return "split"
+    if device.memory_mib - usage.memory_mib < memory_needed(request, device):
+        return "memory"
+    if device.cores - usage.cores < request.cores:
+        return "cores"
+    if request.cores >= 100 and usage.count > 0:
+        return "exclusive"
+    if usage.cores >= device.cores and request.cores == 0 and device.cores > 0:
+        return "cores"
+    return None
+
+
+@dataclass(frozen=True, slots=True)
+class NodeFit:
+    """Devices chosen for each container of a request on one node."""
+
+    node: str
+    containers: tuple[tuple[DeviceGrant, ...], ...]
+
+
+REASONS = {
+    "kind": "no device of this kind",
+    "unhealthy": "device unhealthy",
+    "type": "no device of the requested type (use-gputype/nouse-gputype)",
+    "uuid": "no device with the requested UUID (use-gpuuuid/nouse-gpuuuid)",
+    "split": "device split count reached",
+    "memory": "not enough free device memory",
+    "cores": "not enough free device cores",
+    "exclusive": "exclusive use (100 cores) needs an idle device",
+    "numa": "not enough fitting devices on one NUMA node",
+}
+
+
+def _grant(request: ContainerRequest, device: DeviceInfo) -> DeviceGrant:
+    return DeviceGrant(
+        uuid=device.uuid,
+        index=device.index,
+        model=device.model,
+        kind=device.kind,
+        memory_mib=memory_needed(request, device),
+        cores=request.cores,
+    )
+
+
+def _choose(request: ContainerRequest, candidates: list[DeviceInfo]) -> list[DeviceInfo] | None:
+    if not request.numa_bind:
+        return candidates[: request.count] if len(candidates) >= request.count else None
+    by_numa: dict[int | None, list[DeviceInfo]] = {}
+    for device in candidates:
+        by_numa.setdefault(device.numa_node, []).append(device)
+    for group in by_numa.values():  # dicts keep insertion order: the best-ordered group wins
+        if len(group) >= request.count:
+            return group[: request.count]
+    return None
+
+
+def fit_node(
+    node: str,
+    devices: Iterable[DeviceInfo],
+    usage: Mapping[str, DeviceUsage],
+    containers: Sequence[ContainerRequest],
+    order: DeviceOrder,
+) -> NodeFit | str:
+    """Place every container on this node's devices, or say why not (the most telling reason).
+
+    Containers are placed one after the other, each seeing the shares taken by the ones before,
+    so two containers of one pod can share a device only where its split count allows.
+    """
+    devices = tuple(devices)
+    taken: dict[str, DeviceUsage] = {}
+    chosen: list[tuple[DeviceGrant, ...]] = []
+    for request in containers:
+        if request.count == 0:
+            chosen.append(())
+            continue
+        rejections: dict[str, int] = {}
+        candidates: list[tuple[float, int, DeviceInfo]] = []
+        for device in devices:
+            current = taken.get(device.uuid) or usage.get(device.uuid, NO_USAGE)
+            why = device_rejection(request, device, current)
+            if why is None:
+                candidates.append((order(device, current), device.index, device))
+            else:
+                rejections[why] = rejections.get(why, 0) + 1
+        candidates.sort(key=lambda c: (c[0], c[1]))
+        picked = _choose(request, [c[2] for c in candidates])
+        if picked is None:
+            if candidates and request.numa_bind:
+                return REASONS["numa"]
+            main = REASONS[max(rejections, key=lambda k: rejections[k])] if rejections else ""
+            if candidates or not rejections:
+                count = f"{len(candidates)} of {len(devices)} devices fit, {request.count} asked"
+                return f"{count} (others: {main})" if main else count
+            return main
+        grants = tuple(_grant(request, device) for device in picked)
+        for grant in grants:
+            current = taken.get(grant.uuid) or usage.get(grant.uuid, NO_USAGE)
+            taken[grant.uuid] = current.plus(grant)
+        chosen.append(grants)
+    return NodeFit(node=node, containers=tuple(chosen))

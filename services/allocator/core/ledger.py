@@ -1,0 +1,100 @@
+"""State transitions of the allocator: each takes the state and the time, and returns the new
+state with the events to publish. No I/O here; the service persists and publishes."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+from services.allocator.core.fit import NodeFit
+from services.allocator.core.state import Allocation, ClusterState, NodeRecord
+from shared.errors import InvalidRequest
+from shared.schemas.events import AllocationEvent, EventKind
+from shared.schemas.inventory import NodeInventory
+from shared.schemas.placement import AllocationRecord, PlaceRequest
+
+Events = list[AllocationEvent]
+
+
+def observe_inventory(state: ClusterState, inventory: NodeInventory, now: float) -> ClusterState:
+    return replace(state, nodes=state.nodes.set(inventory.node, NodeRecord(inventory, now)))
+
+
+def forget_node(state: ClusterState, node: str) -> ClusterState:
+    """The node's agent left on purpose. Its allocations stay: their holders still run."""
+    if node not in state.nodes:
+        return state
+    return replace(state, nodes=state.nodes.delete(node))
+
+
+def record_for(
+    request: PlaceRequest, fit: NodeFit, allocation_id: str, now: float
+) -> AllocationRecord:
+    return AllocationRecord(
+        allocation_id=allocation_id,
+        request_id=request.request_id,
+        node=fit.node,
+        containers=fit.containers,
+        holder=request.holder,
+        priority=request.priority,
+        created_at=now,
+        lease_ttl_s=request.lease_ttl_s,
+    )
+
+
+def _deadline(record: AllocationRecord, now: float) -> float | None:
+    return None if record.lease_ttl_s is None else now + record.lease_ttl_s
+
+
+def commit(
+    state: ClusterState, record: AllocationRecord, now: float
+) -> tuple[ClusterState, Events]:
+    """Apply an allocation that is already durable."""
+    if record.allocation_id in state.allocations:
+        raise InvalidRequest(f"allocation {record.allocation_id} exists already")
+    state = state.with_allocation(Allocation(record, _deadline(record, now)))
+    return state, [AllocationEvent(kind="allocated", allocation=record, at=now)]
+
+
+def restore(state: ClusterState, record: AllocationRecord, now: float) -> ClusterState:
+    """Load a durable record at start-up. Its lease restarts from now: holders had no allocator
+    to renew with while it was down, and must not lose their devices for that."""
+    if record.allocation_id in state.allocations:
+        return state
+    return state.with_allocation(Allocation(record, _deadline(record, now)))
+
+
+def renew(
+    state: ClusterState, allocation_id: str, now: float
+) -> tuple[ClusterState, float | None, bool]:
+    """Extend a lease; returns (state, seconds left, whether the allocation exists)."""
+    allocation = state.allocations.get(allocation_id)
+    if allocation is None:
+        return state, None, False
+    deadline = _deadline(allocation.record, now)
+    renewed = replace(allocation, expires_at=deadline)
+    state = replace(state, allocations=state.allocations.set(allocation_id, renewed))
+    return state, (None if deadline is None else deadline - now), True
+
+
+def release(
+    state: ClusterState,
+    allocation_id: str,
+    now: float,
+    *,
+    kind: EventKind = "released",
+    reason: str = "",
+) -> tuple[ClusterState, Events]:
+    allocation = state.allocations.get(allocation_id)
+    if allocation is None:
+        return state, []
+    event = AllocationEvent(kind=kind, allocation=allocation.record, at=now, reason=reason)
+    return state.without_allocation(allocation_id), [event]
+
+
+def expired(state: ClusterState, now: float) -> list[str]:
+    """Allocations whose lease ran out: the service deletes their records, then releases them."""
+    return [
+        a.allocation_id
+        for a in state.allocations.values()
+        if a.expires_at is not None and a.expires_at < now
+    ]

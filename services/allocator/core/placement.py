@@ -1,0 +1,143 @@
+"""The placement decision: validate a request, try every eligible node, pick the best fit."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from immutables import Map
+
+from services.allocator.core.fit import NodeFit, fit_node
+from services.allocator.core.policies import Policy, policy_named
+from services.allocator.core.state import ClusterState, NodeRecord
+from shared.errors import InvalidRequest
+from shared.schemas.placement import ContainerRequest, PlaceRequest
+
+MAX_DEVICES_PER_CONTAINER = 64
+
+
+@dataclass(frozen=True, slots=True)
+class SchedulingSettings:
+    node_policy: str = "binpack"
+    gpu_policy: str = "spread"
+    node_ttl_s: float = 30.0
+    """A node not heard from for this long takes no new placements."""
+
+    def __post_init__(self) -> None:
+        policy_named(self.node_policy, field="node policy")
+        policy_named(self.gpu_policy, field="gpu policy")
+
+
+@dataclass(frozen=True, slots=True)
+class Placed:
+    fit: NodeFit
+
+
+@dataclass(frozen=True, slots=True)
+class Wait:
+    """Fits an empty cluster, not the current one: retry after a release."""
+
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class Never:
+    """No node known now could ever take it, even with nothing allocated."""
+
+    reason: str
+
+
+Decision = Placed | Wait | Never
+
+
+def validate_container(request: ContainerRequest, position: int) -> None:
+    where = f"container {request.name or position}"
+    if not 0 <= request.count <= MAX_DEVICES_PER_CONTAINER:
+        raise InvalidRequest(
+            f"{where}: device count {request.count} must be 0..{MAX_DEVICES_PER_CONTAINER}"
+        )
+    if request.memory_mib is not None and request.memory_percent is not None:
+        raise InvalidRequest(f"{where}: give memory in MiB or in percent, not both")
+    if request.memory_mib is not None and request.memory_mib < 1:
+        raise InvalidRequest(f"{where}: memory {request.memory_mib} MiB must be at least 1")
+    if request.memory_percent is not None and not 1 <= request.memory_percent <= 100:
+        raise InvalidRequest(f"{where}: memory percent {request.memory_percent} must be 1..100")
+    if not 0 <= request.cores <= 100:
+        raise InvalidRequest(f"{where}: cores {request.cores} must be 0..100")
+
+
+def validate(request: PlaceRequest) -> None:
+    if not request.request_id:
+        raise InvalidRequest("request_id must not be empty")
+    if not request.containers or all(c.count == 0 for c in request.containers):
+        raise InvalidRequest("the request asks for no device")
+    for position, container in enumerate(request.containers):
+        validate_container(container, position)
+    if request.node_policy is not None:
+        policy_named(request.node_policy, field="node policy")
+    if request.gpu_policy is not None:
+        policy_named(request.gpu_policy, field="gpu policy")
+    if request.lease_ttl_s is not None and request.lease_ttl_s <= 0:
+        raise InvalidRequest(f"lease_ttl_s {request.lease_ttl_s} must be positive")
+
+
+def live_nodes(state: ClusterState, now: float, ttl: float) -> list[NodeRecord]:
+    return [record for record in state.nodes.values() if now - record.last_seen <= ttl]
+
+
+def best_fit(
+    nodes: list[NodeRecord],
+    state: ClusterState,
+    containers: tuple[ContainerRequest, ...],
+    node_policy: Policy,
+    gpu_policy: Policy,
+    *,
+    empty: bool = False,
+) -> tuple[NodeFit | None, dict[str, str]]:
+    """The best-scoring fit over the nodes, and each failed node's reason."""
+    order = gpu_policy.device_order()
+    best: tuple[float, str, NodeFit] | None = None
+    reasons: dict[str, str] = {}
+    for record in nodes:
+        usage = Map() if empty else state.node_usage(record.name)
+        fit = fit_node(record.name, record.devices, usage, containers, order)
+        if isinstance(fit, str):
+            reasons[record.name] = fit
+            continue
+        score = node_policy.node_score(record.devices, usage, fit)
+        # Ties go to the lexically smallest node name so that decisions are reproducible.
+        if best is None or score > best[0] or (score == best[0] and record.name < best[1]):
+            best = (score, record.name, fit)
+    return (best[2] if best else None), reasons
+
+
+def summarize(reasons: dict[str, str]) -> str:
+    counts: dict[str, int] = {}
+    for reason in reasons.values():
+        counts[reason] = counts.get(reason, 0) + 1
+    return "; ".join(f"{n} node(s): {r}" for r, n in sorted(counts.items(), key=lambda kv: -kv[1]))
+
+
+def decide(
+    state: ClusterState, request: PlaceRequest, settings: SchedulingSettings, now: float
+) -> Decision:
+    validate(request)
+    node_policy = policy_named(request.node_policy or settings.node_policy)
+    gpu_policy = policy_named(request.gpu_policy or settings.gpu_policy)
+    nodes = live_nodes(state, now, settings.node_ttl_s)
+    if request.candidate_nodes is not None:
+        allowed = set(request.candidate_nodes)
+        nodes = [n for n in nodes if n.name in allowed]
+    if not nodes:
+        return Never(
+            "no live node with devices"
+            + (" among the candidates" if request.candidate_nodes is not None else "")
+        )
+    fit, reasons = best_fit(nodes, state, request.containers, node_policy, gpu_policy)
+    if fit is not None:
+        return Placed(fit)
+    empty_fit, empty_reasons = best_fit(
+        nodes, state, request.containers, node_policy, gpu_policy, empty=True
+    )
+    if empty_fit is None:
+        return Never(summarize(empty_reasons))
+    return Wait(summarize(reasons))

@@ -1,0 +1,121 @@
+"""The allocator's state: nodes, per-device use and allocations, as immutable values.
+
+Big maps are persistent (``immutables.Map``) so that a decision copies O(log n), not the cluster.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+
+from immutables import Map
+
+from shared.schemas.inventory import DeviceInfo, NodeInventory
+from shared.schemas.placement import AllocationRecord, DeviceGrant
+
+
+@dataclass(frozen=True, slots=True)
+class DeviceUsage:
+    """What the allocations on one device take from it."""
+
+    memory_mib: int = 0
+    cores: int = 0
+    count: int = 0
+
+    def plus(self, grant: DeviceGrant) -> DeviceUsage:
+        return DeviceUsage(
+            self.memory_mib + grant.memory_mib, self.cores + grant.cores, self.count + 1
+        )
+
+    def minus(self, grant: DeviceGrant) -> DeviceUsage:
+        # Never below zero: a record from before a device's restart must not drive usage negative.
+        return DeviceUsage(
+            max(0, self.memory_mib - grant.memory_mib),
+            max(0, self.cores - grant.cores),
+            max(0, self.count - 1),
+        )
+
+
+NO_USAGE = DeviceUsage()
+
+
+@dataclass(frozen=True, slots=True)
+class NodeRecord:
+    """A node's last inventory and when this allocator last heard from it (its own clock)."""
+
+    inventory: NodeInventory
+    last_seen: float
+
+    @property
+    def name(self) -> str:
+        return self.inventory.node
+
+    @property
+    def devices(self) -> tuple[DeviceInfo, ...]:
+        return self.inventory.devices
+
+
+@dataclass(frozen=True, slots=True)
+class Allocation:
+    record: AllocationRecord
+    expires_at: float | None
+    """Lease deadline on the allocator's clock; None for allocations without a lease."""
+
+    @property
+    def allocation_id(self) -> str:
+        return self.record.allocation_id
+
+    def grants(self) -> tuple[DeviceGrant, ...]:
+        return tuple(grant for container in self.record.containers for grant in container)
+
+
+@dataclass(frozen=True, slots=True)
+class ClusterState:
+    nodes: Map[str, NodeRecord] = field(default_factory=Map)
+    usage: Map[str, Map[str, DeviceUsage]] = field(default_factory=Map)
+    """node -> device uuid -> usage; kept apart from inventory so a re-registering node keeps it."""
+    allocations: Map[str, Allocation] = field(default_factory=Map)
+    by_request: Map[str, str] = field(default_factory=Map)
+    """request_id -> allocation_id, so a retried request is answered, not placed twice."""
+
+    def node_usage(self, node: str) -> Map[str, DeviceUsage]:
+        return self.usage.get(node, Map())
+
+    def device_usage(self, node: str, uuid: str) -> DeviceUsage:
+        return self.node_usage(node).get(uuid, NO_USAGE)
+
+    def with_allocation(self, allocation: Allocation) -> ClusterState:
+        record = allocation.record
+        node_usage = self.node_usage(record.node)
+        with node_usage.mutate() as mutable:
+            for grant in allocation.grants():
+                mutable[grant.uuid] = mutable.get(grant.uuid, NO_USAGE).plus(grant)
+            node_usage = mutable.finish()
+        return replace(
+            self,
+            usage=self.usage.set(record.node, node_usage),
+            allocations=self.allocations.set(record.allocation_id, allocation),
+            by_request=self.by_request.set(record.request_id, record.allocation_id),
+        )
+
+    def without_allocation(self, allocation_id: str) -> ClusterState:
+        allocation = self.allocations.get(allocation_id)
+        if allocation is None:
+            return self
+        record = allocation.record
+        node_usage = self.node_usage(record.node)
+        with node_usage.mutate() as mutable:
+            for grant in allocation.grants():
+                left = mutable.get(grant.uuid, NO_USAGE).minus(grant)
+                if left == NO_USAGE:
+                    del mutable[grant.uuid]
+                else:
+                    mutable[grant.uuid] = left
+            node_usage = mutable.finish()
+        return replace(
+            self,
+            usage=self.usage.set(record.node, node_usage),
+            allocations=self.allocations.delete(allocation_id),
+            by_request=self.by_request.delete(record.request_id)
+            if self.by_request.get(record.request_id) == allocation_id
+            else self.by_request,
+        )

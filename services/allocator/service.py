@@ -1,0 +1,302 @@
+"""The allocator's I/O shell: NATS in, decisions from the pure core, durable records out."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+
+from nats.aio.client import Client
+from nats.js import JetStreamContext
+from nats.js.errors import KeyWrongLastSequenceError
+from nats.js.kv import KeyValue
+from nats.micro import add_service
+from nats.micro.request import Request
+
+from services.allocator.core import ledger
+from services.allocator.core.placement import Never, Placed, SchedulingSettings, Wait, decide
+from services.allocator.core.state import ClusterState
+from services.allocator.settings import AllocatorSettings
+from shared import kvwatch
+from shared.errors import HamiError, InvalidRequest, Unavailable
+from shared.natsutil import allocations_bucket, connect, ensure_event_stream, nodes_bucket
+from shared.runloop import every
+from shared.schemas.events import AllocationEvent, event_codec, event_subject
+from shared.schemas.inventory import inventory_codec
+from shared.schemas.placement import (
+    PLACE,
+    RELEASE,
+    RENEW,
+    STATUS,
+    DeviceStatus,
+    PlaceReply,
+    ReleaseReply,
+    RenewReply,
+    StatusReply,
+    allocation_codec,
+    place_reply_codec,
+    place_request_codec,
+    release_reply_codec,
+    release_request_codec,
+    renew_reply_codec,
+    renew_request_codec,
+    status_reply_codec,
+    status_request_codec,
+)
+
+log = logging.getLogger("hami.allocator")
+Clock = Callable[[], float]
+
+
+class Allocator:
+    """Holds the state; every change goes through the core under one lock, and is durable in
+    the allocations bucket before anyone is told about it."""
+
+    def __init__(
+        self,
+        settings: AllocatorSettings,
+        js: JetStreamContext,
+        allocations: KeyValue,
+        clock: Clock = time.time,
+    ) -> None:
+        self.settings = settings
+        self.scheduling = SchedulingSettings(
+            node_policy=settings.node_policy,
+            gpu_policy=settings.gpu_policy,
+            node_ttl_s=settings.node_ttl_s,
+        )
+        self.state = ClusterState()
+        self._js = js
+        self._allocations = allocations
+        self._clock = clock
+        self._lock = asyncio.Lock()
+
+    async def restore(self) -> int:
+        records = await kvwatch.snapshot(self._allocations)
+        now = self._clock()
+        for key, value in records.items():
+            try:
+                record = allocation_codec.decode(value)
+            except InvalidRequest as e:
+                # Keep it: deleting an unreadable record could hand its devices out twice.
+                log.error("unreadable allocation record kept as is", extra={"key": key, "error": e})
+                continue
+            self.state = ledger.restore(self.state, record, now)
+        return len(records)
+
+    def observe_node(self, key: str, value: bytes | None) -> None:
+        if value is None:
+            self.state = ledger.forget_node(self.state, key)
+            log.info("node left", extra={"node": key})
+            return
+        try:
+            inventory = inventory_codec.decode(value)
+        except InvalidRequest as e:
+            log.warning("ignoring malformed inventory", extra={"node": key, "error": e})
+            return
+        if inventory.node not in self.state.nodes:
+            log.info(
+                "node joined", extra={"node": inventory.node, "devices": len(inventory.devices)}
+            )
+        self.state = ledger.observe_inventory(self.state, inventory, self._clock())
+
+    async def _publish(self, events: list[AllocationEvent]) -> None:
+        for event in events:
+            msg_id = f"{event.allocation.allocation_id}:{event.kind}"
+            try:
+                await self._js.publish(
+                    event_subject(event.kind),
+                    event_codec.encode(event),
+                    headers={"Nats-Msg-Id": msg_id},
+                )
+            except Exception as e:  # the durable record already changed; events are best effort
+                log.warning("event not published", extra={"event": msg_id, "error": repr(e)})
+
+    async def place(self, data: bytes) -> bytes:
+        request = place_request_codec.decode(data)
+        async with self._lock:
+            existing = self.state.by_request.get(request.request_id)
+            if existing is not None:
+                record = self.state.allocations[existing].record
+                return place_reply_codec.encode(PlaceReply(outcome="placed", allocation=record))
+            now = self._clock()
+            decision = decide(self.state, request, self.scheduling, now)
+            if isinstance(decision, Wait):
+                return place_reply_codec.encode(PlaceReply(outcome="wait", reason=decision.reason))
+            if isinstance(decision, Never):
+                return place_reply_codec.encode(PlaceReply(outcome="never", reason=decision.reason))
+            assert isinstance(decision, Placed)
+            record = ledger.record_for(request, decision.fit, uuid.uuid4().hex, now)
+            try:
+                await self._allocations.create(
+                    record.allocation_id, allocation_codec.encode(record)
+                )
+            except KeyWrongLastSequenceError as e:
+                raise HamiError("allocation id collision", id=record.allocation_id) from e
+            except Exception as e:
+                raise Unavailable("cannot record the allocation durably; retry") from e
+            self.state, events = ledger.commit(self.state, record, now)
+        log.info(
+            "placed",
+            extra={
+                "allocation": record.allocation_id,
+                "node": record.node,
+                "devices": [g.uuid for c in record.containers for g in c],
+            },
+        )
+        await self._publish(events)
+        return place_reply_codec.encode(PlaceReply(outcome="placed", allocation=record))
+
+    async def renew(self, data: bytes) -> bytes:
+        request = renew_request_codec.decode(data)
+        async with self._lock:
+            self.state, left, ok = ledger.renew(self.state, request.allocation_id, self._clock())
+        return renew_reply_codec.encode(RenewReply(ok=ok, expires_in_s=left))
+
+    async def _release(self, allocation_id: str, *, expired: bool, reason: str) -> bool:
+        async with self._lock:
+            if allocation_id not in self.state.allocations:
+                return False
+            try:
+                await self._allocations.delete(allocation_id)
+            except Exception as e:
+                raise Unavailable("cannot delete the allocation record; retry") from e
+            self.state, events = ledger.release(
+                self.state,
+                allocation_id,
+                self._clock(),
+                kind="expired" if expired else "released",
+                reason=reason,
+            )
+        log.info(
+            "expired" if expired else "released",
+            extra={"allocation": allocation_id, "reason": reason},
+        )
+        await self._publish(events)
+        return True
+
+    async def release(self, data: bytes) -> bytes:
+        request = release_request_codec.decode(data)
+        released = await self._release(request.allocation_id, expired=False, reason=request.reason)
+        return release_reply_codec.encode(ReleaseReply(released=released))
+
+    async def expire_leases(self) -> None:
+        for allocation_id in ledger.expired(self.state, self._clock()):
+            try:
+                await self._release(allocation_id, expired=True, reason="lease not renewed")
+            except Unavailable as e:
+                log.warning(
+                    "lease expiry postponed", extra={"allocation": allocation_id, "error": e}
+                )
+
+    async def status(self, data: bytes) -> bytes:
+        request = status_request_codec.decode(data)
+        state = self.state
+        nodes = [
+            r.inventory
+            for r in state.nodes.values()
+            if request.node is None or r.name == request.node
+        ]
+        devices = []
+        for inventory in nodes:
+            for d in inventory.devices:
+                used = state.device_usage(inventory.node, d.uuid)
+                devices.append(
+                    DeviceStatus(
+                        node=inventory.node,
+                        uuid=d.uuid,
+                        index=d.index,
+                        model=d.model,
+                        memory_mib=d.memory_mib,
+                        cores=d.cores,
+                        split_count=d.split_count,
+                        used_memory_mib=used.memory_mib,
+                        used_cores=used.cores,
+                        used_count=used.count,
+                        healthy=d.healthy,
+                    )
+                )
+        allocations = [
+            a.record
+            for a in state.allocations.values()
+            if request.node is None or a.record.node == request.node
+        ]
+        allocations.sort(key=lambda r: r.created_at)
+        return status_reply_codec.encode(
+            StatusReply(
+                nodes=tuple(sorted(nodes, key=lambda n: n.node)),
+                devices=tuple(devices),
+                allocations=tuple(allocations),
+            )
+        )
+
+
+Handler = Callable[[bytes], Awaitable[bytes]]
+
+
+def endpoint(handler: Handler) -> Callable[[Request], Awaitable[None]]:
+    """Map results and errors to NATS micro replies in one place."""
+
+    async def handle(request: Request) -> None:
+        try:
+            reply = await handler(request.data)
+        except HamiError as e:
+            await request.respond_error(e.code, str(e))
+            return
+        except Exception as e:
+            log.exception("handler failed", extra={"subject": request.subject})
+            await request.respond_error("internal", f"internal error: {e!r}")
+            return
+        await request.respond(reply)
+
+    return handle
+
+
+async def _watch_nodes(allocator: Allocator, nodes: KeyValue, stop: asyncio.Event) -> None:
+    async for key, value in kvwatch.follow(nodes, stop):
+        allocator.observe_node(key, value)
+
+
+async def serve(
+    settings: AllocatorSettings, stop: asyncio.Event, ready: Callable[[], None] | None = None
+) -> None:
+    nc: Client = await connect(settings.nats_url, "hami-allocator")
+    try:
+        js = nc.jetstream()
+        allocations = await allocations_bucket(js)
+        nodes = await nodes_bucket(js)
+        await ensure_event_stream(js)
+        allocator = Allocator(settings, js, allocations)
+        restored = await allocator.restore()
+        log.info("allocations restored", extra={"count": restored})
+        service = await add_service(
+            nc, name="hami-allocator", version="0.1.0", description="HAMi placement API"
+        )
+        for subject, handler in (
+            (PLACE, allocator.place),
+            (RENEW, allocator.renew),
+            (RELEASE, allocator.release),
+            (STATUS, allocator.status),
+        ):
+            await service.add_endpoint(
+                name=subject.rsplit(".", 1)[1], subject=subject, handler=endpoint(handler)
+            )
+        if ready is not None:
+            ready()
+        log.info("allocator serving", extra={"nats": settings.nats_url})
+        try:
+            async with asyncio.TaskGroup() as tasks:
+                tasks.create_task(_watch_nodes(allocator, nodes, stop), name="watch-nodes")
+                tasks.create_task(
+                    every(
+                        stop, settings.sweep_interval_s, "expire-leases", allocator.expire_leases
+                    ),
+                    name="expire-leases",
+                )
+                await stop.wait()
+        finally:
+            await service.stop()
+    finally:
+        await nc.drain()

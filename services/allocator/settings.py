@@ -1,0 +1,56 @@
+"""Allocator settings, decoded once: flags > environment > defaults."""
+
+from __future__ import annotations
+
+import argparse
+import os
+
+import msgspec
+
+from services.allocator.core.policies import policy_named
+
+
+class AllocatorSettings(msgspec.Struct, frozen=True, kw_only=True):
+    nats_url: str = "nats://127.0.0.1:4222"
+    """NATS server to serve on."""
+    node_policy: str = "binpack"
+    """Default node policy when a request names none (binpack | spread)."""
+    gpu_policy: str = "spread"
+    """Default device policy when a request names none (binpack | spread)."""
+    node_ttl_s: float = 15.0
+    """A node whose inventory is not refreshed for this long takes no new placements."""
+    sweep_interval_s: float = 1.0
+    """How often expired leases are looked for."""
+    log_level: str = "INFO"
+
+    def __post_init__(self) -> None:
+        policy_named(self.node_policy, field="--node-policy")
+        policy_named(self.gpu_policy, field="--gpu-policy")
+        if self.node_ttl_s <= 0 or self.sweep_interval_s <= 0:
+            raise ValueError("--node-ttl and --sweep-interval must be positive")
+
+
+def parse_settings(argv: list[str] | None = None) -> AllocatorSettings:
+    env = os.environ
+    defaults = AllocatorSettings()
+    parser = argparse.ArgumentParser(prog="hami-allocator", description="HAMi allocator")
+    parser.add_argument(
+        "--nats", dest="nats_url", default=env.get("HAMI_NATS_URL", defaults.nats_url)
+    )
+    parser.add_argument("--node-policy", default=env.get("HAMI_NODE_POLICY", defaults.node_policy))
+    parser.add_argument("--gpu-policy", default=env.get("HAMI_GPU_POLICY", defaults.gpu_policy))
+    parser.add_argument(
+        "--node-ttl",
+        dest="node_ttl_s",
+        type=float,
+        default=float(env.get("HAMI_NODE_TTL", defaults.node_ttl_s)),
+    )
+    parser.add_argument(
+        "--sweep-interval", dest="sweep_interval_s", type=float, default=defaults.sweep_interval_s
+    )
+    parser.add_argument("--log-level", default=env.get("HAMI_LOG_LEVEL", defaults.log_level))
+    args = parser.parse_args(argv)
+    try:
+        return AllocatorSettings(**vars(args))
+    except Exception as e:
+        parser.error(str(e))

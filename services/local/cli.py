@@ -1,0 +1,273 @@
+"""The `hami` command: up, down, run, status."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import msgspec
+
+from services.local.paths import default_state_dir, pid_alive, record_path, running_record
+from services.local.run import (
+    EXIT_INVALID,
+    EXIT_NO_CAPACITY,
+    EXIT_UNAVAILABLE,
+    NoCapacityNow,
+    RunOptions,
+    run_job,
+)
+from services.local.status import render
+from services.local.supervisor import UpSettings
+from shared.allocator_client import AllocatorClient
+from shared.embedded_nats import find_nats_server, port_is_free
+from shared.errors import HamiError, InvalidRequest, Unavailable
+from shared.natsutil import connect
+from shared.quantity import parse_cores, parse_count, parse_memory
+from shared.schemas.placement import ContainerRequest
+
+
+def fail(message: str, code: int) -> int:
+    print(message, file=sys.stderr)
+    return code
+
+
+def _state_dir(args: argparse.Namespace) -> Path:
+    return Path(args.state_dir) if args.state_dir else default_state_dir()
+
+
+def _nats_url(args: argparse.Namespace) -> str:
+    if getattr(args, "nats", None):
+        return str(args.nats)
+    if os.environ.get("HAMI_NATS_URL"):
+        return os.environ["HAMI_NATS_URL"]
+    record = running_record(_state_dir(args))
+    if record is None:
+        raise Unavailable("HAMi is not running here: start it with `hami up` (or pass --nats URL)")
+    return record.nats_url
+
+
+def cmd_up(args: argparse.Namespace) -> int:
+    state_dir = _state_dir(args)
+    state_dir.mkdir(parents=True, exist_ok=True)
+    running = running_record(state_dir)
+    if running is not None:
+        print(f"hami is already running (pid {running.supervisor_pid}, NATS {running.nats_url})")
+        return 0
+    settings = UpSettings(
+        state_dir=str(state_dir),
+        nats_url=args.nats,
+        nats_port=args.nats_port,
+        simulate=args.simulate,
+        node=args.node or "",
+        metrics_port=args.metrics_port,
+        split_count=args.split_count,
+        log_level=args.log_level,
+    )
+    if args.simulate:
+        from services.nodeagent.core.simulate import parse_simulation
+
+        parse_simulation(args.simulate, settings.node_name)  # refuse a bad spec before starting
+    if args.nats is None:
+        find_nats_server()
+        if args.nats_port and not port_is_free("127.0.0.1", args.nats_port):
+            raise Unavailable(
+                f"port {args.nats_port} on 127.0.0.1 is in use; stop what uses it, pass "
+                f"--nats-port N (0 picks a free one), or join it with --nats nats://127.0.0.1:{args.nats_port}"
+            )
+    if args.metrics_port and not port_is_free("127.0.0.1", args.metrics_port):
+        raise Unavailable(f"metrics port {args.metrics_port} is in use; pass --metrics-port N")
+    argv = [
+        sys.executable,
+        "-m",
+        "services.local.supervisor",
+        msgspec.json.encode(settings).decode(),
+    ]
+    if args.foreground:
+        os.execv(sys.executable, argv)
+    log_path = state_dir / "hami.log"
+    with log_path.open("ab") as log:
+        process = subprocess.Popen(
+            argv, stdout=log, stderr=log, stdin=subprocess.DEVNULL, start_new_session=True
+        )
+    deadline = time.monotonic() + args.timeout
+    while time.monotonic() < deadline:
+        record = running_record(state_dir)
+        if record is not None and record.ready and record.supervisor_pid == process.pid:
+            print(
+                f"hami is up: node {record.node}, NATS {record.nats_url}, "
+                f"metrics {record.metrics_url}"
+            )
+            print("run a job with: hami run --gpumem 3g --gpucores 30 -- python train.py")
+            return 0
+        if process.poll() is not None:
+            lines = log_path.read_text(errors="replace").strip().splitlines()
+            last = next((ln for ln in reversed(lines) if ln.startswith("hami up:")), None)
+            return fail(last or f"hami up: failed to start; see {log_path}", EXIT_UNAVAILABLE)
+        time.sleep(0.1)
+    process.terminate()
+    return fail(f"hami up: not ready after {args.timeout:.0f}s; see {log_path}", EXIT_UNAVAILABLE)
+
+
+def cmd_down(args: argparse.Namespace) -> int:
+    state_dir = _state_dir(args)
+    record = running_record(state_dir)
+    if record is None:
+        record_path(state_dir).unlink(missing_ok=True)
+        print("hami is not running")
+        return 0
+    os.kill(record.supervisor_pid, signal.SIGTERM)
+    deadline = time.monotonic() + 30
+    while pid_alive(record.supervisor_pid) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    if pid_alive(record.supervisor_pid):
+        return fail(
+            f"hami down: supervisor {record.supervisor_pid} did not stop in 30 s", EXIT_UNAVAILABLE
+        )
+    print("hami is down")
+    return 0
+
+
+async def _status(args: argparse.Namespace) -> int:
+    url = _nats_url(args)
+    nc = await connect(url, "hami-status", reconnect=False)
+    try:
+        status = await AllocatorClient(nc).status()
+    finally:
+        await nc.close()
+    if args.json:
+        print(msgspec.json.format(msgspec.json.encode(status)).decode())
+        return 0
+    record = running_record(_state_dir(args))
+    print(render(status, url, record.metrics_url if record else None))
+    return 0
+
+
+def _split(values: list[str] | None) -> tuple[str, ...]:
+    return tuple(v.strip() for value in values or [] for v in value.split(",") if v.strip())
+
+
+def build_run_options(args: argparse.Namespace) -> RunOptions:
+    if not args.command:
+        raise InvalidRequest(
+            "hami run: give the command after --, e.g. hami run -- python train.py"
+        )
+    memory = parse_memory(args.gpumem) if args.gpumem is not None else None
+    container = ContainerRequest(
+        count=parse_count(args.gpus),
+        memory_mib=memory.mib if memory else None,
+        memory_percent=memory.percent if memory else None,
+        cores=parse_cores(args.gpucores) if args.gpucores is not None else 0,
+        use_types=_split(args.gputype),
+        nouse_types=_split(args.nouse_gputype),
+        use_uuids=_split(args.gpu_uuid),
+        nouse_uuids=_split(args.nouse_gpu_uuid),
+    )
+    if args.lease_ttl <= 0:
+        raise InvalidRequest(f"--lease-ttl {args.lease_ttl}: must be positive seconds")
+    return RunOptions(
+        container=container,
+        command=list(args.command),
+        priority=0 if args.priority == "high" else 1,
+        wait=args.wait,
+        lease_ttl_s=args.lease_ttl,
+    )
+
+
+async def _run(args: argparse.Namespace) -> int:
+    options = build_run_options(args)
+    nc = await connect(_nats_url(args), "hami-run")
+    try:
+        code = await run_job(nc, options, _state_dir(args))
+    finally:
+        await nc.close()
+    if code < 0:
+        # The job died of a signal: die of the same one, so our parent sees what happened.
+        sig = -code
+        if sig not in (signal.SIGKILL, signal.SIGSTOP):
+            signal.signal(sig, signal.SIG_DFL)
+            os.kill(os.getpid(), sig)
+        return 128 + sig
+    return code
+
+
+def parser() -> argparse.ArgumentParser:
+    top = argparse.ArgumentParser(prog="hami", description="Share GPUs with hard limits.")
+    top.add_argument(
+        "--state-dir", help="local state (default $HAMI_STATE_DIR or ~/.local/state/hami)"
+    )
+    sub = top.add_subparsers(dest="command_name", required=True)
+
+    up = sub.add_parser("up", help="start NATS and the services on this machine")
+    up.add_argument("--nats", help="join this NATS server instead of starting one")
+    up.add_argument("--nats-port", type=int, default=4222, help="embedded NATS port (0: any free)")
+    up.add_argument("--simulate", help="simulated devices, e.g. 2xH200,1xT4 (default: NVML)")
+    up.add_argument("--node", help="node name (default: host name)")
+    up.add_argument("--metrics-port", type=int, default=9395)
+    up.add_argument("--split-count", type=int, default=10, help="jobs that may share one device")
+    up.add_argument("--log-level", default="INFO")
+    up.add_argument("--foreground", action="store_true", help="stay attached (for systemd)")
+    up.add_argument("--timeout", type=float, default=60.0, help="seconds to wait for readiness")
+
+    sub.add_parser("down", help="stop what `hami up` started")
+
+    status = sub.add_parser("status", help="devices, allocations, free memory and cores")
+    status.add_argument("--json", action="store_true")
+    status.add_argument("--nats")
+
+    run = sub.add_parser("run", help="run a command on shared devices with hard limits")
+    run.add_argument("--gpus", default="1", help="number of devices (default 1)")
+    run.add_argument("--gpumem", help="memory per device: MiB (3000), size (3g) or percent (50%%)")
+    run.add_argument("--gpucores", help="compute per device in percent, 0-100 (100: exclusive)")
+    run.add_argument("--gputype", action="append", help="only these models (substring, comma list)")
+    run.add_argument("--nouse-gputype", action="append", help="never these models")
+    run.add_argument("--gpu-uuid", action="append", help="only these device UUIDs")
+    run.add_argument("--nouse-gpu-uuid", action="append", help="never these device UUIDs")
+    run.add_argument("--priority", choices=("high", "low"), default="low")
+    run.add_argument(
+        "--wait",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="wait for capacity (default) or fail at once",
+    )
+    run.add_argument(
+        "--lease-ttl",
+        type=float,
+        default=30.0,
+        help="seconds after which a dead `hami run` loses its devices",
+    )
+    run.add_argument("--nats")
+    run.add_argument("command", nargs=argparse.REMAINDER, help="-- CMD ARGS...")
+    return top
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parser().parse_args(argv)
+    if getattr(args, "command", None) and args.command[:1] == ["--"]:
+        args.command = args.command[1:]
+    try:
+        if args.command_name == "up":
+            code = cmd_up(args)
+        elif args.command_name == "down":
+            code = cmd_down(args)
+        elif args.command_name == "status":
+            code = asyncio.run(_status(args))
+        else:
+            code = asyncio.run(_run(args))
+    except InvalidRequest as e:
+        code = fail(
+            f"hami {args.command_name}: {e}".replace(f"hami {args.command_name}: hami ", "hami "),
+            EXIT_INVALID,
+        )
+    except NoCapacityNow as e:
+        code = fail(f"hami {args.command_name}: {e}", EXIT_NO_CAPACITY)
+    except HamiError as e:
+        code = fail(f"hami {args.command_name}: {e}", EXIT_UNAVAILABLE)
+    except KeyboardInterrupt:
+        code = 130
+    sys.exit(code)

@@ -1,0 +1,169 @@
+"""`hami run`: get a placement, run the command with its limits, keep the lease, release."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import shlex
+import signal
+import socket
+import sys
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+from nats.aio.client import Client
+
+from services.local.jobenv import job_environment
+from shared.allocator_client import AllocatorClient
+from shared.errors import HamiError, InvalidRequest, Unavailable
+from shared.native import find_libvgpu
+from shared.proc import die_with_parent
+from shared.schemas.events import EVENTS
+from shared.schemas.placement import AllocationRecord, ContainerRequest, Holder, PlaceRequest
+
+EXIT_INVALID = 2
+EXIT_UNAVAILABLE = 69
+EXIT_NO_CAPACITY = 75
+FORWARDED = (
+    signal.SIGTERM,
+    signal.SIGHUP,
+    signal.SIGQUIT,
+    signal.SIGUSR1,
+    signal.SIGUSR2,
+    signal.SIGWINCH,
+    signal.SIGCONT,
+)
+
+
+@dataclass(frozen=True, slots=True)
+class RunOptions:
+    container: ContainerRequest
+    command: list[str]
+    priority: int = 1
+    wait: bool = True
+    lease_ttl_s: float = 30.0
+    retry_interval_s: float = 5.0
+
+
+def say(message: str) -> None:
+    print(f"hami run: {message}", file=sys.stderr, flush=True)
+
+
+async def acquire(nc: Client, client: AllocatorClient, options: RunOptions) -> AllocationRecord:
+    request = PlaceRequest(
+        request_id=uuid.uuid4().hex,
+        containers=(options.container,),
+        holder=Holder(
+            kind="local",
+            host=socket.gethostname(),
+            pid=os.getpid(),
+            command=shlex.join(options.command)[:200],
+        ),
+        lease_ttl_s=options.lease_ttl_s,
+        priority=options.priority,
+    )
+    released = asyncio.Event()
+
+    async def on_release(_msg: object) -> None:
+        released.set()
+
+    # Subscribe before asking, so a release between the answer and the wait is not missed.
+    subscription = await nc.subscribe(f"{EVENTS}.*", cb=on_release)
+    try:
+        told = False
+        while True:
+            released.clear()
+            try:
+                reply = await client.place(request)
+            except Unavailable as e:
+                if not options.wait:
+                    raise
+                if not told:
+                    say(f"{e}; retrying")
+                    told = True
+                await _wait_event(released, options.retry_interval_s)
+                continue
+            if reply.outcome == "placed" and reply.allocation is not None:
+                return reply.allocation
+            if reply.outcome == "never":
+                raise InvalidRequest(f"this request can never fit here: {reply.reason}")
+            if not options.wait:
+                raise NoCapacityNow(f"no capacity now ({reply.reason}); not waiting (--no-wait)")
+            if not told:
+                say(f"waiting for devices: {reply.reason}")
+                told = True
+            await _wait_event(released, options.retry_interval_s)
+    finally:
+        await subscription.unsubscribe()
+
+
+class NoCapacityNow(HamiError):
+    code = "no_capacity"
+    retryable = True
+
+
+async def _wait_event(event: asyncio.Event, timeout_s: float) -> None:
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(event.wait(), timeout_s)
+
+
+async def keep_lease(
+    client: AllocatorClient,
+    record: AllocationRecord,
+    child: asyncio.subprocess.Process,
+    interval_s: float,
+) -> None:
+    """Renew until cancelled. If the allocation is gone, the job must stop: its devices may
+    already belong to someone else."""
+    while True:
+        await asyncio.sleep(interval_s)
+        try:
+            reply = await client.renew(record.allocation_id)
+        except HamiError:
+            continue  # allocator restarting: it restores leases with a fresh deadline
+        if not reply.ok:
+            say(f"allocation {record.allocation_id} was lost; stopping the job")
+            if child.returncode is None:
+                child.terminate()
+            return
+
+
+async def run_job(nc: Client, options: RunOptions, state_dir: Path) -> int:
+    client = AllocatorClient(nc)
+    record = await acquire(nc, client, options)
+    cache_dir = state_dir / "containers"
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    cache_path = cache_dir / f"{record.allocation_id}.cache"
+    env = job_environment(os.environ, record, cache_path=cache_path, libvgpu=find_libvgpu())
+    try:
+        child = await asyncio.create_subprocess_exec(
+            *options.command, env=env, preexec_fn=lambda: die_with_parent(signal.SIGKILL)
+        )
+    except OSError as e:
+        await client.release(record.allocation_id, reason="command failed to start")
+        raise InvalidRequest(f"cannot start {options.command[0]!r}: {e.strerror}") from e
+    loop = asyncio.get_running_loop()
+    forwarded = list(FORWARDED)
+    if not sys.stdin.isatty():
+        # From a terminal, Ctrl-C already reaches the job (same process group); forward it
+        # only when it was sent to us alone.
+        forwarded.append(signal.SIGINT)
+    else:
+        loop.add_signal_handler(signal.SIGINT, lambda: None)
+    for sig in forwarded:
+        loop.add_signal_handler(sig, child.send_signal, sig)
+    lease = asyncio.create_task(keep_lease(client, record, child, options.lease_ttl_s / 3))
+    try:
+        code = await child.wait()
+    finally:
+        lease.cancel()
+        for sig in (*forwarded, signal.SIGINT):
+            loop.remove_signal_handler(sig)
+        try:
+            await client.release(record.allocation_id, reason=f"job exited ({child.returncode})")
+        except HamiError as e:
+            say(f"release failed ({e}); the lease expires in {options.lease_ttl_s:.0f}s")
+        cache_path.unlink(missing_ok=True)
+    return code

@@ -1,0 +1,224 @@
+"""`hami up`: NATS (embedded or joined) and the services as child processes, restarted if they
+crash, stopped together on SIGTERM (`hami down`)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import socket
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import msgspec
+
+from services.local.paths import LocalRecord, record_path, write_record
+from shared.allocator_client import AllocatorClient
+from shared.embedded_nats import EmbeddedNats, start_nats
+from shared.errors import HamiError, Unavailable
+from shared.natsutil import connect
+from shared.proc import die_with_parent
+
+log = logging.getLogger("hami.local")
+
+
+class UpSettings(msgspec.Struct, frozen=True, kw_only=True):
+    state_dir: str
+    nats_url: str | None = None
+    """Join this server instead of starting one."""
+    nats_port: int = 4222
+    simulate: str | None = None
+    node: str = ""
+    metrics_port: int = 9395
+    split_count: int = 10
+    heartbeat_interval_s: float = 5.0
+    node_ttl_s: float = 15.0
+    log_level: str = "INFO"
+
+    @property
+    def node_name(self) -> str:
+        return self.node or socket.gethostname()
+
+
+@dataclass
+class Child:
+    name: str
+    argv: list[str]
+    log_path: Path
+    process: asyncio.subprocess.Process | None = None
+    restarts: int = 0
+    started_at: float = field(default=0.0)
+
+
+def child_specs(settings: UpSettings, url: str, logs: Path) -> list[Child]:
+    python = [sys.executable, "-m"]
+    common = ["--nats", url, "--log-level", settings.log_level]
+    agent = [
+        *python,
+        "services.nodeagent",
+        *common,
+        "--node",
+        settings.node_name,
+        "--split-count",
+        str(settings.split_count),
+        "--heartbeat-interval",
+        str(settings.heartbeat_interval_s),
+    ]
+    if settings.simulate:
+        agent += ["--simulate", settings.simulate]
+    return [
+        Child(
+            "allocator",
+            [*python, "services.allocator", *common, "--node-ttl", str(settings.node_ttl_s)],
+            logs / "allocator.log",
+        ),
+        Child("nodeagent", agent, logs / "nodeagent.log"),
+        Child(
+            "telemetry",
+            [*python, "services.telemetry", *common, "--metrics-port", str(settings.metrics_port)],
+            logs / "telemetry.log",
+        ),
+    ]
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+async def _spawn(child: Child) -> None:
+    with child.log_path.open("ab") as out:
+        child.process = await asyncio.create_subprocess_exec(
+            *child.argv,
+            stdout=out,
+            stderr=out,
+            stdin=asyncio.subprocess.DEVNULL,
+            preexec_fn=die_with_parent,
+        )
+    child.started_at = time.monotonic()
+    log.info("started", extra={"service": child.name, "pid": child.process.pid})
+
+
+async def _stop(child: Child, grace_s: float) -> None:
+    process = child.process
+    if process is None or process.returncode is not None:
+        return
+    process.send_signal(signal.SIGTERM)
+    try:
+        await asyncio.wait_for(process.wait(), grace_s)
+    except TimeoutError:
+        process.kill()
+        await process.wait()
+
+
+async def _wait_ready(url: str, node: str, timeout_s: float) -> None:
+    nc = await connect(url, "hami-up-probe", reconnect=False)
+    try:
+        client = AllocatorClient(nc, timeout_s=1.0)
+        deadline = time.monotonic() + timeout_s
+        while True:
+            try:
+                status = await client.status()
+                if any(n.node == node for n in status.nodes):
+                    return
+            except HamiError:
+                pass
+            if time.monotonic() > deadline:
+                raise Unavailable(
+                    f"services did not become ready in {timeout_s:.0f}s; "
+                    "see the logs under the state directory"
+                )
+            await asyncio.sleep(0.1)
+    finally:
+        await nc.close()
+
+
+async def supervise(settings: UpSettings, stop: asyncio.Event) -> None:
+    state_dir = Path(settings.state_dir)
+    logs = state_dir / "logs"
+    logs.mkdir(parents=True, exist_ok=True)
+    embedded: EmbeddedNats | None = None
+    if settings.nats_url is None:
+        embedded = start_nats(state_dir, port=settings.nats_port)
+        url = embedded.url
+    else:
+        url = settings.nats_url
+    if settings.metrics_port == 0:
+        settings = msgspec.structs.replace(settings, metrics_port=free_port())
+    children = child_specs(settings, url, logs)
+    record = LocalRecord(
+        supervisor_pid=os.getpid(),
+        nats_url=url,
+        embedded_nats=embedded is not None,
+        metrics_url=f"http://127.0.0.1:{settings.metrics_port}/metrics",
+        node=settings.node_name,
+    )
+
+    def save() -> None:
+        record.services = {c.name: c.process.pid for c in children if c.process is not None}
+        write_record(state_dir, record)
+
+    try:
+        for child in children:
+            await _spawn(child)
+        save()
+        await _wait_ready(url, settings.node_name, timeout_s=30.0)
+        record.ready = True
+        save()
+        log.info("local mode ready", extra={"nats": url, "node": settings.node_name})
+        while not stop.is_set():
+            if embedded is not None and embedded.process.poll() is not None:
+                log.error("nats-server exited; restarting it on the same port and store")
+                port = int(url.rsplit(":", 1)[1])
+                embedded = start_nats(state_dir, port=port)
+            for child in children:
+                assert child.process is not None
+                if child.process.returncode is None:
+                    continue
+                # Back off a service that crashes right after starting, up to 10 s.
+                quick = time.monotonic() - child.started_at < 5.0
+                child.restarts = child.restarts + 1 if quick else 0
+                log.error(
+                    "service exited; restarting",
+                    extra={
+                        "service": child.name,
+                        "code": child.process.returncode,
+                        "restarts": child.restarts,
+                    },
+                )
+                await asyncio.sleep(min(10.0, 0.2 * 2**child.restarts) if quick else 0)
+                await _spawn(child)
+                save()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), 0.2)
+    finally:
+        # The node agent first, so it withdraws its inventory while NATS is still up.
+        for child in sorted(children, key=lambda c: c.name != "nodeagent"):
+            await _stop(child, grace_s=10.0)
+        if embedded is not None:
+            embedded.stop()
+        record_path(state_dir).unlink(missing_ok=True)
+        log.info("local mode stopped")
+
+
+def main() -> None:
+    """Entry for the detached supervisor: settings arrive as JSON in argv[1]."""
+    from shared.logs import setup_logging
+    from shared.runloop import run_until_signalled
+
+    settings = msgspec.json.decode(sys.argv[1], type=UpSettings)
+    setup_logging("supervisor", settings.log_level)
+    try:
+        run_until_signalled(lambda stop: supervise(settings, stop))
+    except HamiError as e:
+        print(f"hami up: {e}", file=sys.stderr)
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()

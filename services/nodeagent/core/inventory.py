@@ -1,0 +1,73 @@
+"""From hardware readings to the inventory the scheduler sees: scaling and split count applied."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from services.nodeagent.core.readings import DeviceReading, DriverInfo
+from shared.schemas.inventory import DeviceInfo, NodeInventory
+
+MIB = 1024 * 1024
+
+
+@dataclass(frozen=True, slots=True)
+class SharingPolicy:
+    split_count: int = 10
+    """How many allocations may share one device (HAMi's deviceSplitCount)."""
+    memory_scaling: float = 1.0
+    """Over-commit factor for memory (HAMi's deviceMemoryScaling); >1 needs oversubscription."""
+    core_scaling: float = 1.0
+    """Over-commit factor for compute (HAMi's deviceCoreScaling)."""
+
+    def __post_init__(self) -> None:
+        if self.split_count < 1:
+            raise ValueError(f"split count {self.split_count} must be at least 1")
+        if self.memory_scaling <= 0 or self.core_scaling <= 0:
+            raise ValueError("memory and core scaling must be positive")
+
+
+def device_info(reading: DeviceReading, policy: SharingPolicy) -> DeviceInfo:
+    physical = reading.memory_total_bytes // MIB
+    return DeviceInfo(
+        uuid=reading.uuid,
+        index=reading.index,
+        model=reading.model,
+        kind=reading.kind,
+        memory_mib=int(physical * policy.memory_scaling),
+        physical_memory_mib=physical,
+        cores=int(100 * policy.core_scaling),
+        split_count=policy.split_count,
+        pci_bus_id=reading.pci_bus_id,
+        numa_node=reading.numa_node,
+        healthy=reading.healthy,
+        simulated=reading.simulated,
+    )
+
+
+def build_inventory(
+    node: str,
+    agent_id: str,
+    readings: Sequence[DeviceReading],
+    policy: SharingPolicy,
+    driver: DriverInfo,
+    *,
+    seq: int,
+    now: float,
+    heartbeat_interval_s: float,
+) -> NodeInventory:
+    return NodeInventory(
+        node=node,
+        agent_id=agent_id,
+        devices=tuple(device_info(r, policy) for r in sorted(readings, key=lambda r: r.index)),
+        heartbeat_seq=seq,
+        sent_at=now,
+        heartbeat_interval_s=heartbeat_interval_s,
+        driver_version=driver.driver_version,
+        cuda_driver_version=driver.cuda_driver_version,
+    )
+
+
+def device_set_changed(before: NodeInventory | None, after: NodeInventory) -> bool:
+    """Whether watchers should hear about it: the devices or their health changed."""
+    return before is None or before.devices != after.devices

@@ -1,0 +1,101 @@
+"""The node agent's I/O shell: read devices, publish the inventory on a heartbeat, stream usage."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import uuid
+
+from nats.aio.client import Client
+from nats.js.kv import KeyValue
+
+from services.nodeagent.core.inventory import SharingPolicy, build_inventory, device_set_changed
+from services.nodeagent.devices import DeviceManager, open_device_manager
+from services.nodeagent.settings import NodeAgentSettings
+from shared.natsutil import connect, nodes_bucket
+from shared.runloop import every
+from shared.schemas.base import node_token
+from shared.schemas.inventory import INVENTORY_CHANGED, NodeInventory, inventory_codec
+from shared.schemas.usage import USAGE, UsageSample, usage_codec
+
+log = logging.getLogger("hami.nodeagent")
+
+
+class NodeAgent:
+    def __init__(
+        self, settings: NodeAgentSettings, manager: DeviceManager, nc: Client, nodes: KeyValue
+    ) -> None:
+        self.settings = settings
+        self.node = settings.node_name
+        self.agent_id = uuid.uuid4().hex
+        self.policy = SharingPolicy(
+            split_count=settings.split_count,
+            memory_scaling=settings.memory_scaling,
+            core_scaling=settings.core_scaling,
+        )
+        self._manager = manager
+        self._driver = manager.driver()
+        self._nc = nc
+        self._nodes = nodes
+        self._seq = 0
+        self._last: NodeInventory | None = None
+
+    async def heartbeat(self) -> None:
+        readings = await asyncio.to_thread(self._manager.devices)
+        self._seq += 1
+        inventory = build_inventory(
+            self.node,
+            self.agent_id,
+            readings,
+            self.policy,
+            self._driver,
+            seq=self._seq,
+            now=time.time(),
+            heartbeat_interval_s=self.settings.heartbeat_interval_s,
+        )
+        payload = inventory_codec.encode(inventory)
+        await self._nodes.put(self.node, payload)
+        if device_set_changed(self._last, inventory):
+            await self._nc.publish(f"{INVENTORY_CHANGED}.{node_token(self.node)}", payload)
+            log.info(
+                "inventory published", extra={"node": self.node, "devices": len(inventory.devices)}
+            )
+        self._last = inventory
+
+    async def publish_usage(self) -> None:
+        readings = await asyncio.to_thread(self._manager.usage)
+        now = time.time()
+        subject = f"{USAGE}.{node_token(self.node)}"
+        for r in readings:
+            sample = UsageSample(
+                node=self.node,
+                device_uuid=r.uuid,
+                at=now,
+                memory_used_bytes=r.memory_used_bytes,
+                memory_total_bytes=r.memory_total_bytes,
+                utilization_percent=r.utilization_percent,
+            )
+            await self._nc.publish(subject, usage_codec.encode(sample))
+
+    async def leave(self) -> None:
+        try:
+            await self._nodes.delete(self.node)
+        except Exception as e:  # NATS gone: the allocator's node TTL removes us instead
+            log.warning("could not withdraw inventory", extra={"node": self.node, "error": repr(e)})
+
+
+async def serve(settings: NodeAgentSettings, stop: asyncio.Event) -> None:
+    manager = open_device_manager(settings.simulate, settings.node_name)
+    nc = await connect(settings.nats_url, f"hami-nodeagent-{settings.node_name}")
+    try:
+        agent = NodeAgent(settings, manager, nc, await nodes_bucket(nc.jetstream()))
+        async with asyncio.TaskGroup() as tasks:
+            tasks.create_task(
+                every(stop, settings.heartbeat_interval_s, "heartbeat", agent.heartbeat)
+            )
+            tasks.create_task(every(stop, settings.usage_interval_s, "usage", agent.publish_usage))
+        await agent.leave()
+    finally:
+        manager.close()
+        await nc.drain()

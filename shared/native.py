@@ -1,0 +1,16 @@
+"""Finding the native isolation library (libvgpu.so) that jobs get preloaded."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+REPO_BUILD = Path(__file__).resolve().parent.parent / "native" / "build" / "libvgpu.so"
+
+
+def find_libvgpu() -> Path | None:
+    """``HAMI_LIBVGPU`` if set (empty disables preloading), else the in-tree build."""
+    explicit = os.environ.get("HAMI_LIBVGPU")
+    if explicit is not None:
+        return Path(explicit) if explicit and Path(explicit).is_file() else None
+    return REPO_BUILD if REPO_BUILD.is_file() else None

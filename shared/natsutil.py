@@ -1,0 +1,96 @@
+"""Connecting to NATS and declaring the JetStream buckets and streams every service relies on."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+from urllib.parse import urlsplit
+
+import nats
+from nats.aio.client import Client
+from nats.js import JetStreamContext
+from nats.js.api import KeyValueConfig, RetentionPolicy, StorageType, StreamConfig
+from nats.js.errors import BadRequestError
+from nats.js.kv import KeyValue
+
+from shared.errors import Unavailable
+from shared.schemas.events import EVENTS, EVENTS_STREAM
+from shared.schemas.inventory import NODES_BUCKET
+from shared.schemas.placement import ALLOCATIONS_BUCKET
+
+log = logging.getLogger("hami.nats")
+
+
+async def connect(
+    url: str, name: str, *, connect_timeout_s: float = 3.0, reconnect: bool = True
+) -> Client:
+    """Connect, or raise Unavailable with what to do. With ``reconnect`` the client keeps
+    trying forever after a first success (a restarted local NATS comes back)."""
+
+    async def on_error(e: Exception) -> None:
+        log.warning("nats error", extra={"client": name, "error": repr(e)})
+
+    options: dict[str, Any] = {
+        "name": name,
+        "connect_timeout": connect_timeout_s,
+        "allow_reconnect": reconnect,
+        "max_reconnect_attempts": -1 if reconnect else 0,
+        "reconnect_time_wait": 0.5,
+        "error_cb": on_error,
+    }
+    unreachable = Unavailable(
+        f"cannot reach NATS at {url}: start HAMi with `hami up` or pass --nats URL"
+    )
+    # nats-py keeps retrying a refused first connection; a plain TCP probe answers at once.
+    if not await _accepts_tcp(url, connect_timeout_s):
+        raise unreachable
+    try:
+        return await asyncio.wait_for(nats.connect(url, **options), 2 * connect_timeout_s)
+    except Exception as e:  # nats raises several unrelated types for "cannot connect"
+        raise unreachable from e
+
+
+async def _accepts_tcp(url: str, timeout_s: float) -> bool:
+    parsed = urlsplit(url if "://" in url else f"nats://{url}")
+    try:
+        _, writer = await asyncio.wait_for(
+            asyncio.open_connection(parsed.hostname or "127.0.0.1", parsed.port or 4222), timeout_s
+        )
+    except (OSError, TimeoutError, ValueError):
+        return False
+    writer.close()
+    return True
+
+
+async def ensure_kv(js: JetStreamContext, bucket: str, *, history: int = 1) -> KeyValue:
+    try:
+        return await js.create_key_value(
+            KeyValueConfig(bucket=bucket, history=history, storage=StorageType.FILE)
+        )
+    except BadRequestError:
+        # Exists with a different configuration (e.g. an operator changed history): use it.
+        return await js.key_value(bucket)
+
+
+async def nodes_bucket(js: JetStreamContext) -> KeyValue:
+    return await ensure_kv(js, NODES_BUCKET)
+
+
+async def allocations_bucket(js: JetStreamContext) -> KeyValue:
+    return await ensure_kv(js, ALLOCATIONS_BUCKET)
+
+
+async def ensure_event_stream(js: JetStreamContext) -> None:
+    config = StreamConfig(
+        name=EVENTS_STREAM,
+        subjects=[f"{EVENTS}.>"],
+        storage=StorageType.FILE,
+        retention=RetentionPolicy.LIMITS,
+        max_age=24 * 3600.0,
+        duplicate_window=120.0,
+    )
+    try:
+        await js.add_stream(config)
+    except BadRequestError:
+        await js.update_stream(config)

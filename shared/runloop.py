@@ -1,0 +1,52 @@
+"""One run loop per service: signals set a stop event, the service drains and returns."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+from collections.abc import Awaitable, Callable
+
+
+def run_until_signalled(serve: Callable[[asyncio.Event], Awaitable[None]]) -> None:
+    """Run ``serve(stop)``; SIGTERM and SIGINT set ``stop``. A second signal cancels outright."""
+
+    async def main() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        task = asyncio.current_task()
+
+        def on_signal() -> None:
+            if stop.is_set() and task is not None:
+                task.cancel()
+            stop.set()
+
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, on_signal)
+        await serve(stop)
+
+    with contextlib.suppress(asyncio.CancelledError):
+        asyncio.run(main())
+
+
+log = logging.getLogger("hami.runloop")
+
+
+async def sleep_or_stop(stop: asyncio.Event, seconds: float) -> None:
+    """Sleep, but wake at once when ``stop`` is set."""
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(stop.wait(), seconds)
+
+
+async def every(
+    stop: asyncio.Event, interval_s: float, name: str, work: Callable[[], Awaitable[None]]
+) -> None:
+    """Run ``work`` now and then every ``interval_s`` until stopped. A failed round is logged
+    and the next one tries again: one bad beat must not end a service."""
+    while not stop.is_set():
+        try:
+            await work()
+        except Exception as e:
+            log.warning("periodic task failed", extra={"task": name, "error": repr(e)})
+        await sleep_or_stop(stop, interval_s)

@@ -1,0 +1,75 @@
+"""Device inventory: what each node agent reports about its node."""
+
+from __future__ import annotations
+
+from shared.schemas.base import PREFIX, Codec, SubjectSpec, WireStruct
+
+
+class DeviceInfo(WireStruct, frozen=True, kw_only=True):
+    """One shareable device as the scheduler sees it."""
+
+    uuid: str
+    """Vendor UUID, e.g. ``GPU-9ca492be-...``."""
+    index: int
+    """Index on its node (NVML index)."""
+    model: str
+    """Model name as the vendor reports it, e.g. ``NVIDIA H200``; type selectors match it."""
+    kind: str = "nvidia"
+    """Device kind in the device-kind registry (vendor family)."""
+    memory_mib: int
+    """Allocatable memory in MiB (physical memory times the memory scaling)."""
+    physical_memory_mib: int
+    """Memory the device really has, in MiB."""
+    cores: int = 100
+    """Allocatable compute in percent of the device (100 times the core scaling)."""
+    split_count: int = 10
+    """How many allocations may share this device at once."""
+    pci_bus_id: str = ""
+    numa_node: int | None = None
+    """NUMA node, or None where the platform does not say."""
+    healthy: bool = True
+    simulated: bool = False
+
+
+class NodeInventory(WireStruct, frozen=True, kw_only=True):
+    """A node's devices, put into the ``hami_nodes`` bucket on every heartbeat."""
+
+    node: str
+    agent_id: str
+    """Random id of the agent process; a new id means the agent restarted."""
+    devices: tuple[DeviceInfo, ...]
+    heartbeat_seq: int = 0
+    sent_at: float = 0.0
+    """Agent's wall clock (unix seconds); informational, liveness uses the receiver's clock."""
+    heartbeat_interval_s: float = 5.0
+    driver_version: str = ""
+    cuda_driver_version: int = 0
+    cpu_milli: int | None = None
+    memory_mib: int | None = None
+
+
+NODES_BUCKET = "hami_nodes"
+INVENTORY_CHANGED = f"{PREFIX}.inventory.changed"
+
+inventory_codec = Codec(NodeInventory)
+
+SUBJECTS = (
+    SubjectSpec(
+        subject=f"$KV.{NODES_BUCKET}.<node>",
+        pattern="jetstream kv",
+        publisher="nodeagent",
+        consumers="allocator (watch), telemetry (watch)",
+        message=NodeInventory,
+        doc="One key per node, put on every heartbeat. A node whose key is not refreshed within "
+        "the allocator's node TTL leaves the pool; a graceful agent stop deletes its key.",
+    ),
+    SubjectSpec(
+        subject=f"{INVENTORY_CHANGED}.<node-token>",
+        pattern="pub/sub",
+        publisher="nodeagent",
+        consumers="anyone interested (hami status --watch, external schedulers)",
+        message=NodeInventory,
+        doc="Published when a node's device set or health changes (not on plain heartbeats). "
+        "`<node-token>` is the node name with `.` replaced by `_`.",
+    ),
+)

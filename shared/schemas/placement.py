@@ -1,0 +1,196 @@
+"""Placement API: place, renew, release and status, request/reply to the allocator."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from shared.schemas.base import PREFIX, Codec, SubjectSpec, WireStruct
+from shared.schemas.inventory import NodeInventory
+
+
+class ContainerRequest(WireStruct, frozen=True, kw_only=True):
+    """What one container (or one local job) asks for. A count of 0 asks for no device."""
+
+    name: str = ""
+    kind: str = "nvidia"
+    count: int = 1
+    memory_mib: int | None = None
+    """Memory per device in MiB; None with memory_percent None means the whole device."""
+    memory_percent: int | None = None
+    """Memory per device as a percent of that device's allocatable memory."""
+    cores: int = 0
+    """Compute per device in percent; 100 asks for the device exclusively."""
+    use_types: tuple[str, ...] = ()
+    nouse_types: tuple[str, ...] = ()
+    use_uuids: tuple[str, ...] = ()
+    nouse_uuids: tuple[str, ...] = ()
+    numa_bind: bool = False
+    """All of this container's devices on one NUMA node."""
+
+
+class Holder(WireStruct, frozen=True, kw_only=True):
+    """Who holds an allocation, for people reading `hami status` and for reconciliation."""
+
+    kind: Literal["local", "pod", "external"] = "local"
+    host: str = ""
+    pid: int | None = None
+    command: str = ""
+    namespace: str = ""
+    pod: str = ""
+    pod_uid: str = ""
+
+
+class PlaceRequest(WireStruct, frozen=True, kw_only=True):
+    request_id: str
+    """Chosen by the caller; a retried request with the same id gets the same allocation."""
+    containers: tuple[ContainerRequest, ...]
+    holder: Holder = Holder()
+    lease_ttl_s: float | None = 30.0
+    """The allocation is released when not renewed for this long; None: held until released."""
+    candidate_nodes: tuple[str, ...] | None = None
+    """Restrict placement to these nodes (e.g. the nodes another scheduler kept)."""
+    node_policy: str | None = None
+    gpu_policy: str | None = None
+    priority: int = 1
+    """0 is high, 1 is low (HAMi's CUDA_TASK_PRIORITY convention)."""
+
+
+class DeviceGrant(WireStruct, frozen=True, kw_only=True):
+    uuid: str
+    index: int
+    model: str
+    kind: str = "nvidia"
+    memory_mib: int
+    cores: int
+
+
+class AllocationRecord(WireStruct, frozen=True, kw_only=True):
+    """The durable record of one allocation (value in the ``hami_allocations`` bucket)."""
+
+    allocation_id: str
+    request_id: str
+    node: str
+    containers: tuple[tuple[DeviceGrant, ...], ...]
+    holder: Holder = Holder()
+    priority: int = 1
+    created_at: float
+    lease_ttl_s: float | None = 30.0
+
+
+class PlaceReply(WireStruct, frozen=True, kw_only=True):
+    outcome: Literal["placed", "wait", "never"]
+    """placed: here is the allocation; wait: fits an empty cluster but not now (retry after a
+    release); never: no device known now could ever satisfy it. A malformed request gets a
+    service error with code ``invalid`` instead."""
+    allocation: AllocationRecord | None = None
+    reason: str = ""
+
+
+class RenewRequest(WireStruct, frozen=True, kw_only=True):
+    allocation_id: str
+
+
+class RenewReply(WireStruct, frozen=True, kw_only=True):
+    ok: bool
+    """False when the allocation is gone (released or expired): the holder must stop using it."""
+    expires_in_s: float | None = None
+
+
+class ReleaseRequest(WireStruct, frozen=True, kw_only=True):
+    allocation_id: str
+    reason: str = "released"
+
+
+class ReleaseReply(WireStruct, frozen=True, kw_only=True):
+    released: bool
+    """False when there was nothing to release (already released or expired): not an error."""
+
+
+class StatusRequest(WireStruct, frozen=True, kw_only=True):
+    node: str | None = None
+
+
+class DeviceStatus(WireStruct, frozen=True, kw_only=True):
+    node: str
+    uuid: str
+    index: int
+    model: str
+    memory_mib: int
+    cores: int
+    split_count: int
+    used_memory_mib: int
+    used_cores: int
+    used_count: int
+    healthy: bool
+
+
+class StatusReply(WireStruct, frozen=True, kw_only=True):
+    nodes: tuple[NodeInventory, ...]
+    devices: tuple[DeviceStatus, ...]
+    allocations: tuple[AllocationRecord, ...]
+
+
+PLACE = f"{PREFIX}.alloc.place"
+RENEW = f"{PREFIX}.alloc.renew"
+RELEASE = f"{PREFIX}.alloc.release"
+STATUS = f"{PREFIX}.alloc.status"
+ALLOCATIONS_BUCKET = "hami_allocations"
+
+place_request_codec = Codec(PlaceRequest)
+place_reply_codec = Codec(PlaceReply)
+renew_request_codec = Codec(RenewRequest)
+renew_reply_codec = Codec(RenewReply)
+release_request_codec = Codec(ReleaseRequest)
+release_reply_codec = Codec(ReleaseReply)
+status_request_codec = Codec(StatusRequest)
+status_reply_codec = Codec(StatusReply)
+allocation_codec = Codec(AllocationRecord)
+
+SUBJECTS = (
+    SubjectSpec(
+        subject=PLACE,
+        pattern="request/reply",
+        publisher="hami run, external schedulers",
+        consumers="allocator (queue group)",
+        message=PlaceRequest,
+        reply=PlaceReply,
+        doc="Place a job. The allocation is written durably before the reply is sent; a retry "
+        "with the same request_id returns the same allocation instead of a second one.",
+    ),
+    SubjectSpec(
+        subject=RENEW,
+        pattern="request/reply",
+        publisher="hami run (every lease_ttl/3)",
+        consumers="allocator",
+        message=RenewRequest,
+        reply=RenewReply,
+        doc="Keep an allocation's lease alive.",
+    ),
+    SubjectSpec(
+        subject=RELEASE,
+        pattern="request/reply",
+        publisher="hami run, external schedulers",
+        consumers="allocator",
+        message=ReleaseRequest,
+        reply=ReleaseReply,
+        doc="Release an allocation. Idempotent.",
+    ),
+    SubjectSpec(
+        subject=STATUS,
+        pattern="request/reply",
+        publisher="hami status",
+        consumers="allocator",
+        message=StatusRequest,
+        reply=StatusReply,
+        doc="The allocator's view: nodes, per-device use, allocations.",
+    ),
+    SubjectSpec(
+        subject=f"$KV.{ALLOCATIONS_BUCKET}.<allocation_id>",
+        pattern="jetstream kv",
+        publisher="allocator",
+        consumers="allocator (rebuild on start), telemetry (watch)",
+        message=AllocationRecord,
+        doc="The durable allocation record: created before a placement is acknowledged, deleted "
+        "on release or lease expiry. The allocator rebuilds its state from it on start.",
+    ),
+)

@@ -1,0 +1,33 @@
+"""Usage samples: what devices (and, with the native library, containers) really use."""
+
+from __future__ import annotations
+
+from shared.schemas.base import PREFIX, Codec, SubjectSpec, WireStruct
+
+
+class UsageSample(WireStruct, frozen=True, kw_only=True):
+    node: str
+    device_uuid: str
+    at: float
+    memory_used_bytes: int
+    memory_total_bytes: int
+    utilization_percent: float | None = None
+    allocation_id: str | None = None
+    """Set for per-allocation samples read from the shared accounting region; None for the
+    whole device."""
+
+
+USAGE = f"{PREFIX}.usage"
+
+usage_codec = Codec(UsageSample)
+
+SUBJECTS = (
+    SubjectSpec(
+        subject=f"{USAGE}.<node-token>",
+        pattern="pub/sub",
+        publisher="nodeagent (every usage interval)",
+        consumers="telemetry; allocator (usage-aware scoring)",
+        message=UsageSample,
+        doc="One sample per device (allocation_id empty) and per allocation on that device.",
+    ),
+)

@@ -1,0 +1,217 @@
+"""The allocator and a node agent against a real nats-server: placement over request/reply,
+leases, release, durability across allocator and NATS restarts."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from nats.aio.client import Client
+
+from services.allocator.service import serve as serve_allocator
+from services.allocator.settings import AllocatorSettings
+from services.nodeagent.service import serve as serve_agent
+from services.nodeagent.settings import NodeAgentSettings
+from shared.allocator_client import AllocatorClient
+from shared.embedded_nats import EmbeddedNats, start_nats
+from shared.errors import InvalidRequest, Unavailable
+from shared.natsutil import connect
+from shared.schemas.events import EVENTS, event_codec
+from shared.schemas.placement import ContainerRequest, PlaceRequest
+
+
+@dataclass
+class Running:
+    stop: asyncio.Event
+    task: asyncio.Task[None]
+
+    async def halt(self) -> None:
+        self.stop.set()
+        await asyncio.wait_for(self.task, 10)
+
+
+def start(coro_factory) -> Running:  # type: ignore[no-untyped-def]
+    stop = asyncio.Event()
+    return Running(stop, asyncio.create_task(coro_factory(stop)))
+
+
+def allocator(url: str, **kw: object) -> Running:
+    settings = AllocatorSettings(nats_url=url, sweep_interval_s=0.1, **kw)  # type: ignore[arg-type]
+    return start(lambda stop: serve_allocator(settings, stop))
+
+
+def agent(url: str, simulate: str = "2xH200", node: str = "box") -> Running:
+    settings = NodeAgentSettings(
+        nats_url=url, node=node, simulate=simulate, heartbeat_interval_s=0.2, split_count=3
+    )
+    return start(lambda stop: serve_agent(settings, stop))
+
+
+@contextlib.asynccontextmanager
+async def client_for(url: str) -> AsyncIterator[tuple[Client, AllocatorClient]]:
+    nc = await connect(url, "test")
+    try:
+        yield nc, AllocatorClient(nc, timeout_s=2.0)
+    finally:
+        await nc.close()
+
+
+async def until(predicate, timeout_s: float = 10.0) -> None:  # type: ignore[no-untyped-def]
+    deadline = asyncio.get_running_loop().time() + timeout_s
+    while not await predicate():
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError("condition not reached in time")
+        await asyncio.sleep(0.05)
+
+
+async def nodes_seen(client: AllocatorClient, count: int = 1) -> bool:
+    try:
+        return len((await client.status()).nodes) >= count
+    except Unavailable:
+        return False
+
+
+def place_request(rid: str, **kw: object) -> PlaceRequest:
+    return PlaceRequest(request_id=rid, containers=(ContainerRequest(**kw),))  # type: ignore[arg-type]
+
+
+async def test_place_share_release(nats_server: EmbeddedNats) -> None:
+    url = nats_server.url
+    alloc, node = allocator(url), agent(url)
+    async with client_for(url) as (nc, client):
+        await until(lambda: nodes_seen(client))
+        events: list[str] = []
+
+        async def on_event(msg) -> None:  # type: ignore[no-untyped-def]
+            events.append(event_codec.decode(msg.data).kind)
+
+        await nc.subscribe(f"{EVENTS}.>", cb=on_event)
+
+        one = await client.place(place_request("1", memory_mib=4000, cores=30))
+        two = await client.place(place_request("2", memory_mib=4000, cores=30))
+        assert one.outcome == two.outcome == "placed"
+        assert one.allocation and two.allocation
+        # spread is the default device policy: two jobs land on the two devices
+        assert one.allocation.containers[0][0].uuid != two.allocation.containers[0][0].uuid
+        again = await client.place(place_request("1", memory_mib=4000, cores=30))
+        assert again.allocation == one.allocation  # idempotent retry
+        status = await client.status()
+        assert len(status.allocations) == 2
+        assert sorted(d.used_memory_mib for d in status.devices) == [4000, 4000]
+
+        never = await client.place(place_request("3", count=3))
+        assert never.outcome == "never" and "2 of 2 devices fit, 3 asked" in never.reason
+        with pytest.raises(InvalidRequest, match="cores 150"):
+            await client.place(place_request("4", cores=150))
+
+        assert (await client.release(one.allocation.allocation_id)).released
+        assert not (await client.release(one.allocation.allocation_id)).released
+        await until(lambda: asyncio.sleep(0, result=events.count("released") == 1))
+        assert events.count("allocated") == 2
+    await node.halt()
+    await alloc.halt()
+
+
+async def test_wait_then_fit_after_release(nats_server: EmbeddedNats) -> None:
+    url = nats_server.url
+    alloc, node = allocator(url), agent(url, simulate="1xT4")
+    async with client_for(url) as (_, client):
+        await until(lambda: nodes_seen(client))
+        first = await client.place(place_request("1", memory_percent=60))
+        assert first.outcome == "placed" and first.allocation
+        blocked = await client.place(place_request("2", memory_percent=60))
+        assert blocked.outcome == "wait" and "memory" in blocked.reason
+        await client.release(first.allocation.allocation_id)
+        assert (await client.place(place_request("2", memory_percent=60))).outcome == "placed"
+    await node.halt()
+    await alloc.halt()
+
+
+async def test_unrenewed_lease_expires(nats_server: EmbeddedNats) -> None:
+    url = nats_server.url
+    alloc, node = allocator(url), agent(url)
+    async with client_for(url) as (_, client):
+        await until(lambda: nodes_seen(client))
+        reply = await client.place(
+            PlaceRequest(
+                request_id="x", containers=(ContainerRequest(memory_mib=1),), lease_ttl_s=0.5
+            )
+        )
+        assert reply.allocation
+        renewed = await client.renew(reply.allocation.allocation_id)
+        assert renewed.ok and renewed.expires_in_s == pytest.approx(0.5)
+
+        async def gone() -> bool:
+            return not (await client.status()).allocations
+
+        await until(gone, timeout_s=5)
+        assert not (await client.renew(reply.allocation.allocation_id)).ok
+    await node.halt()
+    await alloc.halt()
+
+
+async def test_allocations_survive_allocator_and_nats_restarts(tmp_path: Path) -> None:
+    server = start_nats(tmp_path / "nats", port=0)
+    url = server.url
+    port = int(url.rsplit(":", 1)[1])
+    alloc, node = allocator(url), agent(url, simulate="1xH200")
+    try:
+        async with client_for(url) as (_, client):
+            await until(lambda: nodes_seen(client))
+            placed = []
+            for i in range(3):
+                reply = await client.place(place_request(str(i), memory_mib=10000, cores=20))
+                assert reply.allocation
+                placed.append(reply.allocation)
+        alloc.task.cancel()  # a crash: no clean shutdown
+        with contextlib.suppress(asyncio.CancelledError):
+            await alloc.task
+        server.process.kill()  # and NATS dies too, without warning
+        server.process.wait()
+        server = start_nats(tmp_path / "nats", port=port)
+        alloc = allocator(url)
+        async with client_for(url) as (_, client):
+            await until(lambda: nodes_seen(client))
+            status = await client.status()
+            assert sorted(a.allocation_id for a in status.allocations) == sorted(
+                a.allocation_id for a in placed
+            )
+            [device] = status.devices
+            assert (device.used_memory_mib, device.used_cores, device.used_count) == (30000, 60, 3)
+            retry = await client.place(place_request("0", memory_mib=10000, cores=20))
+            assert retry.allocation == placed[0]  # no double allocation on retry
+            assert len((await client.status()).allocations) == 3
+    finally:
+        await node.halt()
+        await alloc.halt()
+        server.stop()
+
+
+async def test_node_that_stops_heartbeating_leaves_the_pool(nats_server: EmbeddedNats) -> None:
+    url = nats_server.url
+    alloc = allocator(url, node_ttl_s=0.6)
+    node = agent(url)
+    async with client_for(url) as (_, client):
+        await until(lambda: nodes_seen(client))
+        node.task.cancel()  # dies without withdrawing its inventory
+        with contextlib.suppress(asyncio.CancelledError):
+            await node.task
+        await asyncio.sleep(1.0)
+        reply = await client.place(place_request("late", memory_mib=1))
+        assert reply.outcome == "never" and "no live node" in reply.reason
+    await alloc.halt()
+
+
+async def test_no_allocator_is_a_clear_error(nats_server: EmbeddedNats) -> None:
+    async with client_for(nats_server.url) as (_, client):
+        with pytest.raises(Unavailable, match="no allocator answers"):
+            await client.status()
+
+
+async def test_unreachable_nats_is_a_clear_error() -> None:
+    with pytest.raises(Unavailable, match="hami up"):
+        await connect("nats://127.0.0.1:1", "test", reconnect=False, connect_timeout_s=0.5)

@@ -1,0 +1,125 @@
+"""Whatever the sequence of requests, releases and expiries: no device is ever over-committed,
+and the per-device usage always equals the sum of the allocations."""
+
+from __future__ import annotations
+
+from hypothesis import settings
+from hypothesis import strategies as st
+from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
+
+from services.allocator.core import ledger
+from services.allocator.core.placement import Placed, SchedulingSettings, decide
+from services.allocator.core.state import ClusterState
+from shared.schemas.placement import ContainerRequest
+from tests.unit.helpers import device, node, request
+
+containers = st.builds(
+    ContainerRequest,
+    count=st.integers(0, 3),
+    memory_mib=st.one_of(st.none(), st.integers(1, 1200)),
+    cores=st.sampled_from([0, 10, 25, 50, 100]),
+    numa_bind=st.booleans(),
+)
+requests = st.tuples(
+    st.lists(containers, min_size=1, max_size=2).filter(lambda cs: any(c.count for c in cs)),
+    st.sampled_from(["binpack", "spread"]),
+    st.sampled_from(["binpack", "spread"]),
+    st.one_of(st.none(), st.floats(1, 50)),
+)
+
+
+class LedgerMachine(RuleBasedStateMachine):
+    def __init__(self) -> None:
+        super().__init__()
+        self.state = ClusterState()
+        for name, count in (("a", 2), ("b", 3)):
+            inventory = node(
+                name,
+                *(device(i, node=name, memory=1000, split=3, numa=i % 2) for i in range(count)),
+            )
+            self.state = ledger.observe_inventory(self.state, inventory, 0.0)
+        self.now = 0.0
+        self.serial = 0
+
+    @rule(req=requests)
+    def place(self, req: tuple) -> None:  # type: ignore[type-arg]
+        cs, node_policy, gpu_policy, ttl = req
+        self.serial += 1
+        r = request(
+            *cs,
+            request_id=str(self.serial),
+            node_policy=node_policy,
+            gpu_policy=gpu_policy,
+            lease_ttl_s=ttl,
+        )
+        decision = decide(self.state, r, SchedulingSettings(node_ttl_s=1e9), self.now)
+        if isinstance(decision, Placed):
+            record = ledger.record_for(r, decision.fit, f"alloc-{self.serial}", self.now)
+            self.state, events = ledger.commit(self.state, record, self.now)
+            assert [e.kind for e in events] == ["allocated"]
+
+    @rule(pick=st.integers(0, 1000))
+    def release(self, pick: int) -> None:
+        ids = sorted(self.state.allocations)
+        if ids:
+            self.state, events = ledger.release(self.state, ids[pick % len(ids)], self.now)
+            assert len(events) == 1
+
+    @rule(dt=st.floats(0, 30))
+    def time_passes(self, dt: float) -> None:
+        self.now += dt
+        for allocation_id in ledger.expired(self.state, self.now):
+            self.state, _ = ledger.release(self.state, allocation_id, self.now, kind="expired")
+
+    @invariant()
+    def never_over_committed(self) -> None:
+        for record in self.state.nodes.values():
+            for d in record.devices:
+                used = self.state.device_usage(record.name, d.uuid)
+                assert used.memory_mib <= d.memory_mib
+                assert used.cores <= d.cores
+                assert used.count <= d.split_count
+                if any(
+                    g.cores == 100 and g.uuid == d.uuid
+                    for a in self.state.allocations.values()
+                    for g in a.grants()
+                ):
+                    assert used.count == 1
+
+    @invariant()
+    def usage_is_the_sum_of_allocations(self) -> None:
+        totals: dict[str, tuple[int, int, int]] = {}
+        for allocation in self.state.allocations.values():
+            for g in allocation.grants():
+                m, c, n = totals.get(g.uuid, (0, 0, 0))
+                totals[g.uuid] = (m + g.memory_mib, c + g.cores, n + 1)
+        for name, per_device in self.state.usage.items():
+            for uuid, used in per_device.items():
+                assert totals.pop(uuid) == (used.memory_mib, used.cores, used.count), (name, uuid)
+        assert not totals
+
+
+LedgerMachine.TestCase.settings = settings(max_examples=150, stateful_step_count=40, deadline=None)
+TestLedger = LedgerMachine.TestCase
+
+
+def test_retry_with_same_request_id_is_recognised() -> None:
+    state = ledger.observe_inventory(ClusterState(), node("a", device(0, node="a")), 0.0)
+    r = request(ContainerRequest(memory_mib=10))
+    decision = decide(state, r, SchedulingSettings(), 0.0)
+    assert isinstance(decision, Placed)
+    state, _ = ledger.commit(state, ledger.record_for(r, decision.fit, "x", 0.0), 0.0)
+    assert state.by_request["r1"] == "x"
+
+
+def test_restore_gives_leases_a_fresh_deadline() -> None:
+    state = ledger.observe_inventory(ClusterState(), node("a", device(0, node="a")), 0.0)
+    r = request(ContainerRequest(memory_mib=10), lease_ttl_s=30.0)
+    decision = decide(state, r, SchedulingSettings(), 0.0)
+    assert isinstance(decision, Placed)
+    record = ledger.record_for(r, decision.fit, "x", 0.0)
+    restored = ledger.restore(ClusterState(), record, now=1000.0)
+    assert ledger.expired(restored, 1029.0) == []
+    assert ledger.expired(restored, 1031.0) == ["x"]
+    state, left, ok = ledger.renew(restored, "x", 1031.0)
+    assert ok and left == 30.0 and ledger.expired(state, 1040.0) == []
