@@ -46,10 +46,8 @@ def render(status: StatusReply, nats_url: str, metrics_url: str | None) -> str:
     rows = [["ALLOCATION", "NODE", "DEVICES", "MEMORY", "CORES", "HOLDER"]]
     for a in status.allocations:
         grants = [g for c in a.containers for g in c]
-        holder = (
-            (a.holder.pod
-            and f"{a.holder.namespace}/{a.holder.pod}")
-            or (f"pid {a.holder.pid}: {a.holder.command}" if a.holder.pid else a.holder.command)
+        holder = (a.holder.pod and f"{a.holder.namespace}/{a.holder.pod}") or (
+            f"pid {a.holder.pid}: {a.holder.command}" if a.holder.pid else a.holder.command
         )
         rows.append(
             [

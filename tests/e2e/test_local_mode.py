@@ -1,0 +1,246 @@
+"""End to end: `hami up` on simulated devices, real nats-server, real processes."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.slow
+
+JOB = Path(__file__).with_name("job.py")
+HAMI = [sys.executable, "-m", "services.local"]
+
+
+class Local:
+    def __init__(self, state_dir: Path) -> None:
+        self.state_dir = state_dir
+        self.env = {**os.environ, "HAMI_STATE_DIR": str(state_dir)}
+        self.env.pop("HAMI_NATS_URL", None)
+
+    def hami(self, *args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [*HAMI, *args], env=self.env, capture_output=True, text=True, timeout=timeout
+        )
+
+    def start_job(
+        self, name: str, *flags: str, code: int = 0
+    ) -> tuple[subprocess.Popen[str], Path, Path]:
+        out, go = self.state_dir / f"{name}.json", self.state_dir / f"{name}.go"
+        with (self.state_dir / f"{name}.err").open("w") as err:
+            process = subprocess.Popen(
+                [
+                    *HAMI,
+                    "run",
+                    *flags,
+                    "--",
+                    sys.executable,
+                    str(JOB),
+                    str(out),
+                    str(go),
+                    str(code),
+                ],
+                env=self.env,
+                stdout=subprocess.DEVNULL,
+                stderr=err,
+                text=True,
+            )
+        return process, out, go
+
+    def stderr_of(self, name: str) -> str:
+        return (self.state_dir / f"{name}.err").read_text()
+
+    def record(self) -> dict:  # type: ignore[type-arg]
+        return json.loads((self.state_dir / "local.json").read_text())
+
+    def status(self) -> dict:  # type: ignore[type-arg]
+        result = self.hami("status", "--json")
+        assert result.returncode == 0, result.stderr
+        return json.loads(result.stdout)
+
+
+def wait_for(predicate: Callable[[], object], timeout_s: float = 20.0, what: str = "") -> None:
+    deadline = time.monotonic() + timeout_s
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what or predicate}")
+        time.sleep(0.05)
+
+
+@pytest.fixture
+def local(tmp_path: Path) -> Iterator[Local]:
+    hami = Local(tmp_path / "state")
+    up = hami.hami(
+        "up",
+        "--simulate",
+        "1xH200",
+        "--nats-port",
+        "0",
+        "--metrics-port",
+        "0",
+        "--split-count",
+        "3",
+    )
+    assert up.returncode == 0, up.stderr + up.stdout
+    assert "hami is up" in up.stdout
+    yield hami
+    down = hami.hami("down")
+    assert down.returncode == 0, down.stderr
+    assert not (hami.state_dir / "local.json").exists()
+
+
+def test_two_jobs_share_a_gpu_and_a_third_waits(local: Local) -> None:
+    one, out1, go1 = local.start_job("one", "--gpumem", "45%", "--gpucores", "30")
+    two, out2, go2 = local.start_job("two", "--gpumem", "50g", "--gpucores", "40")
+    wait_for(lambda: out1.exists() and out2.exists(), what="both jobs running")
+    env1, env2 = json.loads(out1.read_text()), json.loads(out2.read_text())
+    assert env1["CUDA_VISIBLE_DEVICES"] == env2["CUDA_VISIBLE_DEVICES"]  # one GPU, shared
+    assert env1["CUDA_DEVICE_MEMORY_LIMIT_0"] == f"{143771 * 45 // 100}m"
+    assert env2["CUDA_DEVICE_MEMORY_LIMIT_0"] == f"{50 * 1024}m"
+    assert (env1["CUDA_DEVICE_SM_LIMIT"], env2["CUDA_DEVICE_SM_LIMIT"]) == ("30", "40")
+    assert env1["CUDA_DEVICE_MEMORY_SHARED_CACHE"] != env2["CUDA_DEVICE_MEMORY_SHARED_CACHE"]
+    [device] = local.status()["devices"]
+    assert device["used_count"] == 2 and device["used_cores"] == 70
+
+    metrics = urllib.request.urlopen(local.record()["metrics_url"], timeout=5).read().decode()
+    assert "hami_gpu_memory_limit_bytes{" in metrics
+    wait_for(
+        lambda: (
+            "hami_vgpu_memory_allocated_bytes{"
+            in urllib.request.urlopen(local.record()["metrics_url"], timeout=5).read().decode()
+        ),
+        what="allocation gauges",
+    )
+
+    three, out3, go3 = local.start_job("three", "--gpumem", "45%", "--gpucores", "40")
+    wait_for(lambda: "waiting for devices" in local.stderr_of("three"), what="third job waits")
+    assert not out3.exists()
+    go1.touch()
+    assert one.wait(20) == 0
+    wait_for(out3.exists, what="third job starts after the first ends")
+    go2.touch()
+    go3.touch()
+    assert two.wait(20) == 0 and three.wait(20) == 0
+    wait_for(lambda: not local.status()["allocations"], what="everything released")
+
+
+def test_exit_code_and_signal_pass_through(local: Local) -> None:
+    job, out, go = local.start_job("code", "--gpumem", "1g", code=7)
+    wait_for(out.exists)
+    go.touch()
+    assert job.wait(20) == 7
+    term, out, _ = local.start_job("term", "--gpumem", "1g")
+    wait_for(out.exists)
+    term.send_signal(signal.SIGTERM)  # forwarded to the job, which dies of it; so do we
+    assert term.wait(20) == -signal.SIGTERM
+    wait_for(lambda: not local.status()["allocations"], what="released after the signal")
+
+
+def test_kill_9_of_the_job_releases(local: Local) -> None:
+    job, out, _ = local.start_job("victim", "--gpumem", "1g")
+    wait_for(out.exists)
+    os.kill(int(json.loads(out.read_text())["pid"]), signal.SIGKILL)
+    assert job.wait(20) == 128 + signal.SIGKILL
+    wait_for(lambda: not local.status()["allocations"], what="released after kill -9 of the job")
+
+
+def test_kill_9_of_hami_run_releases_by_lease_expiry(local: Local) -> None:
+    runner, out, _ = local.start_job("orphan", "--gpumem", "1g", "--lease-ttl", "2")
+    wait_for(out.exists)
+    job_pid = int(json.loads(out.read_text())["pid"])
+    assert len(local.status()["allocations"]) == 1
+    runner.kill()
+    runner.wait(10)
+    wait_for(lambda: not _alive(job_pid), timeout_s=10, what="the job dies with hami run")
+    wait_for(lambda: not local.status()["allocations"], timeout_s=10, what="lease expiry")
+
+
+def test_allocator_killed_mid_way_keeps_allocations(local: Local) -> None:
+    one, out1, go1 = local.start_job("one", "--gpumem", "10g", "--gpucores", "20")
+    two, out2, go2 = local.start_job("two", "--gpumem", "20g", "--gpucores", "20")
+    wait_for(lambda: out1.exists() and out2.exists())
+    before = sorted(a["allocation_id"] for a in local.status()["allocations"])
+    old_pid = local.record()["services"]["allocator"]
+    os.kill(old_pid, signal.SIGKILL)
+    wait_for(lambda: local.record()["services"]["allocator"] != old_pid, what="restart")
+
+    def answers() -> bool:
+        return local.hami("status", "--json").returncode == 0
+
+    wait_for(answers, what="restarted allocator answers")
+    status = local.status()
+    assert sorted(a["allocation_id"] for a in status["allocations"]) == before
+    [device] = status["devices"]
+    assert (device["used_memory_mib"], device["used_cores"]) == (30 * 1024, 40)
+    go1.touch()
+    go2.touch()
+    assert one.wait(20) == 0 and two.wait(20) == 0
+    wait_for(lambda: not local.status()["allocations"], what="released after restart")
+
+
+def test_bad_input_exits_2_and_allocates_nothing(local: Local) -> None:
+    for flags, needle in (
+        (["--gpumem", "-1"], "--gpumem"),
+        (["--gpumem", "3x"], "--gpumem"),
+        (["--gpumem", "0"], "--gpumem"),
+        (["--gpumem", "101%"], "1% and 100%"),
+        (["--gpucores", "150"], "0 to 100"),
+        (["--gpus", "2"], "never fit"),
+        (["--gputype", "A100"], "type"),
+        (["--gpu-uuid", "GPU-nope"], "UUID"),
+        (["--gpumem", "200g"], "never fit"),
+    ):
+        result = local.hami("run", *flags, "--", "true")
+        assert result.returncode == 2, (flags, result.stderr)
+        assert needle in result.stderr and "Traceback" not in result.stderr, result.stderr
+        assert len(result.stderr.strip().splitlines()) == 1
+    assert local.status()["allocations"] == []
+
+
+def test_no_wait_fails_at_once_with_the_reason(local: Local) -> None:
+    job, out, go = local.start_job("big", "--gpumem", "90%")
+    wait_for(out.exists)
+    result = local.hami("run", "--no-wait", "--gpumem", "20%", "--", "true")
+    assert result.returncode == 75 and "memory" in result.stderr
+    go.touch()
+    assert job.wait(20) == 0
+
+
+def test_up_is_idempotent_and_busy_port_is_one_line(local: Local, tmp_path: Path) -> None:
+    again = local.hami("up")
+    assert again.returncode == 0 and "already running" in again.stdout
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        other = Local(tmp_path / "other")
+        result = other.hami("up", "--simulate", "1xT4", "--nats-port", str(port))
+    assert result.returncode == 69
+    assert f"port {port}" in result.stderr and "--nats-port" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_not_running_is_a_clear_error(tmp_path: Path) -> None:
+    result = Local(tmp_path / "none").hami("run", "--", "true")
+    assert result.returncode == 69 and "hami up" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    try:  # a zombie is dead for our purpose
+        return Path(f"/proc/{pid}/stat").read_text().split()[2] != "Z"
+    except OSError:
+        return False
