@@ -5,4 +5,6 @@ cd "$(dirname "$0")/.."
 python3 -m pip install --quiet --disable-pip-version-check -e '.[test]'
 python3 -m ruff check .
 python3 -m mypy
+# The Kubernetes control plane for tests/kube: built once into a cache, reused after.
+bash tests/e2e/controlplane/build.sh >/dev/null
 python3 -m pytest "$@"

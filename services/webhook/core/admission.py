@@ -1,0 +1,239 @@
+"""Admission decisions for pods, as pure functions of the AdmissionRequest and the settings.
+
+Returns what to answer: allowed or not, with a message that names the container, the field and
+the allowed values, and the JSONPatch operations for mutation. Raw Kubernetes dicts enter here
+and nowhere deeper.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from services.webhook.core.settings import INTERNAL_ANNOTATIONS, POLICY_ANNOTATIONS, WebhookSettings
+
+Obj = Mapping[str, Any]
+_INTEGER = re.compile(r"^\s*-?\d+\s*$")
+
+
+@dataclass(frozen=True, slots=True)
+class Verdict:
+    allowed: bool
+    message: str = ""
+    patch: tuple[dict[str, Any], ...] = field(default=())
+
+
+ALLOW = Verdict(allowed=True)
+
+
+def _m(value: object) -> Obj:
+    """A mapping, or an empty one: admission input is whatever the client sent."""
+    return value if isinstance(value, Mapping) else {}
+
+
+def _annotations(obj: object) -> Obj:
+    return _m(_m(_m(obj).get("metadata")).get("annotations"))
+
+
+def _escape(key: str) -> str:
+    return key.replace("~", "~0").replace("/", "~1")
+
+
+def _containers(pod: Obj) -> list[tuple[str, int, Obj]]:
+    spec = _m(pod.get("spec"))
+    out = []
+    for kind in ("containers", "initContainers"):
+        items = spec.get(kind)
+        for i, c in enumerate(items if isinstance(items, list) else []):
+            if isinstance(c, Mapping):
+                out.append((kind, i, c))
+    return out
+
+
+def _resource(container: Obj, name: str) -> object | None:
+    resources = _m(container.get("resources"))
+    for section in ("limits", "requests"):
+        values = _m(resources.get(section))
+        if name in values:
+            value: object = values[name]
+            return value
+    return None
+
+
+def _integer(value: object) -> int | None:
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return value
+    if isinstance(value, str) and _INTEGER.match(value):
+        return int(value)
+    return None
+
+
+def requests_managed(pod: Obj, settings: WebhookSettings) -> bool:
+    return any(
+        _resource(c, name) is not None for _, _, c in _containers(pod) for name in settings.managed
+    )
+
+
+def validate_pod(pod: Obj, settings: WebhookSettings) -> str | None:
+    """The first reason to refuse this pod, or None."""
+    for kind, i, container in _containers(pod):
+        where = f"{kind[:-1]} {container.get('name') or i!r}"
+        values: dict[str, int] = {}
+        for name in (*settings.managed, settings.resource_priority):
+            raw = _resource(container, name)
+            if raw is None:
+                continue
+            number = _integer(raw)
+            if number is None:
+                return f"{where}: {name}={raw!r} must be a whole number" + (
+                    " of MiB, e.g. 3000" if name == settings.resource_mem else ""
+                )
+            if number < 0:
+                return f"{where}: {name}={number} must not be negative"
+            values[name] = number
+        if values.get(settings.resource_cores, 0) > 100:
+            return (
+                f"{where}: {settings.resource_cores}={values[settings.resource_cores]} "
+                "must be 0..100 (percent of one device; 100 takes it whole)"
+            )
+        percent = values.get(settings.resource_mem_percentage)
+        if percent is not None and not 1 <= percent <= 100:
+            return f"{where}: {settings.resource_mem_percentage}={percent} must be 1..100"
+        if settings.resource_mem in values and settings.resource_mem_percentage in values:
+            return (
+                f"{where}: give {settings.resource_mem} or "
+                f"{settings.resource_mem_percentage}, not both"
+            )
+        memory = values.get(settings.resource_mem)
+        if memory is not None and memory > settings.max_device_memory_mib:
+            return (
+                f"{where}: {settings.resource_mem}={memory} MiB exceeds the largest device "
+                f"in the cluster ({settings.max_device_memory_mib} MiB)"
+            )
+        if memory == 0 and settings.resource_mem in values:
+            return f"{where}: {settings.resource_mem}=0 must be at least 1 MiB"
+        priority = values.get(settings.resource_priority)
+        if priority is not None and priority not in (0, 1):
+            return f"{where}: {settings.resource_priority}={priority} must be 0 (high) or 1 (low)"
+    return None
+
+
+def _add_limit(kind: str, i: int, container: Obj, name: str, value: str) -> list[dict[str, Any]]:
+    base = f"/spec/{kind}/{i}/resources"
+    ops: list[dict[str, Any]] = []
+    resources = container.get("resources")
+    if not isinstance(resources, Mapping):
+        return [{"op": "add", "path": base, "value": {"limits": {name: value}}}]
+    if not isinstance(resources.get("limits"), Mapping):
+        return [{"op": "add", "path": f"{base}/limits", "value": {name: value}}]
+    ops.append({"op": "add", "path": f"{base}/limits/{_escape(name)}", "value": value})
+    return ops
+
+
+def mutate_pod(pod: Obj, settings: WebhookSettings) -> list[dict[str, Any]]:
+    """JSONPatch for a pod that asks for a managed resource; [] when it does not."""
+    if not requests_managed(pod, settings):
+        return []
+    ops: list[dict[str, Any]] = []
+    for kind, i, container in _containers(pod):
+        has_count = _resource(container, settings.resource_name) is not None
+        has_mem = any(
+            _resource(container, n) is not None
+            for n in (settings.resource_mem, settings.resource_mem_percentage)
+        )
+        has_cores = _resource(container, settings.resource_cores) is not None
+        if has_count:
+            if not has_mem and settings.default_mem > 0:
+                ops += _add_limit(
+                    kind, i, container, settings.resource_mem, str(settings.default_mem)
+                )
+                container = _applied(container, settings.resource_mem, str(settings.default_mem))
+            if not has_cores and settings.default_cores > 0:
+                ops += _add_limit(
+                    kind, i, container, settings.resource_cores, str(settings.default_cores)
+                )
+        elif (has_mem or has_cores) and settings.default_gpu_num > 0:
+            ops += _add_limit(
+                kind, i, container, settings.resource_name, str(settings.default_gpu_num)
+            )
+    spec = _m(pod.get("spec"))
+    if spec.get("schedulerName") not in (settings.scheduler_name, *settings.integrated_schedulers):
+        ops.append(
+            {
+                "op": "add" if "schedulerName" not in spec else "replace",
+                "path": "/spec/schedulerName",
+                "value": settings.scheduler_name,
+            }
+        )
+    return ops
+
+
+def _applied(container: Obj, name: str, value: str) -> Obj:
+    """The container as it will be once a limit is added, so later ops see the limits map."""
+    resources = dict(_m(container.get("resources")))
+    limits = dict(_m(resources.get("limits")))
+    limits[name] = value
+    resources["limits"] = limits
+    return {**container, "resources": resources}
+
+
+def strip_internal(pod: Obj) -> list[dict[str, Any]]:
+    annotations = _annotations(pod)
+    return [
+        {"op": "remove", "path": f"/metadata/annotations/{_escape(key)}"}
+        for key in INTERNAL_ANNOTATIONS
+        if key in annotations
+    ]
+
+
+def _internal(obj: object) -> dict[str, Any]:
+    annotations = _annotations(obj)
+    return {k: v for k, v in annotations.items() if k in INTERNAL_ANNOTATIONS}
+
+
+def mutate(request: Obj, settings: WebhookSettings) -> Verdict:
+    if request.get("operation") != "CREATE" or _m(request.get("kind")).get("kind") != "Pod":
+        return ALLOW
+    pod = _m(request.get("object"))
+    # Forged internal annotations are dropped: only the allocator may write them, after binding.
+    ops = strip_internal(pod) + mutate_pod(pod, settings)
+    return Verdict(allowed=True, patch=tuple(ops))
+
+
+def validate(request: Obj, settings: WebhookSettings) -> Verdict:
+    if _m(request.get("kind")).get("kind") != "Pod":
+        return ALLOW
+    operation = request.get("operation")
+    pod = _m(request.get("object"))
+    user = _m(request.get("userInfo")).get("username", "")
+    if operation == "CREATE":
+        if _internal(pod):
+            return Verdict(
+                False, "annotations " + ", ".join(sorted(_internal(pod))) + " are set by HAMi only"
+            )
+        reason = _policy_reason(pod, settings)
+        if reason is None and requests_managed(pod, settings):
+            reason = validate_pod(pod, settings)
+        return Verdict(False, reason) if reason else ALLOW
+    if operation == "UPDATE" and (
+        _internal(pod) != _internal(request.get("oldObject")) and user not in settings.trusted_users
+    ):
+        return Verdict(
+            False,
+            f"user {user!r} may not change HAMi's internal annotations "
+            f"({', '.join(INTERNAL_ANNOTATIONS)})",
+        )
+    return ALLOW
+
+
+def _policy_reason(pod: Obj, settings: WebhookSettings) -> str | None:
+    annotations = _annotations(pod)
+    for key in POLICY_ANNOTATIONS:
+        value = annotations.get(key)
+        if value is not None and value not in settings.policies:
+            return f"annotation {key}={value!r} is unknown; allowed: {', '.join(settings.policies)}"
+    return None

@@ -1,0 +1,51 @@
+"""Webhook settings, in HAMi's configuration names where HAMi has one."""
+
+from __future__ import annotations
+
+import msgspec
+
+
+class WebhookSettings(msgspec.Struct, frozen=True, kw_only=True):
+    resource_name: str = "nvidia.com/gpu"
+    resource_mem: str = "nvidia.com/gpumem"
+    resource_mem_percentage: str = "nvidia.com/gpumem-percentage"
+    resource_cores: str = "nvidia.com/gpucores"
+    resource_priority: str = "nvidia.com/priority"
+    scheduler_name: str = "hami-scheduler"
+    """Set on pods that ask for a managed resource."""
+    integrated_schedulers: tuple[str, ...] = ("volcano",)
+    """Pods that name one of these keep their scheduler."""
+    default_mem: int = 0
+    """MiB per device when a pod gives only a count (HAMi's defaultMem; 0: the whole device)."""
+    default_cores: int = 0
+    """Percent per device when a pod gives only a count (HAMi's defaultCores)."""
+    default_gpu_num: int = 1
+    """Devices added when a pod gives memory or cores but no count (HAMi's defaultGPUNum)."""
+    max_device_memory_mib: int = 143771
+    """The largest device memory known to the cluster; asking for more is refused."""
+    trusted_users: tuple[str, ...] = (
+        "system:serviceaccount:hami-system:hami-allocator",
+        "system:serviceaccount:hami-system:hami-nodeagent",
+    )
+    """Users that may change the internal annotations on UPDATE."""
+    policies: tuple[str, ...] = ("binpack", "spread")
+
+    @property
+    def managed(self) -> tuple[str, ...]:
+        return (
+            self.resource_name,
+            self.resource_mem,
+            self.resource_mem_percentage,
+            self.resource_cores,
+        )
+
+
+INTERNAL_ANNOTATIONS = (
+    "hami.io/vgpu-devices-to-allocate",
+    "hami.io/vgpu-devices-allocated",
+    "hami.io/vgpu-node",
+    "hami.io/vgpu-time",
+    "hami.io/bind-phase",
+    "hami.io/bind-time",
+)
+POLICY_ANNOTATIONS = ("hami.io/node-scheduler-policy", "hami.io/gpu-scheduler-policy")

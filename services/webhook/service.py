@@ -1,0 +1,147 @@
+"""The webhook's I/O shell: AdmissionReview v1 over HTTPS; certificates reload on change."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import base64
+import logging
+import os
+import ssl
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+import msgspec
+from aiohttp import web
+
+from services.webhook.core.admission import Verdict, mutate, validate
+from services.webhook.core.settings import WebhookSettings
+from shared.runloop import every
+
+log = logging.getLogger("hami.webhook")
+Decide = Callable[[Mapping[str, Any], WebhookSettings], Verdict]
+MAX_BODY = 3 * 1024 * 1024  # the API server's own request limit
+_json = msgspec.json.Encoder()
+
+
+class ServeSettings(msgspec.Struct, frozen=True, kw_only=True):
+    host: str = "0.0.0.0"
+    port: int = 9443
+    cert_file: str = "/tls/tls.crt"
+    key_file: str = "/tls/tls.key"
+    reload_interval_s: float = 10.0
+    log_level: str = "INFO"
+    admission: WebhookSettings = WebhookSettings()
+
+
+def review_response(uid: str, verdict: Verdict) -> dict[str, Any]:
+    response: dict[str, Any] = {"uid": uid, "allowed": verdict.allowed}
+    if verdict.patch:
+        response["patchType"] = "JSONPatch"
+        response["patch"] = base64.b64encode(_json.encode(list(verdict.patch))).decode()
+    if not verdict.allowed:
+        response["status"] = {"code": 403, "reason": "Forbidden", "message": verdict.message}
+    return {"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview", "response": response}
+
+
+def answer(body: bytes, decide: Decide, settings: WebhookSettings) -> tuple[int, dict[str, Any]]:
+    """HTTP status and JSON for one AdmissionReview body; malformed input is a 400, not a crash."""
+    try:
+        review = msgspec.json.decode(body)
+    except msgspec.DecodeError as e:
+        return 400, {"error": f"body is not JSON: {e}"}
+    request = review.get("request") if isinstance(review, dict) else None
+    if not isinstance(request, dict) or not isinstance(request.get("uid"), str):
+        return 400, {"error": "expected an AdmissionReview with request.uid"}
+    if review.get("apiVersion") not in ("admission.k8s.io/v1", None):
+        return 400, {"error": f"unsupported apiVersion {review.get('apiVersion')!r}; use v1"}
+    return 200, review_response(request["uid"], decide(request, settings))
+
+
+def application(settings: WebhookSettings) -> web.Application:
+    def route(decide: Decide) -> Callable[[web.Request], Any]:
+        async def handle(request: web.Request) -> web.Response:
+            status, payload = answer(await request.read(), decide, settings)
+            if status != 200:
+                log.warning("bad admission request", extra={"path": request.path, **payload})
+            return web.Response(
+                status=status, body=_json.encode(payload), content_type="application/json"
+            )
+
+        return handle
+
+    async def healthz(_: web.Request) -> web.Response:
+        return web.Response(text="ok")
+
+    app = web.Application(client_max_size=MAX_BODY)
+    app.router.add_post("/mutate", route(mutate))
+    app.router.add_post("/validate", route(validate))
+    app.router.add_get("/healthz", healthz)
+    return app
+
+
+class CertificateReloader:
+    """Loads the pair into one SSLContext; new handshakes use whatever was loaded last."""
+
+    def __init__(self, cert: Path, key: Path) -> None:
+        self.cert, self.key = cert, key
+        self.context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        self._stamp = self._mtimes()
+        self.context.load_cert_chain(cert, key)
+
+    def _mtimes(self) -> tuple[float, float]:
+        return os.stat(self.cert).st_mtime, os.stat(self.key).st_mtime
+
+    async def check(self) -> None:
+        stamp = self._mtimes()
+        if stamp == self._stamp:
+            return
+        try:
+            self.context.load_cert_chain(self.cert, self.key)
+        except (ssl.SSLError, OSError) as e:  # half-written pair: keep the old one, try again
+            log.warning("certificate reload failed", extra={"cert": self.cert, "error": repr(e)})
+            return
+        self._stamp = stamp
+        log.info("certificate reloaded", extra={"cert": self.cert})
+
+
+async def serve(
+    settings: ServeSettings, stop: asyncio.Event, started: Callable[[int], None] | None = None
+) -> None:
+    tls = CertificateReloader(Path(settings.cert_file), Path(settings.key_file))
+    runner = web.AppRunner(application(settings.admission), access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, settings.host, settings.port, ssl_context=tls.context)
+    await site.start()
+    port = runner.addresses[0][1]
+    log.info("webhook serving", extra={"address": f"{settings.host}:{port}"})
+    if started is not None:
+        started(port)
+    try:
+        await every(stop, settings.reload_interval_s, "certificate-reload", tls.check)
+    finally:
+        await runner.cleanup()
+
+
+def parse_settings(argv: list[str] | None = None) -> ServeSettings:
+    d = ServeSettings()
+    parser = argparse.ArgumentParser(prog="hami-webhook")
+    parser.add_argument("--host", default=d.host)
+    parser.add_argument("--port", type=int, default=d.port)
+    parser.add_argument("--cert-file", default=d.cert_file)
+    parser.add_argument("--key-file", default=d.key_file)
+    parser.add_argument("--config", help="JSON file with admission settings (WebhookSettings)")
+    parser.add_argument("--log-level", default=os.environ.get("HAMI_LOG_LEVEL", d.log_level))
+    args = parser.parse_args(argv)
+    admission = WebhookSettings()
+    if args.config:
+        admission = msgspec.json.decode(Path(args.config).read_bytes(), type=WebhookSettings)
+    return ServeSettings(
+        host=args.host,
+        port=args.port,
+        cert_file=args.cert_file,
+        key_file=args.key_file,
+        log_level=args.log_level,
+        admission=admission,
+    )

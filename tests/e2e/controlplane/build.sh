@@ -1,0 +1,90 @@
+#!/usr/bin/env bash
+# Build the Kubernetes control plane the e2e tests run against (kube-apiserver, kube-scheduler,
+# etcd, kwok) from the Go module proxy, into a cache outside the repository keyed by version.
+# Later runs find the binaries there and build nothing.
+set -euo pipefail
+
+K8S_VERSION="${HAMI_K8S_VERSION:-1.36.3}"
+ETCD_VERSION="${HAMI_ETCD_VERSION:-3.6.16}"
+KWOK_VERSION="${HAMI_KWOK_VERSION:-0.7.0}"
+CACHE_ROOT="${HAMI_K8S_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/hami-controlplane}"
+OUT="$CACHE_ROOT/k8s-$K8S_VERSION-etcd-$ETCD_VERSION-kwok-$KWOK_VERSION"
+BINARIES=(kube-apiserver kube-scheduler etcd kwok)
+
+have_all() {
+  for b in "${BINARIES[@]}"; do [ -x "$OUT/$b" ] || return 1; done
+}
+if have_all; then
+  echo "$OUT"
+  exit 0
+fi
+
+command -v go >/dev/null || { echo "build.sh: go is needed to build the control plane" >&2; exit 1; }
+mkdir -p "$OUT"
+work="$(mktemp -d)"
+trap 'rm -rf "$work"' EXIT
+start=$(date +%s)
+staging="0.${K8S_VERSION#1.}"
+
+# k8s.io/kubernetes points its staging modules at ./staging; pin each to the matching v0.x.y.
+go mod download -json "k8s.io/kubernetes@v$K8S_VERSION" > "$work/k8s.json"
+modfile="$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["GoMod"])' "$work/k8s.json")"
+replaces="$(sed -n 's#^[[:space:]]*\(k8s.io/[a-z0-9-]*\) => ./staging/.*#\1#p' "$modfile" | sort -u)"
+
+mkdir -p "$work/k8s" && cd "$work/k8s"
+{
+  echo "module hami.local/controlplane"
+  echo
+  echo "go $(go env GOVERSION | sed 's/^go//; s/\.[0-9]*$//')"
+  echo
+  echo "require k8s.io/kubernetes v$K8S_VERSION"
+  echo
+  for m in $replaces; do echo "replace $m => $m v$staging"; done
+} > go.mod
+cat > tools.go <<'GO'
+//go:build tools
+
+package tools
+
+import (
+	_ "k8s.io/kubernetes/cmd/kube-apiserver"
+	_ "k8s.io/kubernetes/cmd/kube-scheduler"
+)
+GO
+go mod tidy -e >/dev/null 2>&1 || true
+go get "k8s.io/kubernetes/cmd/kube-apiserver@v$K8S_VERSION" "k8s.io/kubernetes/cmd/kube-scheduler@v$K8S_VERSION"
+CGO_ENABLED=0 go build -trimpath -ldflags "-s -w -X k8s.io/component-base/version.gitVersion=v$K8S_VERSION" \
+  -o "$OUT/kube-apiserver" k8s.io/kubernetes/cmd/kube-apiserver
+CGO_ENABLED=0 go build -trimpath -ldflags "-s -w -X k8s.io/component-base/version.gitVersion=v$K8S_VERSION" \
+  -o "$OUT/kube-scheduler" k8s.io/kubernetes/cmd/kube-scheduler
+
+# etcd: a two-line main over the server module (the etcd repository root module cannot be
+# `go install`ed: it uses replace directives).
+mkdir -p "$work/etcd" && cd "$work/etcd"
+cat > go.mod <<MOD
+module hami.local/etcd
+
+go $(go env GOVERSION | sed 's/^go//; s/\.[0-9]*$//')
+MOD
+cat > main.go <<'GO'
+package main
+
+import (
+	"os"
+
+	"go.etcd.io/etcd/server/v3/etcdmain"
+)
+
+func main() { etcdmain.Main(os.Args) }
+GO
+go get "go.etcd.io/etcd/server/v3@v$ETCD_VERSION"
+go mod tidy
+CGO_ENABLED=0 go build -trimpath -ldflags "-s -w" -o "$OUT/etcd" .
+
+# kwok: simulated nodes and pods.
+mkdir -p "$work/kwok" && cd "$work/kwok"
+GOBIN="$OUT" CGO_ENABLED=0 go install "sigs.k8s.io/kwok/cmd/kwok@v$KWOK_VERSION"
+
+have_all
+echo "built in $(( $(date +%s) - start ))s" > "$OUT/BUILD_INFO"
+echo "$OUT"
