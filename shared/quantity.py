@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from fractions import Fraction
 
 from shared.errors import InvalidRequest
 
@@ -71,3 +72,37 @@ def format_mib(mib: int) -> str:
     if mib >= 1024:
         return f"{mib / 1024:.1f} GiB"
     return f"{mib} MiB"
+
+
+_K8S_QUANTITY = re.compile(
+    r"^([+-]?(?:\d+\.?\d*|\.\d+))(Ki|Mi|Gi|Ti|Pi|Ei|[eE][+-]?\d+|[mkMGTPE])?$"
+)
+_K8S_SUFFIX = {
+    "": 1,
+    "m": Fraction(1, 1000),
+    "k": 10**3,
+    "M": 10**6,
+    "G": 10**9,
+    "T": 10**12,
+    "P": 10**15,
+    "E": 10**18,
+    "Ki": 2**10,
+    "Mi": 2**20,
+    "Gi": 2**30,
+    "Ti": 2**40,
+    "Pi": 2**50,
+    "Ei": 2**60,
+}
+
+
+def parse_k8s_quantity(text: str) -> Fraction:
+    """A Kubernetes resource quantity (``2000``, ``2k``, ``1.5``, ``100m``, ``3Gi``, ``1e3``) as
+    an exact number. The API server rewrites quantities into canonical form (2000 -> 2k), so
+    anything reading pod specs must accept every form."""
+    match = _K8S_QUANTITY.match(text.strip())
+    if not match:
+        raise ValueError(f"{text!r} is not a Kubernetes quantity")
+    number, suffix = Fraction(match.group(1)), match.group(2) or ""
+    if suffix[:1] in ("e", "E") and len(suffix) > 1:
+        return number * Fraction(10) ** int(suffix[1:])
+    return number * _K8S_SUFFIX[suffix]

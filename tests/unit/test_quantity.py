@@ -1,7 +1,15 @@
+from fractions import Fraction
+
 import pytest
 
 from shared.errors import InvalidRequest
-from shared.quantity import MemoryAmount, parse_cores, parse_count, parse_memory
+from shared.quantity import (
+    MemoryAmount,
+    parse_cores,
+    parse_count,
+    parse_k8s_quantity,
+    parse_memory,
+)
 
 
 @pytest.mark.parametrize(
@@ -42,3 +50,27 @@ def test_cores_and_count_accept_bounds() -> None:
     assert parse_count("1") == 1
     with pytest.raises(InvalidRequest, match="--gpus"):
         parse_count("0")
+
+
+@pytest.mark.parametrize(
+    ("text", "value"),
+    [
+        ("2000", 2000),
+        ("2k", 2000),
+        ("1.5", Fraction(3, 2)),
+        ("100m", Fraction(1, 10)),
+        ("3Gi", 3 * 2**30),
+        ("1e3", 1000),
+        ("1E3", 1000),
+        ("2E", 2 * 10**18),
+        ("-1", -1),
+    ],
+)
+def test_k8s_quantities(text: str, value: Fraction) -> None:
+    assert parse_k8s_quantity(text) == value
+
+
+@pytest.mark.parametrize("text", ["", "abc", "1.2.3", "3GB", "k"])
+def test_k8s_quantity_refused(text: str) -> None:
+    with pytest.raises(ValueError):
+        parse_k8s_quantity(text)

@@ -7,15 +7,14 @@ and nowhere deeper.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from services.webhook.core.settings import INTERNAL_ANNOTATIONS, POLICY_ANNOTATIONS, WebhookSettings
+from shared.quantity import parse_k8s_quantity
 
 Obj = Mapping[str, Any]
-_INTEGER = re.compile(r"^\s*-?\d+\s*$")
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,13 +62,18 @@ def _resource(container: Obj, name: str) -> object | None:
 
 
 def _integer(value: object) -> int | None:
+    """A whole-number quantity in any Kubernetes spelling (2000, 2k, 2e3), else None."""
     if isinstance(value, bool):
         return None
     if isinstance(value, int):
         return value
-    if isinstance(value, str) and _INTEGER.match(value):
-        return int(value)
-    return None
+    if not isinstance(value, str):
+        return None
+    try:
+        number = parse_k8s_quantity(value)
+    except ValueError:
+        return None
+    return int(number) if number.denominator == 1 else None
 
 
 def requests_managed(pod: Obj, settings: WebhookSettings) -> bool:
