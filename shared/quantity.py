@@ -77,7 +77,7 @@ def format_mib(mib: int) -> str:
 _K8S_QUANTITY = re.compile(
     r"^([+-]?(?:\d+\.?\d*|\.\d+))(Ki|Mi|Gi|Ti|Pi|Ei|[eE][+-]?\d+|[mkMGTPE])?$"
 )
-_K8S_SUFFIX = {
+_K8S_SUFFIX: dict[str, int | Fraction] = {
     "": 1,
     "m": Fraction(1, 1000),
     "k": 10**3,
