@@ -5,6 +5,9 @@ cd "$(dirname "$0")/.."
 python3 -m pip install --quiet --disable-pip-version-check -e '.[test]'
 python3 -m ruff check .
 python3 -m mypy
+# The isolation library and its test driver, then its tests once under ASan and UBSan.
+make -C native -s all
+make -C native -s sanitize
 # The Kubernetes control plane for tests/kube: built once into a cache, reused after.
 bash tests/e2e/controlplane/build.sh >/dev/null
 python3 -m pytest "$@"

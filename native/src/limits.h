@@ -1,0 +1,26 @@
+/* Limits from the environment HAMi's device plugin sets, decoded once. */
+#ifndef HAMI_LIMITS_H
+#define HAMI_LIMITS_H
+
+#include <stdint.h>
+
+#define HAMI_MAX_DEVICES 16
+
+enum hami_policy { HAMI_POLICY_DEFAULT = 0, HAMI_POLICY_FORCE = 1, HAMI_POLICY_DISABLE = 2 };
+
+struct hami_limits {
+    uint64_t memory[HAMI_MAX_DEVICES]; /* bytes; 0 = unlimited */
+    int memory_invalid[HAMI_MAX_DEVICES]; /* malformed: refuse every allocation (fail closed) */
+    int sm_percent;                       /* 0 or 100 = not throttled */
+    int sm_invalid;
+    enum hami_policy policy;
+    int priority;     /* 0 high, 1 low */
+    int oversubscribe;
+};
+
+/* Parse "3000m", "3g", "1024k", "12345" (bytes); returns 0 on success. */
+int hami_parse_size(const char *text, uint64_t *bytes);
+/* Fill limits from a getenv-like lookup (injectable for tests). */
+void hami_limits_load(struct hami_limits *out, const char *(*lookup)(const char *name));
+
+#endif

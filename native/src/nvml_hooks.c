@@ -1,0 +1,79 @@
+/* NVML memory queries report the container's limit and use, like cuMemGetInfo. */
+#define _GNU_SOURCE
+#include <stdlib.h>
+#include <string.h>
+
+#include "vgpu.h"
+
+#define EXPORT __attribute__((visibility("default")))
+
+/* The position of an NVML device in CUDA_VISIBLE_DEVICES (UUIDs or indices), or -1. */
+static int visible_index(nvmlDevice_t device) {
+    const char *visible = getenv("CUDA_VISIBLE_DEVICES");
+    if (visible == NULL || *visible == '\0') {
+        unsigned int index = 0;
+        if (hami_real.nvmlDeviceGetIndex == NULL ||
+            hami_real.nvmlDeviceGetIndex(device, &index) != NVML_SUCCESS)
+            return -1;
+        return index < HAMI_MAX_DEVICES ? (int)index : -1;
+    }
+    char uuid[96] = {0};
+    unsigned int index = 0;
+    int have_uuid = hami_real.nvmlDeviceGetUUID != NULL &&
+                    hami_real.nvmlDeviceGetUUID(device, uuid, sizeof(uuid)) == NVML_SUCCESS;
+    int have_index = hami_real.nvmlDeviceGetIndex != NULL &&
+                     hami_real.nvmlDeviceGetIndex(device, &index) == NVML_SUCCESS;
+    int position = 0;
+    for (const char *p = visible; *p != '\0' && position < HAMI_MAX_DEVICES; position++) {
+        size_t len = strcspn(p, ",");
+        char item[96] = {0};
+        memcpy(item, p, len < sizeof(item) - 1 ? len : sizeof(item) - 1);
+        if (have_uuid && strcmp(item, uuid) == 0) return position;
+        char *end = NULL;
+        long n = strtol(item, &end, 10);
+        if (have_index && end != item && *end == '\0' && n == (long)index) return position;
+        p += len;
+        if (*p == ',') p++;
+    }
+    return -1;
+}
+
+static int limited(nvmlDevice_t device, uint64_t *limit, uint64_t *used) {
+    int dev = visible_index(device);
+    if (dev < 0 || hami.limits.memory[dev] == 0) return 0;
+    *limit = hami.limits.memory[dev];
+    *used = 0;
+    if (hami.region != NULL) {
+        hami_region_lock(hami.region);
+        *used = hami_region_used(hami.region, dev);
+        hami_region_unlock(hami.region);
+    }
+    return 1;
+}
+
+EXPORT nvmlReturn_t nvmlDeviceGetMemoryInfo(nvmlDevice_t device, nvmlMemory_t *memory) {
+    hami_init();
+    if (hami_real.nvmlDeviceGetMemoryInfo == NULL) return NVML_ERROR_UNINITIALIZED;
+    nvmlReturn_t rc = hami_real.nvmlDeviceGetMemoryInfo(device, memory);
+    uint64_t limit, used;
+    if (rc != NVML_SUCCESS || memory == NULL || !limited(device, &limit, &used)) return rc;
+    uint64_t left = used >= limit ? 0 : limit - used;
+    memory->total = limit < memory->total ? limit : memory->total;
+    memory->free = left < memory->free ? left : memory->free;
+    memory->used = used;
+    return rc;
+}
+
+EXPORT nvmlReturn_t nvmlDeviceGetMemoryInfo_v2(nvmlDevice_t device, nvmlMemory_v2_t *memory) {
+    hami_init();
+    if (hami_real.nvmlDeviceGetMemoryInfo_v2 == NULL) return NVML_ERROR_UNINITIALIZED;
+    nvmlReturn_t rc = hami_real.nvmlDeviceGetMemoryInfo_v2(device, memory);
+    uint64_t limit, used;
+    if (rc != NVML_SUCCESS || memory == NULL || !limited(device, &limit, &used)) return rc;
+    uint64_t left = used >= limit ? 0 : limit - used;
+    memory->total = limit < memory->total ? limit : memory->total;
+    memory->free = left < memory->free ? left : memory->free;
+    memory->used = used;
+    memory->reserved = 0;
+    return rc;
+}

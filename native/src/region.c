@@ -1,0 +1,219 @@
+#include "region.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/file.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "log.h"
+
+uint64_t hami_process_start_ticks(int pid) {
+    char path[64];
+    snprintf(path, sizeof(path), "/proc/%d/stat", pid);
+    FILE *f = fopen(path, "re");
+    if (f == NULL) return 0;
+    char buf[1024];
+    size_t n = fread(buf, 1, sizeof(buf) - 1, f);
+    fclose(f);
+    buf[n] = '\0';
+    /* The command name (field 2) may hold spaces and parentheses: count from the last ')'. */
+    char *p = strrchr(buf, ')');
+    if (p == NULL) return 0;
+    int field = 2;
+    for (p++; *p != '\0' && field < 22; p++) {
+        if (*p == ' ') field++;
+    }
+    return strtoull(p, NULL, 10);
+}
+
+static int process_gone(const struct hami_proc_slot *s) {
+    if (kill(s->pid, 0) != 0 && errno == ESRCH) return 1;
+    uint64_t ticks = hami_process_start_ticks(s->pid);
+    return ticks != 0 && s->start_ticks != 0 && ticks != s->start_ticks;
+}
+
+static void init_header(struct hami_region *r, const struct hami_limits *limits) {
+    memset(r, 0, offsetof(struct hami_region, slots));
+    pthread_mutexattr_t attr;
+    pthread_mutexattr_init(&attr);
+    pthread_mutexattr_setpshared(&attr, PTHREAD_PROCESS_SHARED);
+    pthread_mutexattr_setrobust(&attr, PTHREAD_MUTEX_ROBUST);
+    pthread_mutex_init(&r->lock, &attr);
+    pthread_mutexattr_destroy(&attr);
+    for (int i = 0; i < HAMI_MAX_DEVICES; i++) r->limit[i] = limits->memory[i];
+    r->sm_limit = limits->sm_percent;
+    r->header_bytes = (uint32_t)offsetof(struct hami_region, slots);
+    r->slot_count = HAMI_MAX_PROCS;
+    r->version = HAMI_REGION_VERSION;
+    __atomic_store_n(&r->magic, HAMI_REGION_MAGIC, __ATOMIC_RELEASE); /* last: marks it ready */
+}
+
+struct hami_region *hami_region_open(const char *path, const struct hami_limits *limits) {
+    size_t size = sizeof(struct hami_region);
+    if (path == NULL || *path == '\0') {
+        void *mem = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+        if (mem == MAP_FAILED) return NULL;
+        init_header(mem, limits);
+        return mem;
+    }
+    int fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0666);
+    if (fd < 0) {
+        LOG_ERROR("cannot open shared region %s: %s", path, strerror(errno));
+        return NULL;
+    }
+    /* flock is released by the kernel if we die here, so initialisation cannot wedge others. */
+    if (flock(fd, LOCK_EX) != 0 || ftruncate(fd, (off_t)size) != 0) {
+        LOG_ERROR("cannot size shared region %s: %s", path, strerror(errno));
+        close(fd);
+        return NULL;
+    }
+    struct stat st;
+    struct hami_region *r = NULL;
+    if (fstat(fd, &st) == 0 && (size_t)st.st_size >= size) {
+        void *mem = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+        if (mem != MAP_FAILED) r = mem;
+    }
+    if (r != NULL) {
+        if (__atomic_load_n(&r->magic, __ATOMIC_ACQUIRE) != HAMI_REGION_MAGIC) {
+            init_header(r, limits);
+        } else if (r->version != HAMI_REGION_VERSION ||
+                   r->header_bytes != offsetof(struct hami_region, slots)) {
+            LOG_ERROR("shared region %s has layout version %u, this library %u", path, r->version,
+                      HAMI_REGION_VERSION);
+            munmap(r, size);
+            r = NULL;
+        } else {
+            hami_region_lock(r);
+            for (int i = 0; i < HAMI_MAX_DEVICES; i++) {
+                uint64_t mine = limits->memory[i];
+                if (mine != 0 && (r->limit[i] == 0 || mine < r->limit[i])) {
+                    if (r->limit[i] != 0)
+                        LOG_WARN("device %d: limit %llu differs from the region's %llu; using the "
+                                 "stricter", i, (unsigned long long)mine,
+                                 (unsigned long long)r->limit[i]);
+                    r->limit[i] = mine;
+                }
+            }
+            hami_region_unlock(r);
+        }
+    }
+    flock(fd, LOCK_UN);
+    close(fd);
+    return r;
+}
+
+void hami_region_lock(struct hami_region *r) {
+    int rc = pthread_mutex_lock(&r->lock);
+    if (rc == EOWNERDEAD) {
+        /* Its owner died inside the critical section. Our updates are single stores, so the
+         * counters are whole; the dead process's slot is reaped below. */
+        LOG_WARN("shared region lock owner died; recovering");
+        pthread_mutex_consistent(&r->lock);
+        hami_region_reap(r);
+        hami_region_recount(r); /* it may have died between a slot update and the total's */
+    }
+}
+
+void hami_region_unlock(struct hami_region *r) { pthread_mutex_unlock(&r->lock); }
+
+static __thread int cached_pid;
+static __thread int cached_slot = -1;
+
+struct hami_proc_slot *hami_region_slot(struct hami_region *r) {
+    int pid = getpid();
+    if (cached_pid == pid && cached_slot >= 0 && r->slots[cached_slot].pid == pid)
+        return &r->slots[cached_slot];
+    int free_slot = -1;
+    for (int i = 0; i < HAMI_MAX_PROCS; i++) {
+        if (r->slots[i].pid == pid) {
+            cached_pid = pid;
+            cached_slot = i;
+            return &r->slots[i];
+        }
+        if (r->slots[i].pid == 0 && free_slot < 0) free_slot = i;
+    }
+    if (free_slot < 0 && hami_region_reap(r) > 0) return hami_region_slot(r);
+    if (free_slot < 0) return NULL;
+    struct hami_proc_slot *s = &r->slots[free_slot];
+    memset(s, 0, sizeof(*s));
+    s->start_ticks = hami_process_start_ticks(pid);
+    s->pid = pid;
+    cached_pid = pid;
+    cached_slot = free_slot;
+    return s;
+}
+
+void hami_region_recount(struct hami_region *r) {
+    for (int d = 0; d < HAMI_MAX_DEVICES; d++) {
+        uint64_t total = 0;
+        for (int i = 0; i < HAMI_MAX_PROCS; i++)
+            if (r->slots[i].pid != 0) total += r->slots[i].used[d];
+        r->used[d] = total;
+    }
+}
+
+int hami_region_reap(struct hami_region *r) {
+    int freed = 0;
+    for (int i = 0; i < HAMI_MAX_PROCS; i++) {
+        struct hami_proc_slot *s = &r->slots[i];
+        if (s->pid != 0 && s->pid != getpid() && process_gone(s)) {
+            for (int d = 0; d < HAMI_MAX_DEVICES; d++)
+                r->used[d] = r->used[d] >= s->used[d] ? r->used[d] - s->used[d] : 0;
+            /* Slots stay where they are: others keep their indices. */
+            memset(s, 0, sizeof(*s));
+            freed++;
+        }
+    }
+    return freed;
+}
+
+uint64_t hami_region_used(const struct hami_region *r, int dev) { return r->used[dev]; }
+
+uint64_t hami_region_oversub(const struct hami_region *r, int dev) {
+    uint64_t total = 0;
+    for (int i = 0; i < HAMI_MAX_PROCS; i++)
+        if (r->slots[i].pid != 0) total += r->slots[i].oversub[dev];
+    return total;
+}
+
+int hami_region_reserve(struct hami_region *r, int dev, uint64_t bytes, uint64_t limit,
+                        int oversub) {
+    hami_region_lock(r);
+    struct hami_proc_slot *slot = hami_region_slot(r);
+    int ok = slot != NULL;
+    if (ok && !oversub && limit != 0) {
+        uint64_t used = hami_region_used(r, dev);
+        if (used + bytes > limit || used + bytes < used) {
+            hami_region_reap(r); /* a dead process may still hold some: count again */
+            used = hami_region_used(r, dev);
+            ok = used + bytes <= limit && used + bytes >= used;
+        }
+    }
+    if (ok && oversub) {
+        slot->oversub[dev] += bytes;
+    } else if (ok) {
+        slot->used[dev] += bytes;
+        r->used[dev] += bytes;
+    }
+    hami_region_unlock(r);
+    return ok ? 0 : -1;
+}
+
+void hami_region_release(struct hami_region *r, int dev, uint64_t bytes, int oversub) {
+    hami_region_lock(r);
+    struct hami_proc_slot *slot = hami_region_slot(r);
+    if (slot != NULL) {
+        uint64_t *counter = oversub ? &slot->oversub[dev] : &slot->used[dev];
+        uint64_t taken = *counter >= bytes ? bytes : *counter; /* never underflow */
+        *counter -= taken;
+        if (!oversub) r->used[dev] = r->used[dev] >= taken ? r->used[dev] - taken : 0;
+    }
+    hami_region_unlock(r);
+}

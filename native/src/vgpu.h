@@ -1,0 +1,22 @@
+/* Process-wide state of the library, set up once by hami_init(). */
+#ifndef HAMI_VGPU_H
+#define HAMI_VGPU_H
+
+#include "hooks.h"
+#include "limits.h"
+#include "region.h"
+
+struct hami_state {
+    struct hami_limits limits;
+    struct hami_region *region; /* NULL: accounting unavailable (fails closed where limited) */
+    uint64_t context_reserve;   /* bytes charged per process per device on first use */
+    int throttle;               /* compute limit active for this process */
+};
+extern struct hami_state hami;
+
+int hami_current_device(void);
+uint64_t hami_now_ns(void);
+void hami_throttle_launch(CUstream stream);
+void hami_sample_after_launch(CUstream stream);
+
+#endif

@@ -1,0 +1,247 @@
+"""libvgpu.so preloaded into C and Python programs over the test driver (no GPU needed)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+MB = 1 << 20
+
+
+def run(
+    build: Path, *args: str, timeout: float = 60, **env: str
+) -> subprocess.CompletedProcess[str]:
+    environment = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("CUDA_", "GPU_", "FAKE_", "LD_PRELOAD"))
+    }
+    environment.update(LD_LIBRARY_PATH=str(build), LD_PRELOAD=str(build / "libvgpu.so"), **env)
+    return subprocess.run(
+        [str(build / "test_native"), *args],
+        env=environment,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+
+
+def spawn(build: Path, *args: str, **env: str) -> subprocess.Popen[str]:
+    environment = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("CUDA_", "GPU_", "FAKE_", "LD_PRELOAD"))
+    }
+    environment.update(LD_LIBRARY_PATH=str(build), LD_PRELOAD=str(build / "libvgpu.so"), **env)
+    return subprocess.Popen(
+        [str(build / "test_native"), *args],
+        env=environment,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def ok(result: subprocess.CompletedProcess[str]) -> None:
+    assert result.returncode == 0 and result.stdout.strip().endswith("ok"), result.stderr
+
+
+def test_pure_units(native_build: Path) -> None:
+    result = subprocess.run(
+        [str(native_build / "test_units")], capture_output=True, text=True, check=False
+    )
+    assert result.returncode == 0 and "test_units: ok" in result.stdout, result.stderr
+
+
+def test_every_allocation_path_and_route_is_limited(native_build: Path) -> None:
+    ok(run(native_build, "paths", CUDA_DEVICE_MEMORY_LIMIT_0="64m"))
+
+
+def test_the_limit_binds_without_the_library_it_does_not(native_build: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if k != "LD_PRELOAD"}
+    env.update(LD_LIBRARY_PATH=str(native_build), CUDA_DEVICE_MEMORY_LIMIT_0="64m")
+    plain = subprocess.run(
+        [str(native_build / "test_native"), "paths"],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert plain.returncode != 0  # the scenario's checks really depend on the library
+
+
+def test_memory_info_is_virtualised(native_build: Path) -> None:
+    ok(
+        run(
+            native_build,
+            "meminfo",
+            CUDA_DEVICE_MEMORY_LIMIT_0="64m",
+            CUDA_VISIBLE_DEVICES="GPU-fake-0,GPU-fake-1",
+        )
+    )
+
+
+def test_oversubscription_falls_back_to_unified_memory(native_build: Path) -> None:
+    ok(run(native_build, "oversub", CUDA_DEVICE_MEMORY_LIMIT_0="64m", CUDA_OVERSUBSCRIBE="true"))
+
+
+@pytest.mark.parametrize("value", ["lots", "-5m", "3x"])
+def test_malformed_memory_limit_fails_closed(native_build: Path, value: str) -> None:
+    result = run(native_build, "refused", CUDA_DEVICE_MEMORY_LIMIT_0=value, LIBCUDA_LOG_LEVEL="1")
+    ok(result)
+    assert result.stderr.count("malformed") == 1  # one clear line, not one per call
+
+
+def test_malformed_sm_limit_refuses_launches(native_build: Path) -> None:
+    ok(run(native_build, "launch-refused", CUDA_DEVICE_SM_LIMIT="150"))
+
+
+def test_quiet_by_default(native_build: Path) -> None:
+    result = run(native_build, "paths", CUDA_DEVICE_MEMORY_LIMIT_0="64m")
+    assert result.stderr == ""
+
+
+def test_processes_allocating_together_never_exceed_the_limit(
+    native_build: Path, tmp_path: Path
+) -> None:
+    cache = tmp_path / "vgpu.cache"
+    procs = [
+        spawn(
+            native_build,
+            "grab",
+            str(8 * MB),
+            "20",
+            CUDA_DEVICE_MEMORY_LIMIT_0="64m",
+            CUDA_DEVICE_MEMORY_SHARED_CACHE=str(cache),
+        )
+        for _ in range(8)
+    ]
+    got = []
+    for p in procs:
+        out, err = p.communicate(timeout=60)
+        assert p.returncode == 0, err
+        got.append(int(out.split("got ")[1].split()[0]))
+    assert sum(got) == 8  # 64 MiB / 8 MiB: every block the budget holds, and not one more
+
+
+def test_kill_9_inside_the_critical_section_does_not_block_others(
+    native_build: Path, tmp_path: Path
+) -> None:
+    cache = tmp_path / "vgpu.cache"
+    dead = subprocess.run(
+        [str(native_build / "test_units"), "lock-and-die", str(cache)],
+        capture_output=True,
+        text=True,
+        timeout=10,
+        check=False,
+    )
+    assert dead.returncode == -signal.SIGKILL and "locked" in dead.stdout
+    started = time.monotonic()
+    result = run(
+        native_build,
+        "grab",
+        str(8 * MB),
+        "8",
+        timeout=20,
+        CUDA_DEVICE_MEMORY_LIMIT_0="64m",
+        CUDA_DEVICE_MEMORY_SHARED_CACHE=str(cache),
+    )
+    assert result.returncode == 0 and "got 8" in result.stdout, result.stderr
+    assert time.monotonic() - started < 15
+    used = subprocess.run(
+        [str(native_build / "test_units"), "used", str(cache), "0"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert used.stdout.strip() == "0"  # the dead holder's bytes were reclaimed; the grabber left
+
+
+def test_a_killed_process_gives_its_memory_back(native_build: Path, tmp_path: Path) -> None:
+    cache = tmp_path / "vgpu.cache"
+    env = {"CUDA_DEVICE_MEMORY_LIMIT_0": "64m", "CUDA_DEVICE_MEMORY_SHARED_CACHE": str(cache)}
+    holder = spawn(native_build, "grab", str(8 * MB), "8", **env)
+    assert holder.stdout is not None
+    assert holder.stdout.readline().strip() == "got 8"
+    holder.kill()
+    holder.communicate()
+    result = run(native_build, "grab", str(8 * MB), "8", **env)
+    assert "got 8" in result.stdout, result.stderr
+
+
+def test_two_processes_share_one_compute_budget(native_build: Path, tmp_path: Path) -> None:
+    env = {"CUDA_DEVICE_SM_LIMIT": "50", "CUDA_DEVICE_MEMORY_SHARED_CACHE": str(tmp_path / "c")}
+    procs = [spawn(native_build, "throttle", "2", **env) for _ in range(2)]
+    shares = []
+    for p in procs:
+        out, err = p.communicate(timeout=30)
+        assert p.returncode == 0, err
+        shares.append(float(out.split("share ")[1].split()[0]))
+    # Each fake process has its own simulated GPU; together they may use half of one.
+    assert 0.40 <= sum(shares) <= 0.60, shares
+
+
+def test_compute_share_tracks_the_limit(native_build: Path) -> None:
+    result = run(native_build, "throttle", "2", CUDA_DEVICE_SM_LIMIT="50")
+    share = float(result.stdout.split("share ")[1].split()[0])
+    assert 0.42 <= share <= 0.58, result.stdout
+
+
+def test_high_priority_and_disabled_policy_are_not_throttled(native_build: Path) -> None:
+    for env in ({"CUDA_TASK_PRIORITY": "0"}, {"GPU_CORE_UTILIZATION_POLICY": "disable"}):
+        result = run(native_build, "throttle", "1", CUDA_DEVICE_SM_LIMIT="25", **env)
+        assert float(result.stdout.split("share ")[1].split()[0]) > 0.9, (env, result.stdout)
+
+
+PYTHON_PROGRAM = """
+import ctypes, sys
+cuda = ctypes.CDLL("libcuda.so.1")
+ptr = ctypes.c_uint64()
+first = cuda.cuMemAlloc_v2(ctypes.byref(ptr), 48 << 20)
+second = cuda.cuMemAlloc_v2(ctypes.byref(ctypes.c_uint64()), 32 << 20)
+free, total = ctypes.c_size_t(), ctypes.c_size_t()
+cuda.cuMemGetInfo_v2(ctypes.byref(free), ctypes.byref(total))
+print(first, second, free.value >> 20, total.value >> 20)
+"""
+
+
+def test_python_ctypes_program_is_limited(native_build: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CUDA_")}
+    env.update(
+        LD_LIBRARY_PATH=str(native_build),
+        LD_PRELOAD=str(native_build / "libvgpu.so"),
+        CUDA_DEVICE_MEMORY_LIMIT_0="64m",
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", PYTHON_PROGRAM],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    assert result.stdout.split() == ["0", "2", "16", "64"], result.stderr
+
+
+def test_only_hooked_symbols_are_exported(native_build: Path) -> None:
+    symbols = subprocess.run(
+        ["nm", "-D", "--defined-only", str(native_build / "libvgpu.so")],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    names = [line.split()[-1] for line in symbols.splitlines() if line.split()[1] in "TtWw"]
+    assert names and all(n.startswith(("cu", "nvml")) or n == "dlsym" for n in names), names
+
+
+def test_hami_finds_the_built_library(native_build: Path) -> None:
+    from shared.native import find_libvgpu
+
+    assert find_libvgpu() == native_build / "libvgpu.so"
