@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from typing import Any
 from urllib.parse import urlsplit
@@ -60,6 +61,8 @@ async def _accepts_tcp(url: str, timeout_s: float) -> bool:
     except (OSError, TimeoutError, ValueError):
         return False
     writer.close()
+    with contextlib.suppress(OSError):
+        await writer.wait_closed()
     return True
 
 

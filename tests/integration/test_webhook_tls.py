@@ -4,6 +4,7 @@ to new connections without a restart."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import ssl
@@ -21,6 +22,8 @@ async def peer_serial(port: int, ca: Path) -> int:
     _, writer = await asyncio.open_connection("127.0.0.1", port, ssl=context)
     der = writer.get_extra_info("ssl_object").getpeercert(binary_form=True)
     writer.close()
+    with contextlib.suppress(OSError, ssl.SSLError):
+        await writer.wait_closed()
     return x509.load_der_x509_certificate(der).serial_number
 
 
