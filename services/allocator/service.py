@@ -16,7 +16,7 @@ from nats.micro import add_service
 from nats.micro.request import Request
 
 from services.allocator.core import ledger
-from services.allocator.core.placement import Never, Placed, SchedulingSettings, Wait, decide
+from services.allocator.core.placement import Never, SchedulingSettings, Wait, decide
 from services.allocator.core.state import ClusterState
 from services.allocator.settings import AllocatorSettings
 from shared import kvwatch
@@ -32,6 +32,7 @@ from shared.schemas.placement import (
     STATUS,
     DeviceStatus,
     PlaceReply,
+    PlaceRequest,
     ReleaseReply,
     RenewReply,
     StatusReply,
@@ -115,19 +116,23 @@ class Allocator:
                 log.warning("event not published", extra={"event": msg_id, "error": repr(e)})
 
     async def place(self, data: bytes) -> bytes:
-        request = place_request_codec.decode(data)
+        reply = await self.place_request(place_request_codec.decode(data))
+        return place_reply_codec.encode(reply)
+
+    async def place_request(self, request: PlaceRequest) -> PlaceReply:
+        """Decide, record durably, then apply: the one path every API (NATS, extender) takes."""
         async with self._lock:
             existing = self.state.by_request.get(request.request_id)
             if existing is not None:
-                record = self.state.allocations[existing].record
-                return place_reply_codec.encode(PlaceReply(outcome="placed", allocation=record))
+                return PlaceReply(
+                    outcome="placed", allocation=self.state.allocations[existing].record
+                )
             now = self._clock()
             decision = decide(self.state, request, self.scheduling, now)
             if isinstance(decision, Wait):
-                return place_reply_codec.encode(PlaceReply(outcome="wait", reason=decision.reason))
+                return PlaceReply(outcome="wait", reason=decision.reason)
             if isinstance(decision, Never):
-                return place_reply_codec.encode(PlaceReply(outcome="never", reason=decision.reason))
-            assert isinstance(decision, Placed)
+                return PlaceReply(outcome="never", reason=decision.reason)
             record = ledger.record_for(request, decision.fit, uuid.uuid4().hex, now)
             try:
                 await self._allocations.create(
@@ -147,7 +152,10 @@ class Allocator:
             },
         )
         await self._publish(events)
-        return place_reply_codec.encode(PlaceReply(outcome="placed", allocation=record))
+        return PlaceReply(outcome="placed", allocation=record)
+
+    async def release_allocation(self, allocation_id: str, reason: str) -> bool:
+        return await self._release(allocation_id, expired=False, reason=reason)
 
     async def renew(self, data: bytes) -> bytes:
         request = renew_request_codec.decode(data)
@@ -259,8 +267,38 @@ async def _watch_nodes(allocator: Allocator, nodes: KeyValue, stop: asyncio.Even
         allocator.observe_node(key, value)
 
 
+async def _serve_extender(
+    allocator: Allocator,
+    settings: AllocatorSettings,
+    stop: asyncio.Event,
+    started: Callable[[int], None] | None,
+) -> None:
+    from aiohttp import web
+
+    from services.allocator.extender import Extender, application
+    from shared.kube.client import KubeClient
+
+    kube = await KubeClient.from_kubeconfig(settings.kubeconfig)
+    runner = web.AppRunner(application(Extender(allocator, kube)), access_log=None)
+    await runner.setup()
+    try:
+        site = web.TCPSite(runner, settings.extender_host, settings.extender_port or 0)
+        await site.start()
+        port = runner.addresses[0][1]
+        log.info("extender serving", extra={"address": f"{settings.extender_host}:{port}"})
+        if started is not None:
+            started(port)
+        await stop.wait()
+    finally:
+        await runner.cleanup()
+        await kube.close()
+
+
 async def serve(
-    settings: AllocatorSettings, stop: asyncio.Event, ready: Callable[[], None] | None = None
+    settings: AllocatorSettings,
+    stop: asyncio.Event,
+    ready: Callable[[], None] | None = None,
+    extender_started: Callable[[int], None] | None = None,
 ) -> None:
     nc: Client = await connect(settings.nats_url, "hami-allocator")
     try:
@@ -295,6 +333,11 @@ async def serve(
                     ),
                     name="expire-leases",
                 )
+                if settings.extender_port is not None:
+                    tasks.create_task(
+                        _serve_extender(allocator, settings, stop, extender_started),
+                        name="extender",
+                    )
                 await stop.wait()
         finally:
             await service.stop()

@@ -22,6 +22,11 @@ class AllocatorSettings(msgspec.Struct, frozen=True, kw_only=True):
     sweep_interval_s: float = 1.0
     """How often expired leases are looked for."""
     log_level: str = "INFO"
+    extender_host: str = "127.0.0.1"
+    extender_port: int | None = None
+    """Serve kube-scheduler's extender API on this port (0: any free one); None: do not."""
+    kubeconfig: str | None = None
+    """Kubeconfig for binding pods; None with the extender on: in-cluster configuration."""
 
     def __post_init__(self) -> None:
         policy_named(self.node_policy, field="--node-policy")
@@ -49,6 +54,9 @@ def parse_settings(argv: list[str] | None = None) -> AllocatorSettings:
         "--sweep-interval", dest="sweep_interval_s", type=float, default=defaults.sweep_interval_s
     )
     parser.add_argument("--log-level", default=env.get("HAMI_LOG_LEVEL", defaults.log_level))
+    parser.add_argument("--extender-host", default=defaults.extender_host)
+    parser.add_argument("--extender-port", type=int, default=None)
+    parser.add_argument("--kubeconfig", default=env.get("KUBECONFIG"))
     args = parser.parse_args(argv)
     try:
         return AllocatorSettings(**vars(args))

@@ -141,3 +141,22 @@ def decide(
     if empty_fit is None:
         return Never(summarize(empty_reasons))
     return Wait(summarize(reasons))
+
+
+def node_scores(
+    state: ClusterState, request: PlaceRequest, settings: SchedulingSettings, now: float
+) -> dict[str, float]:
+    """The node policy's score for every candidate node the request fits now (higher is better)."""
+    validate(request)
+    node_policy = policy_named(request.node_policy or settings.node_policy)
+    order = policy_named(request.gpu_policy or settings.gpu_policy).device_order()
+    allowed = None if request.candidate_nodes is None else set(request.candidate_nodes)
+    scores = {}
+    for record in live_nodes(state, now, settings.node_ttl_s):
+        if allowed is not None and record.name not in allowed:
+            continue
+        usage = state.node_usage(record.name)
+        fit = fit_node(record.name, record.devices, usage, request.containers, order)
+        if not isinstance(fit, str):
+            scores[record.name] = node_policy.node_score(record.devices, usage, fit)
+    return scores

@@ -1,0 +1,215 @@
+"""kube-scheduler's extender API (v1 JSON: PascalCase keys) over HTTP: filter, prioritize, bind.
+
+The same allocator core answers it as answers the NATS placement API. Bind reserves the
+devices durably, writes HAMi's pod annotations (optimistic concurrency), creates the Binding,
+and releases the reservation again if any step fails.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any
+
+import msgspec
+from aiohttp import web
+
+from services.allocator.core.placement import Never, Placed, decide, node_scores
+from services.allocator.core.podspec import PodRequest, encode_devices, parse_pod
+from services.allocator.service import Allocator
+from shared.errors import HamiError, InvalidRequest
+from shared.kube.client import KubeClient
+from shared.resources import (
+    ASSIGNED_NODE,
+    ASSIGNED_TIME,
+    BIND_PHASE,
+    BIND_TIME,
+    DEVICES_ALLOCATED,
+    DEVICES_TO_ALLOCATE,
+)
+from shared.schemas.placement import Holder, PlaceRequest
+
+log = logging.getLogger("hami.extender")
+MAX_PRIORITY = 10
+_json = msgspec.json.Encoder()
+
+
+def _pod_of(args: Mapping[str, Any]) -> Mapping[str, Any]:
+    pod = args.get("Pod")
+    if not isinstance(pod, Mapping):
+        raise InvalidRequest("ExtenderArgs.Pod is missing")
+    return pod
+
+
+def _node_names(args: Mapping[str, Any]) -> list[str]:
+    names = args.get("NodeNames")
+    if isinstance(names, list):
+        return [str(n) for n in names]
+    nodes = args.get("Nodes")
+    if isinstance(nodes, Mapping) and isinstance(nodes.get("items"), list):
+        return [str(n.get("metadata", {}).get("name", "")) for n in nodes["items"]]
+    raise InvalidRequest("ExtenderArgs needs NodeNames (nodeCacheCapable) or Nodes")
+
+
+def place_request_for(
+    pod: Mapping[str, Any], request: PodRequest, nodes: tuple[str, ...] | None
+) -> PlaceRequest:
+    metadata = pod.get("metadata") or {}
+    uid = str(metadata.get("uid") or "")
+    if not uid:
+        raise InvalidRequest("pod has no metadata.uid")
+    return PlaceRequest(
+        request_id=f"pod/{uid}",
+        containers=request.containers,
+        lease_ttl_s=None,
+        holder=Holder(
+            kind="pod",
+            namespace=str(metadata.get("namespace", "")),
+            pod=str(metadata.get("name", "")),
+            pod_uid=uid,
+        ),
+        candidate_nodes=nodes,
+        node_policy=request.node_policy,
+        gpu_policy=request.gpu_policy,
+        priority=request.priority,
+    )
+
+
+class Extender:
+    def __init__(
+        self, allocator: Allocator, kube: KubeClient | None, clock: Callable[[], float] = time.time
+    ) -> None:
+        self.allocator = allocator
+        self.kube = kube
+        self.clock = clock
+
+    def filter(self, args: Mapping[str, Any]) -> dict[str, Any]:
+        pod = _pod_of(args)
+        names = _node_names(args)
+        request = parse_pod(pod)
+        if not request.wants_devices:
+            return {
+                "NodeNames": names,
+                "FailedNodes": {},
+                "FailedAndUnresolvableNodes": {},
+                "Error": "",
+            }
+        passed, failed, unresolvable = [], {}, {}
+        state, now = self.allocator.state, self.clock()
+        for name in names:
+            decision = decide(
+                state, place_request_for(pod, request, (name,)), self.allocator.scheduling, now
+            )
+            if isinstance(decision, Placed):
+                passed.append(name)
+            elif isinstance(decision, Never):
+                unresolvable[name] = decision.reason
+            else:
+                failed[name] = decision.reason
+        return {
+            "NodeNames": passed,
+            "FailedNodes": failed,
+            "FailedAndUnresolvableNodes": unresolvable,
+            "Error": "",
+        }
+
+    def prioritize(self, args: Mapping[str, Any]) -> list[dict[str, Any]]:
+        pod = _pod_of(args)
+        names = _node_names(args)
+        request = parse_pod(pod)
+        if not request.wants_devices:
+            return [{"Host": n, "Score": 0} for n in names]
+        scores = node_scores(
+            self.allocator.state,
+            place_request_for(pod, request, tuple(names)),
+            self.allocator.scheduling,
+            self.clock(),
+        )
+        low, high = min(scores.values(), default=0.0), max(scores.values(), default=0.0)
+        spread = high - low
+        return [
+            {
+                "Host": n,
+                "Score": 0
+                if n not in scores
+                else round(MAX_PRIORITY * ((scores[n] - low) / spread if spread else 1.0)),
+            }
+            for n in names
+        ]
+
+    async def bind(self, args: Mapping[str, Any]) -> dict[str, Any]:
+        namespace, name = str(args.get("PodNamespace", "")), str(args.get("PodName", ""))
+        uid, node = str(args.get("PodUID", "")), str(args.get("Node", ""))
+        if not (namespace and name and uid and node):
+            raise InvalidRequest("ExtenderBindingArgs needs PodName, PodNamespace, PodUID, Node")
+        if self.kube is None:
+            raise InvalidRequest("this allocator has no Kubernetes client; it cannot bind")
+        pod = await self.kube.get_pod(namespace, name)
+        if pod["metadata"].get("uid") != uid:
+            return {"Error": f"pod {namespace}/{name} was recreated (uid changed)"}
+        reply = await self.allocator.place_request(place_request_for(pod, parse_pod(pod), (node,)))
+        if reply.outcome != "placed" or reply.allocation is None:
+            return {"Error": f"no fit on {node}: {reply.reason}"}
+        record = reply.allocation
+        devices = encode_devices(record.containers)
+        now = self.clock()
+        try:
+            await self.kube.patch_pod_annotations(
+                namespace,
+                name,
+                lambda _: {
+                    ASSIGNED_NODE: node,
+                    ASSIGNED_TIME: str(int(now)),
+                    DEVICES_TO_ALLOCATE: devices,
+                    DEVICES_ALLOCATED: devices,
+                    BIND_PHASE: "allocating",
+                    BIND_TIME: str(int(now)),
+                },
+            )
+            await self.kube.bind_pod(namespace, name, uid, node)
+        except HamiError as e:
+            await self.allocator.release_allocation(record.allocation_id, f"bind failed: {e}")
+            log.warning(
+                "bind failed, reservation released",
+                extra={"pod": f"{namespace}/{name}", "node": node, "error": str(e)},
+            )
+            return {"Error": f"bind of {namespace}/{name} to {node} failed: {e}"}
+        log.info(
+            "bound",
+            extra={"pod": f"{namespace}/{name}", "node": node, "allocation": record.allocation_id},
+        )
+        return {"Error": ""}
+
+
+def application(extender: Extender) -> web.Application:
+    def route(handler: Callable[[Mapping[str, Any]], Awaitable[Any] | Any]) -> Any:
+        async def handle(request: web.Request) -> web.Response:
+            try:
+                args = msgspec.json.decode(await request.read())
+                if not isinstance(args, Mapping):
+                    raise InvalidRequest("expected a JSON object")
+                result = handler(args)
+                if hasattr(result, "__await__"):
+                    result = await result
+            except (InvalidRequest, msgspec.DecodeError) as e:
+                return web.Response(
+                    status=400,
+                    body=_json.encode({"Error": str(e)}),
+                    content_type="application/json",
+                )
+            except HamiError as e:  # retryable trouble: say so in the verb's own error field
+                return web.Response(
+                    status=200,
+                    body=_json.encode({"Error": str(e)}),
+                    content_type="application/json",
+                )
+            return web.Response(body=_json.encode(result), content_type="application/json")
+
+        return handle
+
+    app = web.Application(client_max_size=16 * 1024 * 1024)
+    app.router.add_post("/filter", route(extender.filter))
+    app.router.add_post("/prioritize", route(extender.prioritize))
+    app.router.add_post("/bind", route(extender.bind))
+    return app
