@@ -15,7 +15,7 @@ from typing import Any
 import msgspec
 from aiohttp import web
 
-from services.allocator.core.placement import Never, Placed, decide, node_scores
+from services.allocator.core.placement import filter_nodes, node_scores
 from services.allocator.core.podspec import PodRequest, encode_devices, parse_pod
 from services.allocator.service import Allocator
 from shared.errors import HamiError, InvalidRequest
@@ -95,18 +95,13 @@ class Extender:
                 "FailedAndUnresolvableNodes": {},
                 "Error": "",
             }
-        passed, failed, unresolvable = [], {}, {}
-        state, now = self.allocator.state, self.clock()
-        for name in names:
-            decision = decide(
-                state, place_request_for(pod, request, (name,)), self.allocator.scheduling, now
-            )
-            if isinstance(decision, Placed):
-                passed.append(name)
-            elif isinstance(decision, Never):
-                unresolvable[name] = decision.reason
-            else:
-                failed[name] = decision.reason
+        passed, failed, unresolvable = filter_nodes(
+            self.allocator.state,
+            place_request_for(pod, request, None),
+            self.allocator.scheduling,
+            self.clock(),
+            names,
+        )
         return {
             "NodeNames": passed,
             "FailedNodes": failed,

@@ -53,5 +53,21 @@ if command -v nvcc >/dev/null; then
   done
 fi
 
+# Local mode on the real GPU: NVML inventory, two `hami run` torch jobs side by side, each held
+# to its own limit by the preloaded library (hami run sets the limits and LD_PRELOAD).
+export HAMI_STATE_DIR="$OUT/hami-state" HAMI_LIBVGPU="$LIB"
+if "$PY" -m services.local up --nats-port 0 --metrics-port 0 > "$OUT/hami-up.txt" 2>&1; then
+  "$PY" -m services.local status --json > "$OUT/hami-status.json"
+  for job in 1 2; do
+    "$PY" -m services.local run --gpumem 4g --gpucores 50 -- \
+      env HAMI_CHECK_LIMIT_BYTES=$LIMIT "$PY" tests/gpu/checks.py torch_oom \
+      | sed "s/}$/, \"hami_run\": $job}/" >> "$RESULTS" &
+  done
+  wait
+  "$PY" -m services.local down >> "$OUT/hami-up.txt" 2>&1
+else
+  echo '{"check": "hami_up", "ok": false}' >> "$RESULTS"
+fi
+
 "$PY" tests/gpu/summarize.py "$RESULTS" > "$OUT/results.md"
 cat "$OUT/results.md"

@@ -65,7 +65,13 @@ async def hami(
             nats_url=nats_server.url, node=node, simulate="2xH200", heartbeat_interval_s=0.5
         )
         tasks.append(asyncio.create_task(serve_agent(agent, stop)))
-    await asyncio.wait_for(started.wait(), 20)
+    waiter = asyncio.create_task(started.wait())
+    done, _ = await asyncio.wait(
+        [waiter, tasks[0]], timeout=60, return_when=asyncio.FIRST_COMPLETED
+    )
+    if tasks[0] in done:
+        tasks[0].result()  # the allocator stopped: show why
+    assert waiter in done, "the extender did not start in 60 s"
     # A second kube-scheduler, wired to us exactly as deploy/ shows, with its own name.
     scheduler = f"hami-scheduler-{uuid.uuid4().hex[:4]}"
     config = yaml.safe_load(CONFIG.read_text())

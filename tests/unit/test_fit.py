@@ -229,3 +229,26 @@ def test_unknown_policy_is_refused() -> None:
         decide(cluster(), request(C(), gpu_policy="topology"), SchedulingSettings(), 0.0)
     with pytest.raises(InvalidRequest):
         SchedulingSettings(node_policy="random")
+
+
+def test_filter_splits_fit_busy_and_impossible() -> None:
+    from services.allocator.core.placement import filter_nodes
+
+    state = cluster(
+        node("a", device(0, node="a", memory=1000)),
+        node("b", device(0, node="b", memory=1000)),
+        node("small", device(0, node="small", memory=100)),
+    )
+    state, _ = place(
+        state, request(C(memory_mib=900), candidate_nodes=("a",)), SchedulingSettings()
+    )
+    passed, failed, never = filter_nodes(
+        state,
+        request(C(memory_mib=500), request_id="2"),
+        SchedulingSettings(),
+        0.0,
+        ["a", "b", "small", "ghost"],
+    )
+    assert passed == ["b"]
+    assert set(failed) == {"a"} and "memory" in failed["a"]
+    assert set(never) == {"small", "ghost"} and "inventory" in never["ghost"]

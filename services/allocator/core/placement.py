@@ -160,3 +160,31 @@ def node_scores(
         if not isinstance(fit, str):
             scores[record.name] = node_policy.node_score(record.devices, usage, fit)
     return scores
+
+
+def filter_nodes(
+    state: ClusterState,
+    request: PlaceRequest,
+    settings: SchedulingSettings,
+    now: float,
+    names: list[str],
+) -> tuple[list[str], dict[str, str], dict[str, str]]:
+    """For kube-scheduler's filter: the named nodes the request fits now; the ones it does not
+    fit now (with why); and the ones it could never fit, even empty (with why)."""
+    validate(request)
+    order = policy_named(request.gpu_policy or settings.gpu_policy).device_order()
+    passed: list[str] = []
+    failed: dict[str, str] = {}
+    never: dict[str, str] = {}
+    for name in names:
+        record = state.nodes.get(name)
+        if record is None or now - record.last_seen > settings.node_ttl_s:
+            never[name] = "no HAMi device inventory from this node (node agent not running?)"
+            continue
+        fit = fit_node(name, record.devices, state.node_usage(name), request.containers, order)
+        if not isinstance(fit, str):
+            passed.append(name)
+            continue
+        empty = fit_node(name, record.devices, Map(), request.containers, order)
+        (never if isinstance(empty, str) else failed)[name] = fit
+    return passed, failed, never

@@ -1,0 +1,162 @@
+"""Placement decisions per second: filter + score + reserve of 1-GPU fractional requests on
+N nodes x 8 GPUs at 50% fill, in process (the core) and through the extender HTTP API.
+
+Run: python benchmarks/decisions.py [--nodes 100 1000 5000] [--decisions 300]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import platform
+import random
+import statistics
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from aiohttp import ClientSession, web
+
+from services.allocator.core import ledger
+from services.allocator.core.placement import Placed, SchedulingSettings, decide
+from services.allocator.core.state import ClusterState
+from services.allocator.extender import Extender, application
+from shared.schemas.inventory import DeviceInfo, NodeInventory
+from shared.schemas.placement import ContainerRequest, PlaceRequest
+
+SETTINGS = SchedulingSettings(node_ttl_s=1e12)
+
+
+def cluster(nodes: int, gpus: int = 8, fill: float = 0.5, seed: int = 1) -> ClusterState:
+    state = ClusterState()
+    for n in range(nodes):
+        devices = tuple(
+            DeviceInfo(
+                uuid=f"GPU-{n}-{g}",
+                index=g,
+                model="NVIDIA H200",
+                memory_mib=143771,
+                physical_memory_mib=143771,
+                split_count=10,
+            )
+            for g in range(gpus)
+        )
+        state = ledger.observe_inventory(
+            state, NodeInventory(node=f"node-{n:05d}", agent_id="a", devices=devices), 0.0
+        )
+    rng = random.Random(seed)
+    target, used, i = fill * nodes * gpus * 143771, 0, 0
+    while used < target:
+        pct = rng.choice([5, 10, 20, 25, 30, 50])
+        req = PlaceRequest(
+            request_id=f"fill-{i}",
+            containers=(ContainerRequest(memory_percent=pct, cores=pct),),
+            lease_ttl_s=None,
+            candidate_nodes=(f"node-{rng.randrange(nodes):05d}",),
+        )
+        decision = decide(state, req, SETTINGS, 0.0)
+        if isinstance(decision, Placed):
+            record = ledger.record_for(req, decision.fit, f"f{i}", 0.0)
+            state, _ = ledger.commit(state, record, 0.0)
+            used += record.containers[0][0].memory_mib
+        i += 1
+    return state
+
+
+def request(i: int) -> PlaceRequest:
+    return PlaceRequest(
+        request_id=f"bench-{i}",
+        lease_ttl_s=None,
+        containers=(ContainerRequest(memory_percent=5, cores=5),),
+    )
+
+
+def in_process(state: ClusterState, count: int) -> list[float]:
+    times = []
+    for i in range(count):
+        start = time.perf_counter()
+        decision = decide(state, request(i), SETTINGS, 0.0)
+        if isinstance(decision, Placed):  # reserve: the new state is what the next one sees
+            state, _ = ledger.commit(
+                state, ledger.record_for(request(i), decision.fit, f"b{i}", 0.0), 0.0
+            )
+        times.append(time.perf_counter() - start)
+    return times
+
+
+class StateOnly:
+    """What the extender's filter and prioritize read from the allocator."""
+
+    def __init__(self, state: ClusterState) -> None:
+        self.state = state
+        self.scheduling = SETTINGS
+
+
+async def over_http(state: ClusterState, count: int) -> list[float]:
+    app = application(Extender(StateOnly(state), None))  # type: ignore[arg-type]
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = runner.addresses[0][1]
+    names = sorted(state.nodes)
+    times = []
+    async with ClientSession() as session:
+        for i in range(count):
+            pod = {
+                "metadata": {"name": f"p{i}", "namespace": "d", "uid": f"u{i}"},
+                "spec": {
+                    "containers": [
+                        {
+                            "name": "c",
+                            "resources": {
+                                "limits": {
+                                    "nvidia.com/gpu": "1",
+                                    "nvidia.com/gpumem-percentage": "5",
+                                    "nvidia.com/gpucores": "5",
+                                }
+                            },
+                        }
+                    ]
+                },
+            }
+            body = json.dumps({"Pod": pod, "NodeNames": names})
+            start = time.perf_counter()
+            async with session.post(f"http://127.0.0.1:{port}/filter", data=body) as r:
+                passed = (await r.json())["NodeNames"]
+            body = json.dumps({"Pod": pod, "NodeNames": passed})
+            async with session.post(f"http://127.0.0.1:{port}/prioritize", data=body) as r:
+                await r.json()
+            times.append(time.perf_counter() - start)
+    await runner.cleanup()
+    return times
+
+
+def summary(times: list[float]) -> str:
+    ordered = sorted(times)
+    p99 = ordered[min(len(ordered) - 1, int(0.99 * len(ordered)))]
+    return (
+        f"median {statistics.median(times) * 1e3:.2f} ms, p99 {p99 * 1e3:.2f} ms, "
+        f"{1 / statistics.median(times):.0f}/s"
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--nodes", type=int, nargs="+", default=[100, 1000, 5000])
+    parser.add_argument("--decisions", type=int, default=300)
+    args = parser.parse_args()
+    print(f"{platform.node()} python {platform.python_version()} {time.strftime('%Y-%m-%d')}")
+    for nodes in args.nodes:
+        state = cluster(nodes)
+        print(f"{nodes} nodes x 8 GPUs, 50% fill:")
+        print(f"  in process (decide + reserve): {summary(in_process(state, args.decisions))}")
+        http = asyncio.run(over_http(state, max(20, args.decisions // 5)))
+        print(f"  extender HTTP (filter + prioritize): {summary(http)}")
+
+
+if __name__ == "__main__":
+    main()
