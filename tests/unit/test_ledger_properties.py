@@ -3,7 +3,7 @@ and the per-device usage always equals the sum of the allocations."""
 
 from __future__ import annotations
 
-from hypothesis import settings
+from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
 
@@ -123,3 +123,56 @@ def test_restore_gives_leases_a_fresh_deadline() -> None:
     assert ledger.expired(restored, 1031.0) == ["x"]
     state, left, ok = ledger.renew(restored, "x", 1031.0)
     assert ok and left == 30.0 and ledger.expired(state, 1040.0) == []
+
+
+@settings(max_examples=100, deadline=None)
+@given(
+    fills=st.lists(
+        st.tuples(st.integers(0, 9), st.integers(1, 900), st.sampled_from([0, 20, 50])), max_size=30
+    ),
+    policy=st.sampled_from(["binpack", "spread"]),
+    want=st.integers(1, 800),
+)
+def test_decision_matches_a_brute_force_oracle_on_small_clusters(
+    fills: list[tuple[int, int, int]], policy: str, want: int
+) -> None:
+    from services.allocator.core.fit import fit_node
+    from services.allocator.core.placement import BOUNDED_FITS, Wait
+    from services.allocator.core.policies import policy_named
+
+    state = ClusterState()
+    names = [f"n{i}" for i in range(10)]
+    assert len(names) <= BOUNDED_FITS
+    for name in names:
+        state = ledger.observe_inventory(
+            state, node(name, *(device(g, node=name, memory=1000, split=4) for g in range(2))), 0.0
+        )
+    for i, (n, mem, cores) in enumerate(fills):
+        r = request(
+            ContainerRequest(memory_mib=mem, cores=cores),
+            request_id=f"f{i}",
+            candidate_nodes=(names[n],),
+        )
+        decision = decide(state, r, SchedulingSettings(), 0.0)
+        if isinstance(decision, Placed):
+            state, _ = ledger.commit(state, ledger.record_for(r, decision.fit, f"a{i}", 0.0), 0.0)
+    ask = request(
+        ContainerRequest(memory_mib=want, cores=10),
+        request_id="ask",
+        node_policy=policy,
+        gpu_policy=policy,
+    )
+    decision = decide(state, ask, SchedulingSettings(), 0.0)
+    node_policy = policy_named(policy)
+    order = node_policy.device_order()
+    scored = []
+    for name in names:
+        record, usage = state.nodes[name], state.node_usage(name)
+        fit = fit_node(name, record.devices, usage, ask.containers, order)
+        if not isinstance(fit, str):
+            scored.append((-node_policy.node_score(record.devices, usage, fit), name))
+    if not scored:
+        assert not isinstance(decision, Placed)
+        return
+    assert not isinstance(decision, Wait)
+    assert isinstance(decision, Placed) and decision.fit.node == min(scored)[1]

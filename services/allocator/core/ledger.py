@@ -16,14 +16,18 @@ Events = list[AllocationEvent]
 
 
 def observe_inventory(state: ClusterState, inventory: NodeInventory, now: float) -> ClusterState:
-    return replace(state, nodes=state.nodes.set(inventory.node, NodeRecord(inventory, now)))
+    known = state.nodes.get(inventory.node)
+    state = replace(state, nodes=state.nodes.set(inventory.node, NodeRecord(inventory, now)))
+    if known is not None and known.inventory.devices == inventory.devices:
+        return state  # a plain heartbeat: the load did not change
+    return replace(state, index=state.reindexed(inventory.node))
 
 
 def forget_node(state: ClusterState, node: str) -> ClusterState:
     """The node's agent left on purpose. Its allocations stay: their holders still run."""
     if node not in state.nodes:
         return state
-    return replace(state, nodes=state.nodes.delete(node))
+    return replace(state, nodes=state.nodes.delete(node), index=state.index.without(node))
 
 
 def record_for(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
 from immutables import Map
@@ -84,30 +85,50 @@ def live_nodes(state: ClusterState, now: float, ttl: float) -> list[NodeRecord]:
     return [record for record in state.nodes.values() if now - record.last_seen <= ttl]
 
 
+BOUNDED_FITS = 16
+"""With a load-ordered policy, a search stops after this many nodes that fit: in load order
+they are the best candidates, and the cost no longer grows with the cluster."""
+
+
 def best_fit(
-    nodes: list[NodeRecord],
+    nodes: Iterable[NodeRecord],
     state: ClusterState,
     containers: tuple[ContainerRequest, ...],
     node_policy: Policy,
     gpu_policy: Policy,
     *,
     empty: bool = False,
+    enough: int | None = None,
 ) -> tuple[NodeFit | None, dict[str, str]]:
-    """The best-scoring fit over the nodes, and each failed node's reason."""
+    """The best-scoring fit over the nodes (stopping after ``enough`` fits when given), and each
+    failed node's reason."""
     order = gpu_policy.device_order()
     best: tuple[float, str, NodeFit] | None = None
     reasons: dict[str, str] = {}
+    fits = 0
     for record in nodes:
+        if enough is not None and fits >= enough:
+            break
         usage = Map() if empty else state.node_usage(record.name)
         fit = fit_node(record.name, record.devices, usage, containers, order)
         if isinstance(fit, str):
             reasons[record.name] = fit
             continue
+        fits += 1
         score = node_policy.node_score(record.devices, usage, fit)
         # Ties go to the lexically smallest node name so that decisions are reproducible.
         if best is None or score > best[0] or (score == best[0] and record.name < best[1]):
             best = (score, record.name, fit)
     return (best[2] if best else None), reasons
+
+
+def _by_load(
+    state: ClusterState, now: float, ttl: float, most_loaded_first: bool
+) -> Iterator[NodeRecord]:
+    for name in state.index.ordered(most_loaded_first=most_loaded_first):
+        record = state.nodes.get(name)
+        if record is not None and now - record.last_seen <= ttl:
+            yield record
 
 
 def summarize(reasons: dict[str, str]) -> str:
@@ -123,6 +144,17 @@ def decide(
     validate(request)
     node_policy = policy_named(request.node_policy or settings.node_policy)
     gpu_policy = policy_named(request.gpu_policy or settings.gpu_policy)
+    if request.candidate_nodes is None and node_policy.most_loaded_first is not None:
+        fit, _ = best_fit(
+            _by_load(state, now, settings.node_ttl_s, node_policy.most_loaded_first),
+            state,
+            request.containers,
+            node_policy,
+            gpu_policy,
+            enough=BOUNDED_FITS,
+        )
+        if fit is not None:
+            return Placed(fit)
     nodes = live_nodes(state, now, settings.node_ttl_s)
     if request.candidate_nodes is not None:
         allowed = set(request.candidate_nodes)

@@ -11,18 +11,9 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from services.allocator.core.fit import DeviceOrder, NodeFit
-from services.allocator.core.state import NO_USAGE, DeviceUsage
+from services.allocator.core.state import NO_USAGE, DeviceUsage, device_load
 from shared.errors import InvalidRequest
 from shared.schemas.inventory import DeviceInfo
-
-
-def device_load(device: DeviceInfo, usage: DeviceUsage) -> float:
-    """How full a device is, 0..3: the sum of its used fractions of slots, cores and memory
-    (the same three terms HAMi's device score uses)."""
-    slots = usage.count / device.split_count if device.split_count else 1.0
-    cores = usage.cores / device.cores if device.cores else 0.0
-    memory = usage.memory_mib / device.memory_mib if device.memory_mib else 1.0
-    return slots + cores + memory
 
 
 def node_load_after(
@@ -42,6 +33,12 @@ class Policy(Protocol):
     @property
     def name(self) -> str: ...
 
+    @property
+    def most_loaded_first(self) -> bool | None:
+        """Where good nodes are found: True among the most loaded, False among the least,
+        None: anywhere (every node must be scored)."""
+        ...
+
     def device_order(self) -> DeviceOrder: ...
 
     def node_score(
@@ -56,6 +53,7 @@ class Binpack:
     """Fill the fullest device and node first, keeping whole devices free for large requests."""
 
     name: str = "binpack"
+    most_loaded_first: bool | None = True
 
     def device_order(self) -> DeviceOrder:
         return lambda device, usage: -device_load(device, usage)
@@ -71,6 +69,7 @@ class Spread:
     """Use the emptiest device and node first, for the least interference between jobs."""
 
     name: str = "spread"
+    most_loaded_first: bool | None = False
 
     def device_order(self) -> DeviceOrder:
         return device_load

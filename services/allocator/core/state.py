@@ -9,6 +9,7 @@ from dataclasses import dataclass, field, replace
 
 from immutables import Map
 
+from services.allocator.core.index import LoadIndex
 from shared.schemas.inventory import DeviceInfo, NodeInventory
 from shared.schemas.placement import AllocationRecord, DeviceGrant
 
@@ -36,6 +37,21 @@ class DeviceUsage:
 
 
 NO_USAGE = DeviceUsage()
+
+
+def device_load(device: DeviceInfo, usage: DeviceUsage) -> float:
+    """How full a device is, 0..3: the sum of its used fractions of slots, cores and memory
+    (the same three terms HAMi's device score uses)."""
+    slots = usage.count / device.split_count if device.split_count else 1.0
+    cores = usage.cores / device.cores if device.cores else 0.0
+    memory = usage.memory_mib / device.memory_mib if device.memory_mib else 1.0
+    return slots + cores + memory
+
+
+def node_load(devices: tuple[DeviceInfo, ...], usage: Map[str, DeviceUsage]) -> float:
+    if not devices:
+        return 0.0
+    return sum(device_load(d, usage.get(d.uuid, NO_USAGE)) for d in devices) / len(devices)
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,6 +92,14 @@ class ClusterState:
     allocations: Map[str, Allocation] = field(default_factory=Map)
     by_request: Map[str, str] = field(default_factory=Map)
     """request_id -> allocation_id, so a retried request is answered, not placed twice."""
+    index: LoadIndex = field(default_factory=LoadIndex)
+    """Nodes by current load, for bounded searches (derived from nodes and usage)."""
+
+    def reindexed(self, node: str) -> LoadIndex:
+        record = self.nodes.get(node)
+        if record is None:
+            return self.index.without(node)
+        return self.index.with_load(node, node_load(record.devices, self.node_usage(node)))
 
     def node_usage(self, node: str) -> Map[str, DeviceUsage]:
         return self.usage.get(node, Map())
@@ -90,12 +114,13 @@ class ClusterState:
             for grant in allocation.grants():
                 mutable[grant.uuid] = mutable.get(grant.uuid, NO_USAGE).plus(grant)
             node_usage = mutable.finish()
-        return replace(
+        state = replace(
             self,
             usage=self.usage.set(record.node, node_usage),
             allocations=self.allocations.set(record.allocation_id, allocation),
             by_request=self.by_request.set(record.request_id, record.allocation_id),
         )
+        return replace(state, index=state.reindexed(record.node))
 
     def without_allocation(self, allocation_id: str) -> ClusterState:
         allocation = self.allocations.get(allocation_id)
@@ -111,7 +136,7 @@ class ClusterState:
                 else:
                     mutable[grant.uuid] = left
             node_usage = mutable.finish()
-        return replace(
+        state = replace(
             self,
             usage=self.usage.set(record.node, node_usage),
             allocations=self.allocations.delete(allocation_id),
@@ -119,3 +144,4 @@ class ClusterState:
             if self.by_request.get(record.request_id) == allocation_id
             else self.by_request,
         )
+        return replace(state, index=state.reindexed(record.node))
