@@ -14,15 +14,21 @@ import pytest
 MB = 1 << 20
 
 
-def run(
-    build: Path, *args: str, timeout: float = 60, **env: str
-) -> subprocess.CompletedProcess[str]:
-    environment = {
+def preloaded(build: Path, env: dict[str, str]) -> dict[str, str]:
+    """The library preloaded over the test driver, none of the caller's limits or settings."""
+    inherited = {
         k: v
         for k, v in os.environ.items()
         if not k.startswith(("CUDA_", "GPU_", "FAKE_", "LD_PRELOAD"))
     }
-    environment.update(LD_LIBRARY_PATH=str(build), LD_PRELOAD=str(build / "libvgpu.so"), **env)
+    preload = {"LD_LIBRARY_PATH": str(build), "LD_PRELOAD": str(build / "libvgpu.so")}
+    return {**inherited, **preload, **env}
+
+
+def run(
+    build: Path, *args: str, timeout: float = 60, **env: str
+) -> subprocess.CompletedProcess[str]:
+    environment = preloaded(build, env)
     return subprocess.run(
         [str(build / "test_native"), *args],
         env=environment,
@@ -34,12 +40,7 @@ def run(
 
 
 def spawn(build: Path, *args: str, **env: str) -> subprocess.Popen[str]:
-    environment = {
-        k: v
-        for k, v in os.environ.items()
-        if not k.startswith(("CUDA_", "GPU_", "FAKE_", "LD_PRELOAD"))
-    }
-    environment.update(LD_LIBRARY_PATH=str(build), LD_PRELOAD=str(build / "libvgpu.so"), **env)
+    environment = preloaded(build, env)
     return subprocess.Popen(
         [str(build / "test_native"), *args],
         env=environment,

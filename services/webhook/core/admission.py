@@ -78,7 +78,9 @@ def _integer(value: object) -> int | None:
 
 def requests_managed(pod: Obj, settings: WebhookSettings) -> bool:
     return any(
-        _resource(c, name) is not None for _, _, c in _containers(pod) for name in settings.managed
+        _resource(c, name) is not None
+        for _, _, c in _containers(pod)
+        for name in settings.resources.managed
     )
 
 
@@ -87,42 +89,42 @@ def validate_pod(pod: Obj, settings: WebhookSettings) -> str | None:
     for kind, i, container in _containers(pod):
         where = f"{kind[:-1]} {container.get('name') or i!r}"
         values: dict[str, int] = {}
-        for name in (*settings.managed, settings.resource_priority):
+        for name in (*settings.resources.managed, settings.resources.priority):
             raw = _resource(container, name)
             if raw is None:
                 continue
             number = _integer(raw)
             if number is None:
                 return f"{where}: {name}={raw!r} must be a whole number" + (
-                    " of MiB, e.g. 3000" if name == settings.resource_mem else ""
+                    " of MiB, e.g. 3000" if name == settings.resources.memory else ""
                 )
             if number < 0:
                 return f"{where}: {name}={number} must not be negative"
             values[name] = number
-        if values.get(settings.resource_cores, 0) > 100:
+        if values.get(settings.resources.cores, 0) > 100:
             return (
-                f"{where}: {settings.resource_cores}={values[settings.resource_cores]} "
+                f"{where}: {settings.resources.cores}={values[settings.resources.cores]} "
                 "must be 0..100 (percent of one device; 100 takes it whole)"
             )
-        percent = values.get(settings.resource_mem_percentage)
+        percent = values.get(settings.resources.memory_percentage)
         if percent is not None and not 1 <= percent <= 100:
-            return f"{where}: {settings.resource_mem_percentage}={percent} must be 1..100"
-        if settings.resource_mem in values and settings.resource_mem_percentage in values:
+            return f"{where}: {settings.resources.memory_percentage}={percent} must be 1..100"
+        if settings.resources.memory in values and settings.resources.memory_percentage in values:
             return (
-                f"{where}: give {settings.resource_mem} or "
-                f"{settings.resource_mem_percentage}, not both"
+                f"{where}: give {settings.resources.memory} or "
+                f"{settings.resources.memory_percentage}, not both"
             )
-        memory = values.get(settings.resource_mem)
+        memory = values.get(settings.resources.memory)
         if memory is not None and memory > settings.max_device_memory_mib:
             return (
-                f"{where}: {settings.resource_mem}={memory} MiB exceeds the largest device "
+                f"{where}: {settings.resources.memory}={memory} MiB exceeds the largest device "
                 f"in the cluster ({settings.max_device_memory_mib} MiB)"
             )
-        if memory == 0 and settings.resource_mem in values:
-            return f"{where}: {settings.resource_mem}=0 must be at least 1 MiB"
-        priority = values.get(settings.resource_priority)
+        if memory == 0 and settings.resources.memory in values:
+            return f"{where}: {settings.resources.memory}=0 must be at least 1 MiB"
+        priority = values.get(settings.resources.priority)
         if priority is not None and priority not in (0, 1):
-            return f"{where}: {settings.resource_priority}={priority} must be 0 (high) or 1 (low)"
+            return f"{where}: {settings.resources.priority}={priority} must be 0 (high) or 1 (low)"
     return None
 
 
@@ -144,25 +146,27 @@ def mutate_pod(pod: Obj, settings: WebhookSettings) -> list[dict[str, Any]]:
         return []
     ops: list[dict[str, Any]] = []
     for kind, i, container in _containers(pod):
-        has_count = _resource(container, settings.resource_name) is not None
+        has_count = _resource(container, settings.resources.count) is not None
         has_mem = any(
             _resource(container, n) is not None
-            for n in (settings.resource_mem, settings.resource_mem_percentage)
+            for n in (settings.resources.memory, settings.resources.memory_percentage)
         )
-        has_cores = _resource(container, settings.resource_cores) is not None
+        has_cores = _resource(container, settings.resources.cores) is not None
         if has_count:
             if not has_mem and settings.default_mem > 0:
                 ops += _add_limit(
-                    kind, i, container, settings.resource_mem, str(settings.default_mem)
+                    kind, i, container, settings.resources.memory, str(settings.default_mem)
                 )
-                container = _applied(container, settings.resource_mem, str(settings.default_mem))
+                container = _applied(
+                    container, settings.resources.memory, str(settings.default_mem)
+                )
             if not has_cores and settings.default_cores > 0:
                 ops += _add_limit(
-                    kind, i, container, settings.resource_cores, str(settings.default_cores)
+                    kind, i, container, settings.resources.cores, str(settings.default_cores)
                 )
         elif (has_mem or has_cores) and settings.default_gpu_num > 0:
             ops += _add_limit(
-                kind, i, container, settings.resource_name, str(settings.default_gpu_num)
+                kind, i, container, settings.resources.count, str(settings.default_gpu_num)
             )
     spec = _m(pod.get("spec"))
     if spec.get("schedulerName") not in (settings.scheduler_name, *settings.integrated_schedulers):

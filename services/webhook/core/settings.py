@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import msgspec
 
+from shared.resources import ResourceNames
+
 
 class WebhookSettings(msgspec.Struct, frozen=True, kw_only=True):
-    resource_name: str = "nvidia.com/gpu"
-    resource_mem: str = "nvidia.com/gpumem"
-    resource_mem_percentage: str = "nvidia.com/gpumem-percentage"
-    resource_cores: str = "nvidia.com/gpucores"
-    resource_priority: str = "nvidia.com/priority"
+    resources: ResourceNames = ResourceNames()
+    """Resource names (HAMi's resourceName, resourceMem, ... configuration)."""
     scheduler_name: str = "hami-scheduler"
     """Set on pods that ask for a managed resource."""
     integrated_schedulers: tuple[str, ...] = ("volcano",)
@@ -29,15 +28,6 @@ class WebhookSettings(msgspec.Struct, frozen=True, kw_only=True):
     )
     """Users that may change the internal annotations on UPDATE."""
     policies: tuple[str, ...] = ("binpack", "spread")
-
-    @property
-    def managed(self) -> tuple[str, ...]:
-        return (
-            self.resource_name,
-            self.resource_mem,
-            self.resource_mem_percentage,
-            self.resource_cores,
-        )
 
 
 INTERNAL_ANNOTATIONS = (
