@@ -10,10 +10,14 @@ from nats.errors import TimeoutError as NatsTimeout
 from shared.errors import Unavailable, error_from_code
 from shared.schemas.base import Codec, T
 from shared.schemas.placement import (
+    COMMIT,
     PLACE,
     RELEASE,
     RENEW,
+    RESERVE,
     STATUS,
+    CommitReply,
+    CommitRequest,
     PlaceReply,
     PlaceRequest,
     ReleaseReply,
@@ -22,6 +26,8 @@ from shared.schemas.placement import (
     RenewRequest,
     StatusReply,
     StatusRequest,
+    commit_reply_codec,
+    commit_request_codec,
     place_reply_codec,
     place_request_codec,
     release_reply_codec,
@@ -57,6 +63,15 @@ class AllocatorClient:
 
     async def place(self, request: PlaceRequest) -> PlaceReply:
         return await self._call(PLACE, place_request_codec.encode(request), place_reply_codec)
+
+    async def reserve(self, request: PlaceRequest) -> PlaceReply:
+        return await self._call(RESERVE, place_request_codec.encode(request), place_reply_codec)
+
+    async def commit(self, allocation_id: str, lease_ttl_s: float | None = None) -> CommitReply:
+        payload = commit_request_codec.encode(
+            CommitRequest(allocation_id=allocation_id, lease_ttl_s=lease_ttl_s)
+        )
+        return await self._call(COMMIT, payload, commit_reply_codec)
 
     async def renew(self, allocation_id: str) -> RenewReply:
         payload = renew_request_codec.encode(RenewRequest(allocation_id=allocation_id))

@@ -8,6 +8,7 @@ import time
 import uuid
 from collections.abc import Awaitable, Callable
 
+import msgspec
 from nats.aio.client import Client
 from nats.js import JetStreamContext
 from nats.js.errors import KeyWrongLastSequenceError
@@ -26,10 +27,14 @@ from shared.runloop import every
 from shared.schemas.events import AllocationEvent, event_codec, event_subject
 from shared.schemas.inventory import inventory_codec
 from shared.schemas.placement import (
+    COMMIT,
+    DEFAULT_RESERVATION_TTL_S,
     PLACE,
     RELEASE,
     RENEW,
+    RESERVE,
     STATUS,
+    CommitReply,
     DeviceStatus,
     PlaceReply,
     PlaceRequest,
@@ -37,6 +42,8 @@ from shared.schemas.placement import (
     RenewReply,
     StatusReply,
     allocation_codec,
+    commit_reply_codec,
+    commit_request_codec,
     place_reply_codec,
     place_request_codec,
     release_reply_codec,
@@ -153,6 +160,29 @@ class Allocator:
         )
         await self._publish(events)
         return PlaceReply(outcome="placed", allocation=record)
+
+    async def reserve(self, data: bytes) -> bytes:
+        request = place_request_codec.decode(data)
+        if request.lease_ttl_s is None:
+            request = msgspec.structs.replace(request, lease_ttl_s=DEFAULT_RESERVATION_TTL_S)
+        return place_reply_codec.encode(await self.place_request(request))
+
+    async def commit(self, data: bytes) -> bytes:
+        request = commit_request_codec.decode(data)
+        if request.lease_ttl_s is not None and request.lease_ttl_s <= 0:
+            raise InvalidRequest(f"lease_ttl_s {request.lease_ttl_s} must be positive")
+        async with self._lock:
+            state, record = ledger.set_lease(
+                self.state, request.allocation_id, request.lease_ttl_s, self._clock()
+            )
+            if record is None:
+                return commit_reply_codec.encode(CommitReply(committed=False))
+            try:
+                await self._allocations.put(record.allocation_id, allocation_codec.encode(record))
+            except Exception as e:
+                raise Unavailable("cannot record the commit durably; retry") from e
+            self.state = state
+        return commit_reply_codec.encode(CommitReply(committed=True, allocation=record))
 
     async def release_allocation(self, allocation_id: str, reason: str) -> bool:
         return await self._release(allocation_id, expired=False, reason=reason)
@@ -314,6 +344,8 @@ async def serve(
         )
         for subject, handler in (
             (PLACE, allocator.place),
+            (RESERVE, allocator.reserve),
+            (COMMIT, allocator.commit),
             (RENEW, allocator.renew),
             (RELEASE, allocator.release),
             (STATUS, allocator.status),

@@ -106,6 +106,18 @@ class ReleaseReply(WireStruct, frozen=True, kw_only=True):
     """False when there was nothing to release (already released or expired): not an error."""
 
 
+class CommitRequest(WireStruct, frozen=True, kw_only=True):
+    allocation_id: str
+    lease_ttl_s: float | None = None
+    """The lease from now on; None: held until released (the usual choice once bound)."""
+
+
+class CommitReply(WireStruct, frozen=True, kw_only=True):
+    committed: bool
+    """False when the reservation is gone (expired or released): place again."""
+    allocation: AllocationRecord | None = None
+
+
 class StatusRequest(WireStruct, frozen=True, kw_only=True):
     node: str | None = None
 
@@ -131,6 +143,9 @@ class StatusReply(WireStruct, frozen=True, kw_only=True):
 
 
 PLACE = f"{PREFIX}.alloc.place"
+RESERVE = f"{PREFIX}.alloc.reserve"
+COMMIT = f"{PREFIX}.alloc.commit"
+DEFAULT_RESERVATION_TTL_S = 30.0
 RENEW = f"{PREFIX}.alloc.renew"
 RELEASE = f"{PREFIX}.alloc.release"
 STATUS = f"{PREFIX}.alloc.status"
@@ -142,6 +157,8 @@ renew_request_codec = Codec(RenewRequest)
 renew_reply_codec = Codec(RenewReply)
 release_request_codec = Codec(ReleaseRequest)
 release_reply_codec = Codec(ReleaseReply)
+commit_request_codec = Codec(CommitRequest)
+commit_reply_codec = Codec(CommitReply)
 status_request_codec = Codec(StatusRequest)
 status_reply_codec = Codec(StatusReply)
 allocation_codec = Codec(AllocationRecord)
@@ -156,6 +173,26 @@ SUBJECTS = (
         reply=PlaceReply,
         doc="Place a job. The allocation is written durably before the reply is sent; a retry "
         "with the same request_id returns the same allocation instead of a second one.",
+    ),
+    SubjectSpec(
+        subject=RESERVE,
+        pattern="request/reply",
+        publisher="external schedulers (two-phase)",
+        consumers="allocator (queue group)",
+        message=PlaceRequest,
+        reply=PlaceReply,
+        doc="Like place, but always with a lease (the request's, or 30 s): the devices are held "
+        "while the caller binds, and return to the pool unless committed or renewed in time.",
+    ),
+    SubjectSpec(
+        subject=COMMIT,
+        pattern="request/reply",
+        publisher="external schedulers (two-phase)",
+        consumers="allocator",
+        message=CommitRequest,
+        reply=CommitReply,
+        doc="Turn a reservation into an allocation with the given lease (none: held until "
+        "released). Idempotent; the durable record is updated before the reply.",
     ),
     SubjectSpec(
         subject=RENEW,

@@ -215,3 +215,32 @@ async def test_no_allocator_is_a_clear_error(nats_server: EmbeddedNats) -> None:
 async def test_unreachable_nats_is_a_clear_error() -> None:
     with pytest.raises(Unavailable, match="hami up"):
         await connect("nats://127.0.0.1:1", "test", reconnect=False, connect_timeout_s=0.5)
+
+
+async def test_two_phase_reserve_then_commit(nats_server: EmbeddedNats) -> None:
+    url = nats_server.url
+    alloc, node = allocator(url), agent(url)
+    async with client_for(url) as (_, client):
+        await until(lambda: nodes_seen(client))
+        lapsed = await client.reserve(PlaceRequest(
+            request_id="lapsed", containers=(ContainerRequest(memory_mib=10),), lease_ttl_s=0.4))
+        kept = await client.reserve(PlaceRequest(
+            request_id="kept", containers=(ContainerRequest(memory_mib=10),), lease_ttl_s=0.4))
+        assert lapsed.allocation and kept.allocation
+        committed = await client.commit(kept.allocation.allocation_id)
+        assert committed.committed and committed.allocation
+        assert committed.allocation.lease_ttl_s is None
+        await asyncio.sleep(1.2)
+        ids = {a.allocation_id for a in (await client.status()).allocations}
+        assert ids == {kept.allocation.allocation_id}  # the uncommitted one went back
+        assert not (await client.commit(lapsed.allocation.allocation_id)).committed
+    alloc.task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await alloc.task
+    alloc = allocator(url)
+    async with client_for(url) as (_, client):
+        await until(lambda: nodes_seen(client))
+        [record] = (await client.status()).allocations
+        assert record.allocation_id == kept.allocation.allocation_id and record.lease_ttl_s is None
+    await node.halt()
+    await alloc.halt()

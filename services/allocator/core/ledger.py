@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from dataclasses import replace
 
+import msgspec
+
 from services.allocator.core.fit import NodeFit
 from services.allocator.core.state import Allocation, ClusterState, NodeRecord
 from shared.errors import InvalidRequest
@@ -102,3 +104,16 @@ def expired(state: ClusterState, now: float) -> list[str]:
         for a in state.allocations.values()
         if a.expires_at is not None and a.expires_at < now
     ]
+
+
+def set_lease(
+    state: ClusterState, allocation_id: str, lease_ttl_s: float | None, now: float
+) -> tuple[ClusterState, AllocationRecord | None]:
+    """Give an allocation a new lease (None: no expiry); the record to persist, or None when it
+    is gone."""
+    allocation = state.allocations.get(allocation_id)
+    if allocation is None:
+        return state, None
+    record = msgspec.structs.replace(allocation.record, lease_ttl_s=lease_ttl_s)
+    updated = Allocation(record, _deadline(record, now))
+    return replace(state, allocations=state.allocations.set(allocation_id, updated)), record
