@@ -15,7 +15,7 @@ from typing import Any
 import msgspec
 from aiohttp import web
 
-from services.allocator.core.placement import filter_nodes, node_scores
+from services.allocator.core.placement import FitMemo, filter_nodes, node_scores
 from services.allocator.core.podspec import PodRequest, encode_devices, parse_pod
 from services.allocator.service import Allocator
 from shared.errors import HamiError, InvalidRequest
@@ -83,6 +83,7 @@ class Extender:
         self.allocator = allocator
         self.kube = kube
         self.clock = clock
+        self.fits = FitMemo()
 
     def filter(self, args: Mapping[str, Any]) -> dict[str, Any]:
         pod = _pod_of(args)
@@ -101,6 +102,7 @@ class Extender:
             self.allocator.scheduling,
             self.clock(),
             names,
+            self.fits,
         )
         return {
             "NodeNames": passed,
@@ -120,6 +122,7 @@ class Extender:
             place_request_for(pod, request, tuple(names)),
             self.allocator.scheduling,
             self.clock(),
+            self.fits,
         )
         low, high = min(scores.values(), default=0.0), max(scores.values(), default=0.0)
         spread = high - low

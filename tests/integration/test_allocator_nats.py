@@ -222,10 +222,16 @@ async def test_two_phase_reserve_then_commit(nats_server: EmbeddedNats) -> None:
     alloc, node = allocator(url), agent(url)
     async with client_for(url) as (_, client):
         await until(lambda: nodes_seen(client))
-        lapsed = await client.reserve(PlaceRequest(
-            request_id="lapsed", containers=(ContainerRequest(memory_mib=10),), lease_ttl_s=0.4))
-        kept = await client.reserve(PlaceRequest(
-            request_id="kept", containers=(ContainerRequest(memory_mib=10),), lease_ttl_s=0.4))
+        lapsed = await client.reserve(
+            PlaceRequest(
+                request_id="lapsed", containers=(ContainerRequest(memory_mib=10),), lease_ttl_s=0.4
+            )
+        )
+        kept = await client.reserve(
+            PlaceRequest(
+                request_id="kept", containers=(ContainerRequest(memory_mib=10),), lease_ttl_s=0.4
+            )
+        )
         assert lapsed.allocation and kept.allocation
         committed = await client.commit(kept.allocation.allocation_id)
         assert committed.committed and committed.allocation

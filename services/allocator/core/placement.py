@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 
 from immutables import Map
 
-from services.allocator.core.fit import NodeFit, fit_node
+from services.allocator.core.fit import DeviceOrder, NodeFit, fit_node
 from services.allocator.core.policies import Policy, policy_named
-from services.allocator.core.state import ClusterState, NodeRecord
+from services.allocator.core.state import ClusterState, DeviceUsage, NodeRecord
 from shared.errors import InvalidRequest
 from shared.schemas.placement import ContainerRequest, PlaceRequest
 
@@ -175,22 +175,68 @@ def decide(
     return Wait(summarize(reasons))
 
 
+NodeFitFn = Callable[[NodeRecord, Map[str, DeviceUsage]], "NodeFit | str"]
+"""Fit one node for a request bound in advance (plain, or remembered by a FitMemo)."""
+
+
+def plain_fit(containers: tuple[ContainerRequest, ...], order: DeviceOrder) -> NodeFitFn:
+    def fit(record: NodeRecord, usage: Map[str, DeviceUsage]) -> NodeFit | str:
+        return fit_node(record.name, record.devices, usage, containers, order)
+
+    return fit
+
+
+class FitMemo:
+    """fit_node is a pure function of a node's device list, its usage map and the request, and
+    the state is immutable: while those objects are the same, so is the answer. Remembers the
+    answers for the last few request shapes, so kube-scheduler asking about every node for
+    every pod costs one lookup per unchanged node."""
+
+    def __init__(self, shapes: int = 64) -> None:
+        self._shapes = shapes
+        self._tables: dict[object, dict[str, tuple[object, object, NodeFit | str]]] = {}
+
+    def __call__(self, containers: tuple[ContainerRequest, ...], order: DeviceOrder) -> NodeFitFn:
+        key = (containers, order)
+        table = self._tables.pop(key, None) or {}
+        self._tables[key] = table  # most recently used last
+        if len(self._tables) > self._shapes:
+            del self._tables[next(iter(self._tables))]
+
+        def fit(record: NodeRecord, usage: Map[str, DeviceUsage]) -> NodeFit | str:
+            hit = table.get(record.name)
+            if hit is not None and hit[0] is usage and hit[1] is record.devices:
+                return hit[2]
+            result = fit_node(record.name, record.devices, usage, containers, order)
+            table[record.name] = (usage, record.devices, result)
+            return result
+
+        return fit
+
+
 def node_scores(
-    state: ClusterState, request: PlaceRequest, settings: SchedulingSettings, now: float
+    state: ClusterState,
+    request: PlaceRequest,
+    settings: SchedulingSettings,
+    now: float,
+    fits: Callable[[tuple[ContainerRequest, ...], DeviceOrder], NodeFitFn] = plain_fit,
 ) -> dict[str, float]:
     """The node policy's score for every candidate node the request fits now (higher is better)."""
     validate(request)
     node_policy = policy_named(request.node_policy or settings.node_policy)
     order = policy_named(request.gpu_policy or settings.gpu_policy).device_order()
-    allowed = None if request.candidate_nodes is None else set(request.candidate_nodes)
+    fit = fits(request.containers, order)
+    if request.candidate_nodes is None:
+        records = live_nodes(state, now, settings.node_ttl_s)
+    else:
+        found = (state.nodes.get(name) for name in request.candidate_nodes)
+        records = [r for r in found if r is not None and now - r.last_seen <= settings.node_ttl_s]
     scores = {}
-    for record in live_nodes(state, now, settings.node_ttl_s):
-        if allowed is not None and record.name not in allowed:
-            continue
+    for record in records:
         usage = state.node_usage(record.name)
-        fit = fit_node(record.name, record.devices, usage, request.containers, order)
-        if not isinstance(fit, str):
-            scores[record.name] = node_policy.node_score(record.devices, usage, fit)
+        result = fit(record, usage)
+        if not isinstance(result, str):
+            scores[record.name] = node_policy.node_score(record.devices, usage, result)
     return scores
 
 
@@ -200,11 +246,13 @@ def filter_nodes(
     settings: SchedulingSettings,
     now: float,
     names: list[str],
+    fits: Callable[[tuple[ContainerRequest, ...], DeviceOrder], NodeFitFn] = plain_fit,
 ) -> tuple[list[str], dict[str, str], dict[str, str]]:
     """For kube-scheduler's filter: the named nodes the request fits now; the ones it does not
     fit now (with why); and the ones it could never fit, even empty (with why)."""
     validate(request)
     order = policy_named(request.gpu_policy or settings.gpu_policy).device_order()
+    fit = fits(request.containers, order)
     passed: list[str] = []
     failed: dict[str, str] = {}
     never: dict[str, str] = {}
@@ -213,10 +261,10 @@ def filter_nodes(
         if record is None or now - record.last_seen > settings.node_ttl_s:
             never[name] = "no HAMi device inventory from this node (node agent not running?)"
             continue
-        fit = fit_node(name, record.devices, state.node_usage(name), request.containers, order)
-        if not isinstance(fit, str):
+        result = fit(record, state.node_usage(name))
+        if not isinstance(result, str):
             passed.append(name)
             continue
         empty = fit_node(name, record.devices, Map(), request.containers, order)
-        (never if isinstance(empty, str) else failed)[name] = fit
+        (never if isinstance(empty, str) else failed)[name] = result
     return passed, failed, never

@@ -29,6 +29,11 @@ def node_load_after(
     return sum(device_load(d, after.get(d.uuid, NO_USAGE)) for d in devices) / len(devices)
 
 
+def _fullest_first(device: DeviceInfo, usage: DeviceUsage) -> float:
+    # A module-level function, not a lambda: one object, so memoised fits can key on it.
+    return -device_load(device, usage)
+
+
 class Policy(Protocol):
     @property
     def name(self) -> str: ...
@@ -56,7 +61,7 @@ class Binpack:
     most_loaded_first: bool | None = True
 
     def device_order(self) -> DeviceOrder:
-        return lambda device, usage: -device_load(device, usage)
+        return _fullest_first
 
     def node_score(
         self, devices: tuple[DeviceInfo, ...], usage: Mapping[str, DeviceUsage], fit: NodeFit

@@ -37,6 +37,8 @@ class DeviceUsage:
 
 
 NO_USAGE = DeviceUsage()
+NO_NODE_USAGE: Map[str, DeviceUsage] = Map()
+"""One shared empty map: an idle node's usage is the same object from decision to decision."""
 
 
 def device_load(device: DeviceInfo, usage: DeviceUsage) -> float:
@@ -102,7 +104,7 @@ class ClusterState:
         return self.index.with_load(node, node_load(record.devices, self.node_usage(node)))
 
     def node_usage(self, node: str) -> Map[str, DeviceUsage]:
-        return self.usage.get(node, Map())
+        return self.usage.get(node, NO_NODE_USAGE)
 
     def device_usage(self, node: str, uuid: str) -> DeviceUsage:
         return self.node_usage(node).get(uuid, NO_USAGE)
