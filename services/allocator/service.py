@@ -22,6 +22,7 @@ from services.allocator.core.state import ClusterState
 from services.allocator.settings import AllocatorSettings
 from shared import kvwatch
 from shared.errors import HamiError, InvalidRequest, Unavailable
+from shared.kube.client import KubeClient
 from shared.natsutil import allocations_bucket, connect, ensure_event_stream, nodes_bucket
 from shared.runloop import every
 from shared.schemas.events import AllocationEvent, event_codec, event_subject
@@ -220,6 +221,14 @@ class Allocator:
         released = await self._release(request.allocation_id, expired=False, reason=request.reason)
         return release_reply_codec.encode(ReleaseReply(released=released))
 
+    async def reconcile_pods(self, kube: KubeClient) -> None:
+        """Release what pods deleted behind our back (or while we were down) still hold."""
+        listed_at = self._clock()
+        pods, _ = await kube.list_pods()
+        live = {str(p["metadata"].get("uid", "")) for p in pods}
+        for allocation_id in ledger.orphaned(self.state, live, listed_at):
+            await self._release(allocation_id, expired=False, reason="pod no longer exists")
+
     async def expire_leases(self) -> None:
         for allocation_id in ledger.expired(self.state, self._clock()):
             try:
@@ -309,6 +318,15 @@ async def _serve_extender(
     from shared.kube.client import KubeClient
 
     kube = await KubeClient.from_kubeconfig(settings.kubeconfig)
+    reconcile = asyncio.create_task(
+        every(
+            stop,
+            settings.reconcile_interval_s,
+            "reconcile-pods",
+            lambda: allocator.reconcile_pods(kube),
+        ),
+        name="reconcile-pods",
+    )
     runner = web.AppRunner(application(Extender(allocator, kube)), access_log=None)
     await runner.setup()
     try:
@@ -320,6 +338,7 @@ async def _serve_extender(
             started(port)
         await stop.wait()
     finally:
+        await reconcile
         await runner.cleanup()
         await kube.close()
 

@@ -25,6 +25,8 @@ class AllocatorSettings(msgspec.Struct, frozen=True, kw_only=True):
     extender_host: str = "127.0.0.1"
     extender_port: int | None = None
     """Serve kube-scheduler's extender API on this port (0: any free one); None: do not."""
+    reconcile_interval_s: float = 30.0
+    """How often allocations are checked against the pods that hold them (Kubernetes mode)."""
     kubeconfig: str | None = None
     """Kubeconfig for binding pods; None with the extender on: in-cluster configuration."""
 

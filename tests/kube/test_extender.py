@@ -58,6 +58,7 @@ async def hami(
         extender_port=0,
         kubeconfig=str(control_plane.kubeconfig),
         node_policy="spread",
+        reconcile_interval_s=0.5,
     )
     tasks = [asyncio.create_task(serve_allocator(settings, stop, extender_started=on_start))]
     for node in NODES:
@@ -220,3 +221,39 @@ async def test_filter_reasons_and_bad_requests(hami: Setup) -> None:
         assert status == 400 and result["Error"]
     status, result = await asyncio.to_thread(post, hami.port, "bind", b'{"PodName": "x"}')
     assert status == 400 and "PodUID" in result["Error"]
+
+
+async def test_allocations_of_vanished_pods_are_released(hami: Setup) -> None:
+    from shared.schemas.placement import ContainerRequest, Holder, PlaceRequest
+
+    name = f"keep-{uuid.uuid4().hex[:5]}"
+    created = await asyncio.to_thread(
+        hami.plane.request,
+        "POST",
+        "/api/v1/namespaces/default/pods",
+        pod(name, "nobody", {"cpu": "1"}),
+    )
+    live_uid = created["metadata"]["uid"]
+    replies = {}
+    for uid, pod_name in ((live_uid, name), ("uid-of-a-deleted-pod", "gone")):
+        replies[pod_name] = await hami.client.place(
+            PlaceRequest(
+                request_id=f"pod/{uid}",
+                lease_ttl_s=None,
+                containers=(ContainerRequest(memory_mib=100),),
+                holder=Holder(kind="pod", namespace="default", pod=pod_name, pod_uid=uid),
+            )
+        )
+    assert all(r.outcome == "placed" for r in replies.values())
+    for _ in range(100):
+        holders = {a.holder.pod for a in (await hami.client.status()).allocations}
+        if "gone" not in holders:
+            break
+        await asyncio.sleep(0.1)
+    assert "gone" not in holders and name in holders
+    await asyncio.to_thread(hami.plane.request, "DELETE", f"/api/v1/namespaces/default/pods/{name}")
+    for _ in range(100):  # deleted while we run: released at the next reconciliation
+        if name not in {a.holder.pod for a in (await hami.client.status()).allocations}:
+            break
+        await asyncio.sleep(0.1)
+    assert name not in {a.holder.pod for a in (await hami.client.status()).allocations}

@@ -117,3 +117,15 @@ def set_lease(
     record = msgspec.structs.replace(allocation.record, lease_ttl_s=lease_ttl_s)
     updated = Allocation(record, _deadline(record, now))
     return replace(state, allocations=state.allocations.set(allocation_id, updated)), record
+
+
+def orphaned(state: ClusterState, live_pod_uids: set[str], listed_at: float) -> list[str]:
+    """Allocations held for pods that no longer exist. Only allocations made before the pod list
+    was taken are judged: a pod bound since may simply be missing from that list."""
+    return [
+        a.allocation_id
+        for a in state.allocations.values()
+        if a.record.holder.kind == "pod"
+        and a.record.created_at < listed_at
+        and a.record.holder.pod_uid not in live_pod_uids
+    ]
