@@ -183,8 +183,11 @@ def test_orphans_are_pods_missing_from_a_list_taken_after_they_were_placed() -> 
 
     state = ledger.observe_inventory(ClusterState(), node("a", device(0, node="a")), 0.0)
     for rid, uid, when in (("old", "u-old", 1.0), ("new", "u-new", 9.0), ("live", "u-live", 1.0)):
-        r = request(ContainerRequest(memory_mib=1), request_id=rid,
-                    holder=Holder(kind="pod", pod=rid, pod_uid=uid))
+        r = request(
+            ContainerRequest(memory_mib=1),
+            request_id=rid,
+            holder=Holder(kind="pod", pod=rid, pod_uid=uid),
+        )
         decision = decide(state, r, SchedulingSettings(), when)
         assert isinstance(decision, Placed)
         state, _ = ledger.commit(state, ledger.record_for(r, decision.fit, rid, when), when)

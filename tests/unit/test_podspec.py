@@ -78,3 +78,58 @@ def test_annotation_encoding_round_trips() -> None:
         [("GPU-a", "NVIDIA", 3000, 0), ("GPU-b", "NVIDIA", 5000, 30)],
         [],
     ]
+
+
+def test_another_vendor_plugs_in_through_the_registry() -> None:
+    from immutables import Map
+
+    from services.allocator.core.fit import fit_node
+    from services.allocator.core.kinds import DEFAULT_KINDS, DeviceKind
+    from services.allocator.core.policies import Spread
+    from shared.resources import ResourceNames
+    from shared.schemas.inventory import DeviceInfo
+
+    spread_order = Spread().device_order()
+
+    npu = DeviceKind(
+        name="npu",
+        annotation_type="Ascend",
+        resources=ResourceNames(
+            count="example.com/npu",
+            memory="example.com/npumem",
+            memory_percentage="example.com/npumem-percentage",
+            cores="example.com/npucores",
+            priority="example.com/npu-priority",
+        ),
+    )
+    kinds = DEFAULT_KINDS.with_kind(npu)
+    request = parse_pod(
+        pod({"example.com/npu": "1", "example.com/npumem": "1000"}, {"nvidia.com/gpu": "1"}),
+        kinds=kinds,
+    )
+    npu_request, gpu_request = request.containers
+    assert (npu_request.kind, npu_request.memory_mib) == ("npu", 1000)
+    assert gpu_request.kind == "nvidia"
+    devices = (
+        DeviceInfo(
+            uuid="NPU-0",
+            index=0,
+            model="Ascend 910",
+            kind="npu",
+            memory_mib=32768,
+            physical_memory_mib=32768,
+        ),
+        DeviceInfo(
+            uuid="GPU-0",
+            index=1,
+            model="NVIDIA H200",
+            memory_mib=143771,
+            physical_memory_mib=143771,
+        ),
+    )
+    fit = fit_node("n", devices, Map(), request.containers, spread_order)
+    assert not isinstance(fit, str)
+    assert [g.uuid for c in fit.containers for g in c] == ["NPU-0", "GPU-0"]
+    assert encode_devices(fit.containers, kinds).startswith("NPU-0,Ascend,1000,0:;GPU-0,NVIDIA,")
+    with pytest.raises(InvalidRequest, match="several kinds"):
+        parse_pod(pod({"example.com/npu": "1", "nvidia.com/gpu": "1"}), kinds=kinds)

@@ -7,6 +7,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from services.allocator.core.kinds import DEFAULT_KINDS, KindRegistry
 from services.allocator.core.policies import policy_named
 from shared.errors import InvalidRequest
 from shared.quantity import parse_k8s_quantity
@@ -18,7 +19,6 @@ from shared.resources import (
     NUMA_BIND,
     USE_TYPE,
     USE_UUID,
-    ResourceNames,
 )
 from shared.schemas.placement import ContainerRequest, DeviceGrant
 
@@ -64,17 +64,16 @@ def _list(annotations: Mapping[str, Any], key: str) -> tuple[str, ...]:
     return tuple(item.strip() for item in value.split(",") if item.strip())
 
 
-HAMI_NAMES = ResourceNames()
 HAMI_DEFAULTS = PodDefaults()
 
 
 def parse_pod(
     pod: Mapping[str, Any],
-    names: ResourceNames = HAMI_NAMES,
+    kinds: KindRegistry = DEFAULT_KINDS,
     defaults: PodDefaults = HAMI_DEFAULTS,
 ) -> PodRequest:
-    """One ContainerRequest per regular container (init containers run before and reuse the
-    pod's devices in HAMi, so they ask for none here)."""
+    """One ContainerRequest per regular container, of the device kind whose resources it names
+    (init containers run before and reuse the pod's devices in HAMi, so they ask for none)."""
     annotations = _m(_m(pod.get("metadata")).get("annotations"))
     node_policy = annotations.get(NODE_POLICY)
     gpu_policy = annotations.get(GPU_POLICY)
@@ -92,6 +91,8 @@ def parse_pod(
         where = f"container {container.get('name') or i!r}"
         resources = _m(container.get("resources"))
         values = {**_m(resources.get("requests")), **_m(resources.get("limits"))}
+        kind = kinds.asked_by(values, where) or kinds.kinds[0]
+        names = kind.resources
         has = {n: n in values for n in names.managed}
         count = _whole(values[names.count], where, names.count) if has[names.count] else 0
         if not count and (has[names.memory] or has[names.memory_percentage] or has[names.cores]):
@@ -114,6 +115,7 @@ def parse_pod(
         containers.append(
             ContainerRequest(
                 name=str(container.get("name") or i),
+                kind=kind.name,
                 count=count,
                 memory_mib=memory,
                 memory_percent=percent,
@@ -133,11 +135,17 @@ def parse_pod(
     )
 
 
-def encode_devices(containers: Sequence[Sequence[DeviceGrant]], type_name: str = "NVIDIA") -> str:
+def encode_devices(
+    containers: Sequence[Sequence[DeviceGrant]], kinds: KindRegistry = DEFAULT_KINDS
+) -> str:
     """HAMi's `hami.io/vgpu-devices-to-allocate` encoding: `uuid,type,mem,cores:` per device,
     each container closed by `;`."""
     return "".join(
-        "".join(f"{g.uuid},{type_name},{g.memory_mib},{g.cores}:" for g in grants) + ";"
+        "".join(
+            f"{g.uuid},{kinds.named(g.kind).annotation_type},{g.memory_mib},{g.cores}:"
+            for g in grants
+        )
+        + ";"
         for grants in containers
     )
 
