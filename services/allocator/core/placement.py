@@ -186,6 +186,22 @@ def plain_fit(containers: tuple[ContainerRequest, ...], order: DeviceOrder) -> N
     return fit
 
 
+NodeScoreFn = Callable[[NodeRecord, Map[str, DeviceUsage]], "float | None"]
+"""The node policy's score for one node (None: the request does not fit there)."""
+
+
+def plain_scorer(
+    containers: tuple[ContainerRequest, ...], order: DeviceOrder, policy: Policy
+) -> NodeScoreFn:
+    fit = plain_fit(containers, order)
+
+    def score(record: NodeRecord, usage: Map[str, DeviceUsage]) -> float | None:
+        result = fit(record, usage)
+        return None if isinstance(result, str) else policy.node_score(record.devices, usage, result)
+
+    return score
+
+
 class FitMemo:
     """fit_node is a pure function of a node's device list, its usage map and the request, and
     the state is immutable: while those objects are the same, so is the answer. Remembers the
@@ -195,6 +211,7 @@ class FitMemo:
     def __init__(self, shapes: int = 64) -> None:
         self._shapes = shapes
         self._tables: dict[object, dict[str, tuple[object, object, NodeFit | str]]] = {}
+        self._scores: dict[object, dict[str, tuple[object, object, float | None]]] = {}
 
     def __call__(self, containers: tuple[ContainerRequest, ...], order: DeviceOrder) -> NodeFitFn:
         key = (containers, order)
@@ -213,19 +230,47 @@ class FitMemo:
 
         return fit
 
+    def scorer(
+        self, containers: tuple[ContainerRequest, ...], order: DeviceOrder, policy: Policy
+    ) -> NodeScoreFn:
+        """Scores remembered the same way as fits (keyed also by the node policy)."""
+        fit = self(containers, order)
+        key = (containers, order, policy.name)
+        table = self._scores.pop(key, None) or {}
+        self._scores[key] = table
+        if len(self._scores) > self._shapes:
+            del self._scores[next(iter(self._scores))]
+
+        def score(record: NodeRecord, usage: Map[str, DeviceUsage]) -> float | None:
+            hit = table.get(record.name)
+            if hit is not None and hit[0] is usage and hit[1] is record.devices:
+                return hit[2]
+            result = fit(record, usage)
+            value = (
+                None
+                if isinstance(result, str)
+                else policy.node_score(record.devices, usage, result)
+            )
+            table[record.name] = (usage, record.devices, value)
+            return value
+
+        return score
+
 
 def node_scores(
     state: ClusterState,
     request: PlaceRequest,
     settings: SchedulingSettings,
     now: float,
-    fits: Callable[[tuple[ContainerRequest, ...], DeviceOrder], NodeFitFn] = plain_fit,
+    scorer: Callable[
+        [tuple[ContainerRequest, ...], DeviceOrder, Policy], NodeScoreFn
+    ] = plain_scorer,
 ) -> dict[str, float]:
     """The node policy's score for every candidate node the request fits now (higher is better)."""
     validate(request)
     node_policy = policy_named(request.node_policy or settings.node_policy)
     order = policy_named(request.gpu_policy or settings.gpu_policy).device_order()
-    fit = fits(request.containers, order)
+    score = scorer(request.containers, order, node_policy)
     if request.candidate_nodes is None:
         records = live_nodes(state, now, settings.node_ttl_s)
     else:
@@ -233,10 +278,9 @@ def node_scores(
         records = [r for r in found if r is not None and now - r.last_seen <= settings.node_ttl_s]
     scores = {}
     for record in records:
-        usage = state.node_usage(record.name)
-        result = fit(record, usage)
-        if not isinstance(result, str):
-            scores[record.name] = node_policy.node_score(record.devices, usage, result)
+        value = score(record, state.node_usage(record.name))
+        if value is not None:
+            scores[record.name] = value
     return scores
 
 
