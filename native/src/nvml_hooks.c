@@ -51,16 +51,25 @@ static int limited(nvmlDevice_t device, uint64_t *limit, uint64_t *used) {
     return 1;
 }
 
+/* Rewrite what the driver said for a limited device: the limit as total, the container's use as
+ * used, and never more free than the card really has. */
+static int virtualise(nvmlDevice_t device, unsigned long long *total, unsigned long long *free_b,
+                      unsigned long long *used_b) {
+    uint64_t limit, used;
+    if (!limited(device, &limit, &used)) return 0;
+    uint64_t left = used >= limit ? 0 : limit - used;
+    *total = limit < *total ? limit : *total;
+    *free_b = left < *free_b ? left : *free_b;
+    *used_b = used;
+    return 1;
+}
+
 EXPORT nvmlReturn_t nvmlDeviceGetMemoryInfo(nvmlDevice_t device, nvmlMemory_t *memory) {
     hami_init();
     if (hami_real.nvmlDeviceGetMemoryInfo == NULL) return NVML_ERROR_UNINITIALIZED;
     nvmlReturn_t rc = hami_real.nvmlDeviceGetMemoryInfo(device, memory);
-    uint64_t limit, used;
-    if (rc != NVML_SUCCESS || memory == NULL || !limited(device, &limit, &used)) return rc;
-    uint64_t left = used >= limit ? 0 : limit - used;
-    memory->total = limit < memory->total ? limit : memory->total;
-    memory->free = left < memory->free ? left : memory->free;
-    memory->used = used;
+    if (rc == NVML_SUCCESS && memory != NULL)
+        virtualise(device, &memory->total, &memory->free, &memory->used);
     return rc;
 }
 
@@ -68,12 +77,8 @@ EXPORT nvmlReturn_t nvmlDeviceGetMemoryInfo_v2(nvmlDevice_t device, nvmlMemory_v
     hami_init();
     if (hami_real.nvmlDeviceGetMemoryInfo_v2 == NULL) return NVML_ERROR_UNINITIALIZED;
     nvmlReturn_t rc = hami_real.nvmlDeviceGetMemoryInfo_v2(device, memory);
-    uint64_t limit, used;
-    if (rc != NVML_SUCCESS || memory == NULL || !limited(device, &limit, &used)) return rc;
-    uint64_t left = used >= limit ? 0 : limit - used;
-    memory->total = limit < memory->total ? limit : memory->total;
-    memory->free = left < memory->free ? left : memory->free;
-    memory->used = used;
-    memory->reserved = 0;
+    if (rc == NVML_SUCCESS && memory != NULL &&
+        virtualise(device, &memory->total, &memory->free, &memory->used))
+        memory->reserved = 0; /* the container's view: nothing held back */
     return rc;
 }
