@@ -146,7 +146,7 @@ async def run_job(nc: Client, options: RunOptions, state_dir: Path) -> int:
         raise InvalidRequest(f"cannot start {options.command[0]!r}: {e.strerror}") from e
     loop = asyncio.get_running_loop()
     forwarded = list(FORWARDED)
-    if not sys.stdin.isatty():
+    if not _stdin_is_terminal():
         # From a terminal, Ctrl-C already reaches the job (same process group); forward it
         # only when it was sent to us alone.
         forwarded.append(signal.SIGINT)
@@ -167,3 +167,11 @@ async def run_job(nc: Client, options: RunOptions, state_dir: Path) -> int:
             say(f"release failed ({e}); the lease expires in {options.lease_ttl_s:.0f}s")
         cache_path.unlink(missing_ok=True)
     return code
+
+
+def _stdin_is_terminal() -> bool:
+    # Not sys.stdin: it is None when the process was started with standard input closed.
+    try:
+        return os.isatty(0)
+    except OSError:
+        return False
