@@ -31,12 +31,6 @@ class InvalidRequest(HamiError):
     code = "invalid"
 
 
-class Unsatisfiable(HamiError):
-    """Well-formed, but no device known to the cluster could ever satisfy it."""
-
-    code = "unsatisfiable"
-
-
 class NoCapacity(HamiError):
     """It would fit on an empty cluster but not now; retry when something is released."""
 
@@ -69,7 +63,6 @@ ERRORS_BY_CODE: dict[str, type[HamiError]] = {
     for cls in (
         HamiError,
         InvalidRequest,
-        Unsatisfiable,
         NoCapacity,
         Conflict,
         NotFound,

@@ -13,14 +13,7 @@
 #include <unistd.h>
 
 #define MB (1ULL << 20)
-static int failures;
-#define CHECK(cond)                                                                              \
-    do {                                                                                         \
-        if (!(cond)) {                                                                           \
-            fprintf(stderr, "FAIL %s:%d: %s\n", __FILE__, __LINE__, #cond);                      \
-            failures++;                                                                          \
-        }                                                                                        \
-    } while (0)
+#include "check.h"
 
 extern uint64_t fake_kernel_ns_total(void);
 extern uint64_t fake_managed_allocs(void);

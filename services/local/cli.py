@@ -18,7 +18,6 @@ from services.local.run import (
     EXIT_INVALID,
     EXIT_NO_CAPACITY,
     EXIT_UNAVAILABLE,
-    NoCapacityNow,
     RunOptions,
     run_job,
 )
@@ -26,7 +25,7 @@ from services.local.status import render
 from services.local.supervisor import UpSettings
 from shared.allocator_client import AllocatorClient
 from shared.embedded_nats import find_nats_server, port_is_free
-from shared.errors import HamiError, InvalidRequest, Unavailable
+from shared.errors import HamiError, InvalidRequest, NoCapacity, Unavailable
 from shared.natsutil import connect
 from shared.quantity import parse_cores, parse_count, parse_memory
 from shared.schemas.placement import ContainerRequest
@@ -154,9 +153,7 @@ def _split(values: list[str] | None) -> tuple[str, ...]:
 
 def build_run_options(args: argparse.Namespace) -> RunOptions:
     if not args.command:
-        raise InvalidRequest(
-            "hami run: give the command after --, e.g. hami run -- python train.py"
-        )
+        raise InvalidRequest("give the command after --, e.g. hami run -- python train.py")
     memory = parse_memory(args.gpumem) if args.gpumem is not None else None
     container = ContainerRequest(
         count=parse_count(args.gpus),
@@ -261,10 +258,10 @@ def main(argv: list[str] | None = None) -> None:
             code = asyncio.run(_run(args))
     except InvalidRequest as e:
         code = fail(
-            f"hami {args.command_name}: {e}".replace(f"hami {args.command_name}: hami ", "hami "),
+            f"hami {args.command_name}: {e}",
             EXIT_INVALID,
         )
-    except NoCapacityNow as e:
+    except NoCapacity as e:
         code = fail(f"hami {args.command_name}: {e}", EXIT_NO_CAPACITY)
     except HamiError as e:
         code = fail(f"hami {args.command_name}: {e}", EXIT_UNAVAILABLE)

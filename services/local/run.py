@@ -17,7 +17,7 @@ from nats.aio.client import Client
 
 from services.local.jobenv import job_environment
 from shared.allocator_client import AllocatorClient
-from shared.errors import HamiError, InvalidRequest, Unavailable
+from shared.errors import HamiError, InvalidRequest, NoCapacity, Unavailable
 from shared.native import find_libvgpu
 from shared.proc import die_with_parent
 from shared.schemas.events import EVENTS
@@ -90,18 +90,13 @@ async def acquire(nc: Client, client: AllocatorClient, options: RunOptions) -> A
             if reply.outcome == "never":
                 raise InvalidRequest(f"this request can never fit here: {reply.reason}")
             if not options.wait:
-                raise NoCapacityNow(f"no capacity now ({reply.reason}); not waiting (--no-wait)")
+                raise NoCapacity(f"no capacity now ({reply.reason}); not waiting (--no-wait)")
             if not told:
                 say(f"waiting for devices: {reply.reason}")
                 told = True
             await _wait_event(released, options.retry_interval_s)
     finally:
         await subscription.unsubscribe()
-
-
-class NoCapacityNow(HamiError):
-    code = "no_capacity"
-    retryable = True
 
 
 async def _wait_event(event: asyncio.Event, timeout_s: float) -> None:
@@ -171,7 +166,4 @@ async def run_job(nc: Client, options: RunOptions, state_dir: Path) -> int:
 
 def _stdin_is_terminal() -> bool:
     # Not sys.stdin: it is None when the process was started with standard input closed.
-    try:
-        return os.isatty(0)
-    except OSError:
-        return False
+    return os.isatty(0)

@@ -8,9 +8,11 @@ import logging
 import os
 from collections.abc import Iterator
 from dataclasses import replace
+from typing import Any
 
 import msgspec
 from nats.aio.msg import Msg
+from nats.js.kv import KeyValue
 from prometheus_client import start_http_server
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector, CollectorRegistry
@@ -19,6 +21,7 @@ from services.telemetry.core import DESCRIPTIONS, TelemetryState, samples
 from shared import kvwatch
 from shared.errors import InvalidRequest
 from shared.natsutil import allocations_bucket, connect, nodes_bucket
+from shared.schemas.base import Codec
 from shared.schemas.inventory import inventory_codec
 from shared.schemas.placement import allocation_codec
 from shared.schemas.usage import USAGE, usage_codec
@@ -78,39 +81,20 @@ async def serve(settings: TelemetrySettings, stop: asyncio.Event) -> None:
         js = nc.jetstream()
         nodes, allocations = await nodes_bucket(js), await allocations_bucket(js)
 
-        async def follow_nodes() -> None:
-            async for key, value in kvwatch.follow(nodes, stop):
-                state = collector.state
-                if value is None:
-                    collector.state = replace(
-                        state, nodes=state.nodes.delete(key) if key in state.nodes else state.nodes
-                    )
-                    continue
+        async def mirror(kv: KeyValue, field: str, codec: Codec[Any], quiet_s: float) -> None:
+            """Keep one map of the state equal to a bucket's current values."""
+            async for key, value in kvwatch.follow(kv, stop, quiet_restart_s=quiet_s):
+                current = getattr(collector.state, field)
                 try:
-                    collector.state = replace(
-                        state, nodes=state.nodes.set(key, inventory_codec.decode(value))
+                    updated = (
+                        (current.delete(key) if key in current else current)
+                        if value is None
+                        else current.set(key, codec.decode(value))
                     )
                 except InvalidRequest as e:
-                    log.warning("malformed inventory", extra={"node": key, "error": e})
-
-        async def follow_allocations() -> None:
-            async for key, value in kvwatch.follow(allocations, stop, quiet_restart_s=3600):
-                state = collector.state
-                if value is None:
-                    collector.state = replace(
-                        state,
-                        allocations=state.allocations.delete(key)
-                        if key in state.allocations
-                        else state.allocations,
-                    )
+                    log.warning("malformed entry", extra={"bucket": field, "key": key, "error": e})
                     continue
-                try:
-                    collector.state = replace(
-                        state,
-                        allocations=state.allocations.set(key, allocation_codec.decode(value)),
-                    )
-                except InvalidRequest as e:
-                    log.warning("malformed allocation", extra={"allocation": key, "error": e})
+                collector.state = replace(collector.state, **{field: updated})
 
         async def on_usage(msg: Msg) -> None:
             try:
@@ -123,8 +107,11 @@ async def serve(settings: TelemetrySettings, stop: asyncio.Event) -> None:
 
         subscription = await nc.subscribe(f"{USAGE}.>", cb=on_usage)
         async with asyncio.TaskGroup() as tasks:
-            tasks.create_task(follow_nodes(), name="follow-nodes")
-            tasks.create_task(follow_allocations(), name="follow-allocations")
+            tasks.create_task(mirror(nodes, "nodes", inventory_codec, 20.0), name="nodes")
+            # Allocations change rarely: a quiet watcher is normal, not a lost one.
+            tasks.create_task(
+                mirror(allocations, "allocations", allocation_codec, 3600.0), name="allocations"
+            )
         await subscription.unsubscribe()
     finally:
         server.shutdown()
