@@ -2,13 +2,25 @@
 report unallocated GPUs when arrived GPU requests reach 100% and 130% of capacity.
 
     python benchmarks/openb_replay.py NODES.csv PODS.csv [--policies binpack spread best-fit fgd]
-                                      [--seeds 42..51]
+                                      [--seeds 42 43 ...] [--jobs N]
 
 Cluster = the node list (CPU, memory and GPU model are filters). Pods are sorted by name, then
 shuffled per seed; random copies drawn with replacement are appended until GPU requests reach
 130% of capacity; each pod goes through the scheduler once, in order; nothing departs; a pod
 that fits nowhere is skipped. A share s of one GPU (gpu_milli) maps to s/1000 of its memory and
 s/10 % of its cores in HAMi's terms; here, as in the paper, one number per GPU is tracked.
+
+Policies (lower score wins, ties to the lowest node index):
+  binpack   fullest node after placement, then the fullest GPU on it
+  spread    emptiest node, then the emptiest GPU
+  best-fit  least CPU + memory + GPU left over on the node, each normalised
+  fgd       the paper's Fragmentation Gradient Descent: the smallest increase of expected
+            fragmentation against the trace's task mix (FGD's measure: CPU, GPU count, share
+            and model; its 95% most popular task shapes)
+  hami-fgd  ours, as services/allocator/core/fragmentation.py decides: the same gradient with
+            tasks weighted by the GPUs they ask for (at least two), plus the scarcity of the GPU
+            models that model-pinned tasks need (paid by unpinned tasks), ties to the node left
+            fullest, the tightest GPU on it; host memory joins CPU in the feasibility test
 """
 
 from __future__ import annotations
@@ -19,12 +31,15 @@ import random
 import statistics
 import sys
 import time
+from collections import Counter
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 G = 8  # GPUs per node, at most, in the trace
+MILLI = 1000
 
 
 @dataclass(frozen=True)
@@ -33,165 +48,305 @@ class Pod:
     cpu: int
     mem: int
     gpus: int
-    milli: int
+    milli: int  # per GPU: < 1000 only with gpus == 1
     spec: tuple[str, ...]
 
     @property
     def gpu_request(self) -> float:
-        return self.gpus * self.milli / 1000 if self.gpus else 0.0
+        return self.gpus * self.milli / MILLI if self.gpus else 0.0
+
+    @property
+    def shape(self) -> tuple[int, int, int, int, tuple[str, ...]]:
+        return (self.cpu, self.mem, self.gpus, self.milli, self.spec)
 
 
-def read_nodes(path: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[str]]:
+@dataclass(frozen=True)
+class Nodes:
+    cpu: np.ndarray
+    mem: np.ndarray
+    gpus: np.ndarray
+    models: list[str]
+
+    @property
+    def capacity(self) -> int:
+        return int(self.gpus.sum())
+
+
+def _int(row: dict[str, str], column: str, path: Path) -> int:
+    try:
+        value = int(row[column])
+    except (KeyError, ValueError):
+        raise SystemExit(
+            f"{path}: row {row.get('name') or row.get('sn')!r}: bad {column}"
+        ) from None
+    if value < 0:
+        raise SystemExit(f"{path}: row {row.get('name') or row.get('sn')!r}: negative {column}")
+    return value
+
+
+def read_nodes(path: Path) -> Nodes:
     rows = list(csv.DictReader(path.open()))
-    cpu = np.array([int(r["cpu_milli"]) for r in rows], dtype=np.int64)
-    mem = np.array([int(r["memory_mib"]) for r in rows], dtype=np.int64)
-    gpus = np.array([int(r["gpu"]) for r in rows], dtype=np.int64)
-    return cpu, mem, gpus, [r["model"] for r in rows]
+    if not rows:
+        raise SystemExit(f"{path}: no nodes")
+    gpus = [_int(r, "gpu", path) for r in rows]
+    if max(gpus) > G:
+        raise SystemExit(f"{path}: a node with more than {G} GPUs")
+    return Nodes(
+        np.array([_int(r, "cpu_milli", path) for r in rows], dtype=np.int64),
+        np.array([_int(r, "memory_mib", path) for r in rows], dtype=np.int64),
+        np.array(gpus, dtype=np.int64),
+        [r.get("model") or "" for r in rows],
+    )
 
 
 def read_pods(path: Path) -> list[Pod]:
     pods = []
     for r in csv.DictReader(path.open()):
+        gpus, milli = _int(r, "num_gpu", path), _int(r, "gpu_milli", path)
+        if (gpus and not 0 < milli <= MILLI) or (gpus > 1 and milli != MILLI):
+            raise SystemExit(f"{path}: pod {r['name']!r}: {gpus} GPU(s) of {milli} milli")
         spec = tuple(s for s in (r.get("gpu_spec") or "").split("|") if s)
         pods.append(
             Pod(
                 r["name"],
-                int(r["cpu_milli"]),
-                int(r["memory_mib"]),
-                int(r["num_gpu"]),
-                int(r["gpu_milli"]),
+                _int(r, "cpu_milli", path),
+                _int(r, "memory_mib", path),
+                gpus,
+                milli if gpus else 0,
                 spec,
             )
         )
+    if not pods:
+        raise SystemExit(f"{path}: no pods")
     return sorted(pods, key=lambda p: p.name)
 
 
-class Cluster:
-    def __init__(
-        self,
-        nodes: tuple[np.ndarray, np.ndarray, np.ndarray, list[str]],
-        types: list[Pod],
-        weights: np.ndarray,
-    ) -> None:
-        cpu, mem, gpus, models = nodes
-        self.cpu_cap, self.mem_cap, self.gpus = cpu, mem, gpus
-        self.models = models
-        self.n = len(cpu)
-        self.cpu = cpu.copy()
-        self.mem = mem.copy()
-        self.exists = np.arange(G)[None, :] < gpus[:, None]
-        self.free = np.where(self.exists, 1000, 0).astype(np.int64)  # milli free per GPU
-        self.capacity = int(gpus.sum())
-        model_names = sorted(set(models))
-        self.model_id = np.array([model_names.index(m) for m in models])
-        # Target workload for the fragmentation measure: task types and their popularity.
-        self.t_cpu = np.array([t.cpu for t in types])
-        self.t_mem = np.array([t.mem for t in types])
-        self.t_k = np.array([t.gpus if t.milli == 1000 else 0 for t in types])
-        # GPU share a type needs from one GPU: a GPU with less free is a fragment for it.
-        self.t_d = np.array([0 if t.gpus == 0 else min(t.milli, 1000) for t in types])
-        self.t_p = weights / weights.sum()
-        self.t_model_ok = np.array(
-            [[not t.spec or m in t.spec for m in model_names] for t in types]
+@dataclass(frozen=True)
+class TaskMix:
+    """The target workload a fragmentation measure is taken against: task shapes and weights."""
+
+    cpu: np.ndarray
+    mem: np.ndarray  # 0 where host memory is not part of the measure
+    need: np.ndarray  # GPUs that must each have `share` free (0: CPU only)
+    share: np.ndarray  # milli needed on each of those GPUs
+    weight: np.ndarray  # sums to 1
+    model_ok: np.ndarray  # [shape, model id]
+
+    @staticmethod
+    def paper(pods: list[Pod], model_names: list[str]) -> TaskMix:
+        """FGD's typical pods: (CPU, GPU count, share, model) by popularity, the most popular
+        shapes that make up 95% of tasks."""
+        counts = Counter((p.cpu, 0, p.gpus, p.milli, p.spec) for p in pods)
+        ranked = counts.most_common()
+        total, kept, cum = sum(counts.values()), [], 0
+        for shape, n in ranked:
+            if cum >= 0.95 * total:
+                break
+            kept.append((shape, n))
+            cum += n
+        return TaskMix._build(kept, model_names)
+
+    @staticmethod
+    def weighted(pods: list[Pod], model_names: list[str]) -> TaskMix:
+        """Ours (as services/allocator/core/fragmentation.py): every shape, host memory
+        included, each task counting by the GPUs it asks for but at least as two."""
+        counts: Counter[tuple[int, int, int, int, tuple[str, ...]]] = Counter()
+        for p in pods:
+            counts[p.shape] += max(p.gpus, 2)
+        return TaskMix._build(list(counts.items()), model_names)
+
+    @staticmethod
+    def _build(shapes: list[tuple[tuple, float]], model_names: list[str]) -> TaskMix:
+        weight = np.array([n for _, n in shapes], dtype=float)
+        return TaskMix(
+            cpu=np.array([s[0] for s, _ in shapes], dtype=np.int64),
+            mem=np.array([s[1] for s, _ in shapes], dtype=np.int64),
+            need=np.array([s[2] for s, _ in shapes], dtype=np.int64),
+            share=np.array([s[3] for s, _ in shapes], dtype=np.int64),
+            weight=weight / weight.sum(),
+            model_ok=np.array(
+                [[not s[4] or m in s[4] for m in model_names] for s, _ in shapes], dtype=bool
+            ),
         )
 
+    def fragmentation(
+        self, cpu: np.ndarray, mem: np.ndarray, free: np.ndarray, model: np.ndarray
+    ) -> np.ndarray:
+        """Expected GPU milli no task of the mix can use, per row: for a task that fits, the
+        GPUs with less free than its share; for one that does not, every free GPU."""
+        enough = free[:, :, None] >= self.share[None, None, :]  # [row, gpu, shape]
+        fits = (
+            (cpu[:, None] >= self.cpu[None, :])
+            & (mem[:, None] >= self.mem[None, :])
+            & self.model_ok[:, model].T
+            & (enough.sum(axis=1) >= self.need[None, :])
+        )
+        stranded = np.einsum("rg,rgs->rs", free, ~enough)
+        total = free.sum(axis=1)
+        per_shape = np.where(fits, stranded, total[:, None])
+        return per_shape @ self.weight
+
+
+class Cluster:
+    def __init__(self, nodes: Nodes, policy: str, mix: TaskMix | None) -> None:
+        self.policy = policy
+        self.mix = mix
+        self.cpu_cap, self.mem_cap = nodes.cpu, nodes.mem
+        self.cpu, self.mem = nodes.cpu.copy(), nodes.mem.copy()
+        self.exists = np.arange(G)[None, :] < nodes.gpus[:, None]
+        self.gpu_cap = np.maximum(nodes.gpus, 1) * MILLI
+        self.free = np.where(self.exists, MILLI, 0).astype(np.int64)
+        self.model_names = sorted(set(nodes.models))
+        self.model = np.array([self.model_names.index(m) for m in nodes.models])
+        self.models = nodes.models
+        self.n = len(nodes.cpu)
+        self.version = np.zeros(self.n, dtype=np.int64)
+        self.scarcity = np.zeros(len(self.model_names))
+        # Per pod shape: each node's fragmentation delta (and GPU) as of the node's version.
+        self._deltas: dict[tuple, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
+        self._frag = (
+            None
+            if mix is None
+            else mix.fragmentation(
+                self.cpu,
+                self.mem if policy == "hami-fgd" else np.zeros_like(self.mem),
+                self.free,
+                self.model,
+            )
+        )
+
+    # -- the filter ------------------------------------------------------------------------
     def model_ok(self, pod: Pod) -> np.ndarray:
         if not pod.spec or pod.gpus == 0:
             return np.ones(self.n, dtype=bool)
-        return np.array([m in pod.spec for m in self.models])
+        return np.isin(self.model, [i for i, m in enumerate(self.model_names) if m in pod.spec])
 
-    def frag(
-        self, cpu: np.ndarray, mem: np.ndarray, free: np.ndarray, models: np.ndarray
-    ) -> np.ndarray:
-        """FGD's expected fragmentation of each row (node), against the task-type mix."""
-        feasible = (
-            (cpu[:, None] >= self.t_cpu[None, :])
-            & (mem[:, None] >= self.t_mem[None, :])
-            & self.t_model_ok[:, models].T
-        )
-        full = (free == 1000).sum(axis=1)
-        feasible &= (self.t_k[None, :] == 0) | (full[:, None] >= self.t_k[None, :])
-        # For each type: GPUs whose free share is below what the type needs are fragments.
-        below = free[:, :, None] < self.t_d[None, None, :]
-        per_type = (free[:, :, None] * below).sum(axis=1)
-        total = free.sum(axis=1)[:, None]
-        f = np.where(feasible, per_type, total)
-        return f @ self.t_p
-
-    def place(self, pod: Pod, policy: str) -> bool:
+    def fits(self, pod: Pod) -> np.ndarray:
         ok = (self.cpu >= pod.cpu) & (self.mem >= pod.mem) & self.model_ok(pod)
-        if pod.gpus == 0:
-            cand = np.flatnonzero(ok)
-            if cand.size == 0:
-                return False
-            node = int(self._choose_node(cand, pod, policy))
-            self.cpu[node] -= pod.cpu
-            self.mem[node] -= pod.mem
-            return True
-        if pod.milli < 1000:  # one GPU, a share of it
-            gpu_ok = self.exists & (self.free >= pod.milli) & ok[:, None]
-            nodes, gpus = np.nonzero(gpu_ok)
-            if nodes.size == 0:
-                return False
-            node, gpu = self._choose_gpu(nodes, gpus, pod, policy)
-            self.free[node, gpu] -= pod.milli
+        if pod.gpus:
+            ok &= (self.free >= pod.milli).sum(axis=1) >= pod.gpus
+        return ok
+
+    # -- placement -------------------------------------------------------------------------
+    def place(self, pod: Pod) -> bool:
+        cand = np.flatnonzero(self.fits(pod))
+        if cand.size == 0:
+            return False
+        if self.mix is not None:
+            node, gpu = self._by_fragmentation(cand, pod)
         else:
-            full = (self.free == 1000).sum(axis=1)
-            cand = np.flatnonzero(ok & (full >= pod.gpus))
-            if cand.size == 0:
-                return False
-            node = int(self._choose_node(cand, pod, policy))
-            whole = np.flatnonzero(self.free[node] == 1000)[: pod.gpus]
-            self.free[node, whole] = 0
+            node, gpu = self._by_score(cand, pod)
         self.cpu[node] -= pod.cpu
         self.mem[node] -= pod.mem
+        if pod.gpus == 1 and pod.milli < MILLI:
+            self.free[node, gpu] -= pod.milli
+        elif pod.gpus:
+            whole = np.flatnonzero(self.free[node] == MILLI)[: pod.gpus]
+            self.free[node, whole] = 0
+        self.version[node] += 1
+        if self._frag is not None:
+            self._frag[node] = self._frag_of(np.array([node]), self.free[[node]], pod, 0)[0]
         return True
 
-    def _after(
-        self, nodes: np.ndarray, gpus: np.ndarray | None, pod: Pod
-    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        cpu = self.cpu[nodes] - pod.cpu
-        mem = self.mem[nodes] - pod.mem
-        free = self.free[nodes].copy()
-        if gpus is not None:
-            free[np.arange(len(nodes)), gpus] -= pod.milli
-        elif pod.gpus:
-            for row in range(len(nodes)):  # take whole GPUs: which ones does not matter
-                whole = np.flatnonzero(free[row] == 1000)[: pod.gpus]
-                free[row, whole] = 0
-        return cpu, mem, free
+    def _by_score(self, cand: np.ndarray, pod: Pod) -> tuple[int, int]:
+        free = self.free[cand]
+        cpu = (self.cpu[cand] - pod.cpu) / self.cpu_cap[cand]
+        mem = (self.mem[cand] - pod.mem) / self.mem_cap[cand]
+        gpu = -1
+        if pod.gpus == 1 and pod.milli < MILLI:
+            # The GPU on each node the policy prefers: fullest (binpack, best-fit) or emptiest.
+            fitting = np.where(free >= pod.milli, free, -1 if self.policy == "spread" else 10**9)
+            pick = fitting.argmax(axis=1) if self.policy == "spread" else fitting.argmin(axis=1)
+            left = free.sum(axis=1) - pod.milli
+            gpu_left = free[np.arange(len(cand)), pick] - pod.milli
+        else:
+            pick = np.zeros(len(cand), dtype=np.int64)
+            left = free.sum(axis=1) - pod.gpus * pod.milli
+            gpu_left = np.zeros(len(cand))
+        used = 1 - left / self.gpu_cap[cand]
+        if self.policy == "binpack":
+            score = -used + 1e-4 * gpu_left / MILLI
+        elif self.policy == "spread":
+            score = used - 1e-4 * gpu_left / MILLI
+        elif self.policy == "best-fit":
+            score = cpu + mem + (1 - used)
+        else:
+            raise SystemExit(f"unknown policy {self.policy!r}")
+        i = int(np.argmin(score))
+        gpu = int(pick[i])
+        return int(cand[i]), gpu
 
-    def _score(
-        self, nodes: np.ndarray, gpus: np.ndarray | None, pod: Pod, policy: str
-    ) -> np.ndarray:
-        """Lower is better."""
-        cpu, mem, free = self._after(nodes, gpus, pod)
-        gpu_cap = np.maximum(self.gpus[nodes], 1) * 1000
-        if policy == "fgd":
-            models = self.model_id[nodes]
-            before = self.frag(self.cpu[nodes], self.mem[nodes], self.free[nodes], models)
-            return self.frag(cpu, mem, free, models) - before
-        if policy == "best-fit":  # least left over after placement, resources normalised
-            return (
-                cpu / self.cpu_cap[nodes] + mem / self.mem_cap[nodes] + free.sum(axis=1) / gpu_cap
-            )
-        used = 1 - free.sum(axis=1) / gpu_cap  # GPU share in use after placement
-        if policy == "binpack":
-            tie = 0 if gpus is None else free[np.arange(len(nodes)), gpus] / 1000
-            return -used + 1e-3 * tie  # fullest node, then the fullest GPU on it
-        if policy == "spread":
-            tie = 0 if gpus is None else -free[np.arange(len(nodes)), gpus] / 1000
-            return used + 1e-3 * tie
-        raise ValueError(f"unknown policy {policy!r}")
+    def _frag_of(self, rows: np.ndarray, free: np.ndarray, pod: Pod, taken: int) -> np.ndarray:
+        assert self.mix is not None
+        cpu = self.cpu[rows] - taken * pod.cpu
+        mem = self.mem[rows] - taken * pod.mem if self.policy == "hami-fgd" else np.zeros(len(rows))
+        return self.mix.fragmentation(cpu, mem, free, self.model[rows])
 
-    def _choose_node(self, cand: np.ndarray, pod: Pod, policy: str) -> int:
-        return int(cand[int(np.argmin(self._score(cand, None, pod, policy)))])
+    def set_scarcity(self, pods: list[Pod]) -> None:
+        """Per GPU model: the GPUs that model-pinned tasks want of it (each pinned task's ask
+        spread over its allowed models by size), per GPU of the model, assuming arrivals of
+        about the cluster's size (services/allocator/core/fragmentation.py: snapshot_of)."""
+        size = np.zeros(len(self.model_names))
+        np.add.at(size, self.model, self.exists.sum(axis=1))
+        demand = np.zeros(len(self.model_names))
+        for p in pods:
+            if p.spec and p.gpus:
+                allowed = [i for i, m in enumerate(self.model_names) if m in p.spec]
+                demand[allowed] += p.gpu_request * size[allowed] / size[allowed].sum()
+        volume = sum(p.gpu_request for p in pods)
+        self.scarcity = demand / volume * size.sum() / np.maximum(size, 1)
 
-    def _choose_gpu(
-        self, nodes: np.ndarray, gpus: np.ndarray, pod: Pod, policy: str
-    ) -> tuple[int, int]:
-        i = int(np.argmin(self._score(nodes, gpus, pod, policy)))
-        return int(nodes[i]), int(gpus[i])
+    def _deltas_for(self, pod: Pod) -> tuple[np.ndarray, np.ndarray]:
+        """Each node's fragmentation increase if the pod went there (inf: cannot), and the GPU
+        for a shared pod. Only nodes changed since this shape was last asked are recomputed."""
+        key = (pod.cpu, pod.mem, pod.gpus, pod.milli)
+        cached = self._deltas.get(key)
+        if cached is None:
+            cached = (np.full(self.n, -1), np.zeros(self.n), np.zeros(self.n, dtype=np.int64))
+            self._deltas[key] = cached
+        seen, delta, gpu = cached
+        stale = np.flatnonzero(seen != self.version)
+        if stale.size:
+            before = self._frag[stale]
+            if pod.gpus == 1 and pod.milli < MILLI and self.policy == "hami-fgd":
+                # The tightest GPU that fits on each node (as the core's device order).
+                free = self.free[stale].copy()
+                pick = np.where(free >= pod.milli, free, 10 * MILLI).argmin(axis=1)
+                free[np.arange(stale.size), pick] -= pod.milli
+                gpu[stale] = pick
+                delta[stale] = self._frag_of(stale, free, pod, 1) - before
+            elif pod.gpus == 1 and pod.milli < MILLI:
+                # Every GPU of every stale node as a candidate: rows = node x GPU.
+                rows = np.repeat(stale, G)
+                free = self.free[rows].copy()
+                col = np.tile(np.arange(G), stale.size)
+                free[np.arange(rows.size), col] -= pod.milli
+                after = self._frag_of(rows, free, pod, 1).reshape(stale.size, G)
+                after = np.where(self.free[stale] >= pod.milli, after, np.inf)
+                gpu[stale] = after.argmin(axis=1)
+                delta[stale] = after.min(axis=1) - before
+            else:
+                free = self.free[stale].copy()
+                if pod.gpus:
+                    order = np.argsort(free != MILLI, axis=1, kind="stable")[:, : pod.gpus]
+                    np.put_along_axis(free, order, 0, axis=1)
+                delta[stale] = self._frag_of(stale, free, pod, 1) - before
+            seen[stale] = self.version[stale]
+        return delta, gpu
+
+    def _by_fragmentation(self, cand: np.ndarray, pod: Pod) -> tuple[int, int]:
+        delta, gpu = self._deltas_for(pod)
+        d = delta[cand]
+        if self.policy == "hami-fgd":
+            if not pod.spec:
+                d = d + self.scarcity[self.model[cand]] * pod.gpus * pod.milli
+            # Ties (to a milli-GPU) go to the node left fullest: packing among equals.
+            left = self.free[cand].sum(axis=1) / self.gpu_cap[cand]
+            i = int(np.lexsort((left, np.round(d, 0)))[0])
+        else:
+            i = int(np.argmin(d))
+        node = int(cand[i])
+        return node, int(gpu[node])
 
 
 def workload(pods: list[Pod], capacity: int, seed: int) -> list[Pod]:
@@ -206,23 +361,33 @@ def workload(pods: list[Pod], capacity: int, seed: int) -> list[Pod]:
     return order
 
 
-def run(nodes, pods: list[Pod], policy: str, seed: int) -> tuple[float, float]:  # type: ignore[no-untyped-def]
-    counts: dict[tuple, int] = {}
-    for p in pods:
-        key = (p.cpu, p.mem, p.gpus, p.milli, p.spec)
-        counts[key] = counts.get(key, 0) + 1
-    types = [Pod("", *key) for key in counts]
-    cluster = Cluster(nodes, types, np.array(list(counts.values()), dtype=float))
+def run(nodes: Nodes, pods: list[Pod], policy: str, seed: int) -> tuple[float, float]:
+    model_names = sorted(set(nodes.models))
+    mix = {
+        "fgd": lambda: TaskMix.paper(pods, model_names),
+        "hami-fgd": lambda: TaskMix.weighted(pods, model_names),
+    }.get(policy, lambda: None)()
+    cluster = Cluster(nodes, policy, mix)
+    if policy == "hami-fgd":
+        cluster.set_scarcity(pods)
+    capacity = nodes.capacity
     arrived = allocated = 0.0
     marks: dict[float, float] = {}
-    for pod in workload(pods, cluster.capacity, seed):
+    for pod in workload(pods, capacity, seed):
         arrived += pod.gpu_request
-        if cluster.place(pod, policy):
+        if cluster.place(pod):
             allocated += pod.gpu_request
         for mark in (1.0, 1.3):
-            if mark not in marks and arrived >= mark * cluster.capacity:
-                marks[mark] = cluster.capacity - allocated
-    return marks[1.0], marks.get(1.3, cluster.capacity - allocated)
+            if mark not in marks and arrived >= mark * capacity - 1e-9:
+                marks[mark] = capacity - allocated
+    return marks[1.0], marks.get(1.3, capacity - allocated)
+
+
+def _one(args: tuple[Path, Path, str, int]) -> tuple[str, int, float, float, float]:
+    node_path, pod_path, policy, seed = args
+    started = time.perf_counter()
+    at100, at130 = run(read_nodes(node_path), read_pods(pod_path), policy, seed)
+    return policy, seed, at100, at130, time.perf_counter() - started
 
 
 def main() -> None:
@@ -231,24 +396,25 @@ def main() -> None:
     )
     parser.add_argument("nodes", type=Path)
     parser.add_argument("pods", type=Path)
-    parser.add_argument("--policies", nargs="+", default=["binpack", "spread", "best-fit", "fgd"])
-    parser.add_argument("--seeds", type=int, nargs="+", default=list(range(42, 52)))
-    args = parser.parse_args()
-    nodes = read_nodes(args.nodes)
-    pods = read_pods(args.pods)
-    print(
-        f"{args.pods.name}: {len(pods)} pods, {int(nodes[2].sum())} GPUs on {len(nodes[0])} nodes"
+    parser.add_argument(
+        "--policies", nargs="+", default=["binpack", "spread", "best-fit", "fgd", "hami-fgd"]
     )
-    print("| policy | unallocated GPUs at 100% | at 130% | seconds per run |")
-    print("| --- | --- | --- | --- |")
+    parser.add_argument("--seeds", type=int, nargs="+", default=list(range(42, 52)))
+    parser.add_argument("--jobs", type=int, default=1, help="runs in parallel (processes)")
+    args = parser.parse_args()
+    nodes, pods = read_nodes(args.nodes), read_pods(args.pods)
+    print(f"{args.pods.name}: {len(pods)} pods, {nodes.capacity} GPUs on {len(nodes.cpu)} nodes")
+    print("| policy | unallocated GPUs at 100% | at 130% | seeds | seconds per run |")
+    print("| --- | --- | --- | --- | --- |")
+    jobs = [(args.nodes, args.pods, p, s) for p in args.policies for s in args.seeds]
+    with ProcessPoolExecutor(max_workers=args.jobs) as pool:
+        results = list(pool.map(_one, jobs))
     for policy in args.policies:
-        results, started = [], time.perf_counter()
-        for seed in args.seeds:
-            results.append(run(nodes, pods, policy, seed))
-        per_run = (time.perf_counter() - started) / len(args.seeds)
-        at100 = statistics.mean(r[0] for r in results)
-        at130 = statistics.mean(r[1] for r in results)
-        print(f"| {policy} | {at100:.0f} | {at130:.0f} | {per_run:.1f} |", flush=True)
+        mine = [r for r in results if r[0] == policy]
+        at100 = statistics.mean(r[2] for r in mine)
+        at130 = statistics.mean(r[3] for r in mine)
+        per_run = statistics.mean(r[4] for r in mine)
+        print(f"| {policy} | {at100:.0f} | {at130:.0f} | {len(mine)} | {per_run:.1f} |", flush=True)
 
 
 if __name__ == "__main__":

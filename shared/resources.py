@@ -26,6 +26,8 @@ NOUSE_UUID = "nvidia.com/nouse-gpuuuid"
 NUMA_BIND = "nvidia.com/numa-bind"
 NODE_POLICY = "hami.io/node-scheduler-policy"
 GPU_POLICY = "hami.io/gpu-scheduler-policy"
+SCHEDULER_POLICIES = ("binpack", "spread", "best-fit", "fragmentation")
+"""Values of the two policy annotations: HAMi's two, then ours (the allocator's policy table)."""
 DEVICES_TO_ALLOCATE = "hami.io/vgpu-devices-to-allocate"
 DEVICES_ALLOCATED = "hami.io/vgpu-devices-allocated"
 ASSIGNED_NODE = "hami.io/vgpu-node"

@@ -16,7 +16,7 @@ from nats.js.kv import KeyValue
 from nats.micro import add_service
 from nats.micro.request import Request
 
-from services.allocator.core import ledger
+from services.allocator.core import fragmentation, ledger
 from services.allocator.core.placement import Never, SchedulingSettings, Wait, decide
 from services.allocator.core.state import ClusterState
 from services.allocator.settings import AllocatorSettings
@@ -93,6 +93,9 @@ class Allocator:
                 log.error("unreadable allocation record kept as is", extra={"key": key, "error": e})
                 continue
             self.state = ledger.restore(self.state, record, now)
+            self.state = fragmentation.observe_request(
+                self.state, fragmentation.shape_of_record(record), record.created_at
+            )
         return len(records)
 
     def observe_node(self, key: str, value: bytes | None) -> None:
@@ -136,6 +139,7 @@ class Allocator:
                     outcome="placed", allocation=self.state.allocations[existing].record
                 )
             now = self._clock()
+            self.state = fragmentation.observe_request(self.state, request.containers, now)
             decision = decide(self.state, request, self.scheduling, now)
             if isinstance(decision, Wait):
                 return PlaceReply(outcome="wait", reason=decision.reason)

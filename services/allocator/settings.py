@@ -14,9 +14,12 @@ class AllocatorSettings(msgspec.Struct, frozen=True, kw_only=True):
     nats_url: str = "nats://127.0.0.1:4222"
     """NATS server to serve on."""
     node_policy: str = "binpack"
-    """Default node policy when a request names none (binpack | spread)."""
+    """Default node policy when a request names none (binpack | spread | best-fit |
+    fragmentation)."""
     gpu_policy: str = "spread"
-    """Default device policy when a request names none (binpack | spread)."""
+    """Default device policy when a request names none (binpack | spread | best-fit |
+    fragmentation); a request whose node policy is best-fit or fragmentation and that names
+    no device policy gets its node policy's device order."""
     node_ttl_s: float = 15.0
     """A node whose inventory is not refreshed for this long takes no new placements."""
     sweep_interval_s: float = 1.0

@@ -225,7 +225,7 @@ def test_invalid_requests_are_refused(container: C) -> None:
 
 
 def test_unknown_policy_is_refused() -> None:
-    with pytest.raises(InvalidRequest, match="allowed: binpack, spread"):
+    with pytest.raises(InvalidRequest, match="allowed: binpack, spread, best-fit, fragmentation"):
         decide(cluster(), request(C(), gpu_policy="topology"), SchedulingSettings(), 0.0)
     with pytest.raises(InvalidRequest):
         SchedulingSettings(node_policy="random")

@@ -8,6 +8,7 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
 
 from services.allocator.core import ledger
+from services.allocator.core.fragmentation import observe_request
 from services.allocator.core.placement import Placed, SchedulingSettings, decide
 from services.allocator.core.state import ClusterState
 from shared.schemas.placement import ContainerRequest
@@ -22,8 +23,8 @@ containers = st.builds(
 )
 requests = st.tuples(
     st.lists(containers, min_size=1, max_size=2).filter(lambda cs: any(c.count for c in cs)),
-    st.sampled_from(["binpack", "spread"]),
-    st.sampled_from(["binpack", "spread"]),
+    st.sampled_from(["binpack", "spread", "best-fit", "fragmentation"]),
+    st.sampled_from(["binpack", "spread", "best-fit", "fragmentation"]),
     st.one_of(st.none(), st.floats(1, 50)),
 )
 
@@ -52,6 +53,7 @@ class LedgerMachine(RuleBasedStateMachine):
             gpu_policy=gpu_policy,
             lease_ttl_s=ttl,
         )
+        self.state = observe_request(self.state, r.containers, self.now)
         decision = decide(self.state, r, SchedulingSettings(node_ttl_s=1e9), self.now)
         if isinstance(decision, Placed):
             record = ledger.record_for(r, decision.fit, f"alloc-{self.serial}", self.now)
@@ -130,7 +132,7 @@ def test_restore_gives_leases_a_fresh_deadline() -> None:
     fills=st.lists(
         st.tuples(st.integers(0, 9), st.integers(1, 900), st.sampled_from([0, 20, 50])), max_size=30
     ),
-    policy=st.sampled_from(["binpack", "spread"]),
+    policy=st.sampled_from(["binpack", "spread", "best-fit", "fragmentation"]),
     want=st.integers(1, 800),
 )
 def test_decision_matches_a_brute_force_oracle_on_small_clusters(
@@ -163,7 +165,7 @@ def test_decision_matches_a_brute_force_oracle_on_small_clusters(
         gpu_policy=policy,
     )
     decision = decide(state, ask, SchedulingSettings(), 0.0)
-    node_policy = policy_named(policy)
+    node_policy = policy_named(policy).bind(state, ask.containers)
     order = node_policy.device_order()
     scored = []
     for name in names:

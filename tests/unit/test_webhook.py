@@ -173,7 +173,10 @@ def test_unknown_policy_annotation_is_denied() -> None:
         ),
         S,
     )
-    assert not verdict.allowed and "allowed: binpack, spread" in verdict.message
+    assert (
+        not verdict.allowed
+        and "allowed: binpack, spread, best-fit, fragmentation" in verdict.message
+    )
 
 
 def review(obj: dict[str, Any], operation: str = "CREATE") -> bytes:

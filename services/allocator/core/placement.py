@@ -81,6 +81,22 @@ def validate(request: PlaceRequest) -> None:
         raise InvalidRequest(f"lease_ttl_s {request.lease_ttl_s} must be positive")
 
 
+OWN_DEVICE_ORDER = frozenset({"best-fit", "fragmentation"})
+"""Node policies whose score assumes their own device order: a request that names one of them
+and no GPU policy gets that order, not the cluster's default GPU policy."""
+
+
+def policies_for(
+    state: ClusterState, request: PlaceRequest, settings: SchedulingSettings
+) -> tuple[Policy, Policy]:
+    """The node policy (bound to the state and request) and the GPU policy for a request."""
+    node_policy = policy_named(request.node_policy or settings.node_policy)
+    gpu_name = request.gpu_policy
+    if gpu_name is None:
+        gpu_name = node_policy.name if node_policy.name in OWN_DEVICE_ORDER else settings.gpu_policy
+    return node_policy.bind(state, request.containers), policy_named(gpu_name)
+
+
 def live_nodes(state: ClusterState, now: float, ttl: float) -> list[NodeRecord]:
     return [record for record in state.nodes.values() if now - record.last_seen <= ttl]
 
@@ -142,8 +158,7 @@ def decide(
     state: ClusterState, request: PlaceRequest, settings: SchedulingSettings, now: float
 ) -> Decision:
     validate(request)
-    node_policy = policy_named(request.node_policy or settings.node_policy)
-    gpu_policy = policy_named(request.gpu_policy or settings.gpu_policy)
+    node_policy, gpu_policy = policies_for(state, request, settings)
     if request.candidate_nodes is None and node_policy.most_loaded_first is not None:
         fit, _ = best_fit(
             _by_load(state, now, settings.node_ttl_s, node_policy.most_loaded_first),
@@ -233,9 +248,10 @@ class FitMemo:
     def scorer(
         self, containers: tuple[ContainerRequest, ...], order: DeviceOrder, policy: Policy
     ) -> NodeScoreFn:
-        """Scores remembered the same way as fits (keyed also by the node policy)."""
+        """Scores remembered the same way as fits (keyed also by the node policy, which for
+        the fragmentation policy includes the mix it measures against)."""
         fit = self(containers, order)
-        key = (containers, order, policy.name)
+        key = (containers, order, policy)
         table = self._scores.pop(key, None) or {}
         self._scores[key] = table
         if len(self._scores) > self._shapes:
@@ -268,8 +284,8 @@ def node_scores(
 ) -> dict[str, float]:
     """The node policy's score for every candidate node the request fits now (higher is better)."""
     validate(request)
-    node_policy = policy_named(request.node_policy or settings.node_policy)
-    order = policy_named(request.gpu_policy or settings.gpu_policy).device_order()
+    node_policy, gpu_policy = policies_for(state, request, settings)
+    order = gpu_policy.device_order()
     score = scorer(request.containers, order, node_policy)
     if request.candidate_nodes is None:
         records = live_nodes(state, now, settings.node_ttl_s)
@@ -295,7 +311,7 @@ def filter_nodes(
     """For kube-scheduler's filter: the named nodes the request fits now; the ones it does not
     fit now (with why); and the ones it could never fit, even empty (with why)."""
     validate(request)
-    order = policy_named(request.gpu_policy or settings.gpu_policy).device_order()
+    order = policies_for(state, request, settings)[1].device_order()
     fit = fits(request.containers, order)
     passed: list[str] = []
     failed: dict[str, str] = {}

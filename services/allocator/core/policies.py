@@ -11,9 +11,25 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from services.allocator.core.fit import DeviceOrder, NodeFit
-from services.allocator.core.state import NO_USAGE, DeviceUsage, device_load
+from services.allocator.core.fragmentation import (
+    EMPTY_SNAPSHOT,
+    TIE,
+    MixSnapshot,
+    free_fraction,
+    taken_fraction,
+)
+from services.allocator.core.state import NO_USAGE, ClusterState, DeviceUsage, device_load
 from shared.errors import InvalidRequest
 from shared.schemas.inventory import DeviceInfo
+from shared.schemas.placement import ContainerRequest
+
+
+def usage_after(usage: Mapping[str, DeviceUsage], fit: NodeFit) -> dict[str, DeviceUsage]:
+    after = dict(usage)
+    for grants in fit.containers:
+        for grant in grants:
+            after[grant.uuid] = after.get(grant.uuid, NO_USAGE).plus(grant)
+    return after
 
 
 def node_load_after(
@@ -22,16 +38,18 @@ def node_load_after(
     """Mean device load on the node once the fit is applied."""
     if not devices:
         return 0.0
-    after = dict(usage)
-    for grants in fit.containers:
-        for grant in grants:
-            after[grant.uuid] = after.get(grant.uuid, NO_USAGE).plus(grant)
+    after = usage_after(usage, fit)
     return sum(device_load(d, after.get(d.uuid, NO_USAGE)) for d in devices) / len(devices)
 
 
+# Device orders are module-level functions, not lambdas: one object each, so memoised fits
+# can key on them.
 def _fullest_first(device: DeviceInfo, usage: DeviceUsage) -> float:
-    # A module-level function, not a lambda: one object, so memoised fits can key on it.
     return -device_load(device, usage)
+
+
+def _tightest_first(device: DeviceInfo, usage: DeviceUsage) -> float:
+    return free_fraction(device, usage)
 
 
 class Policy(Protocol):
@@ -45,6 +63,10 @@ class Policy(Protocol):
         ...
 
     def device_order(self) -> DeviceOrder: ...
+
+    def bind(self, state: ClusterState, containers: tuple[ContainerRequest, ...]) -> Policy:
+        """The policy as it applies to this state and request (most ignore both)."""
+        ...
 
     def node_score(
         self, devices: tuple[DeviceInfo, ...], usage: Mapping[str, DeviceUsage], fit: NodeFit
@@ -63,6 +85,9 @@ class Binpack:
     def device_order(self) -> DeviceOrder:
         return _fullest_first
 
+    def bind(self, state: ClusterState, containers: tuple[ContainerRequest, ...]) -> Policy:
+        return self
+
     def node_score(
         self, devices: tuple[DeviceInfo, ...], usage: Mapping[str, DeviceUsage], fit: NodeFit
     ) -> float:
@@ -79,13 +104,74 @@ class Spread:
     def device_order(self) -> DeviceOrder:
         return device_load
 
+    def bind(self, state: ClusterState, containers: tuple[ContainerRequest, ...]) -> Policy:
+        return self
+
     def node_score(
         self, devices: tuple[DeviceInfo, ...], usage: Mapping[str, DeviceUsage], fit: NodeFit
     ) -> float:
         return -node_load_after(devices, usage, fit)
 
 
-POLICIES: dict[str, Policy] = {policy.name: policy for policy in (Binpack(), Spread())}
+@dataclass(frozen=True, slots=True)
+class BestFit:
+    """The node and device with the least free capacity left once the request is placed."""
+
+    name: str = "best-fit"
+    most_loaded_first: bool | None = None
+
+    def device_order(self) -> DeviceOrder:
+        return _tightest_first
+
+    def bind(self, state: ClusterState, containers: tuple[ContainerRequest, ...]) -> Policy:
+        return self
+
+    def node_score(
+        self, devices: tuple[DeviceInfo, ...], usage: Mapping[str, DeviceUsage], fit: NodeFit
+    ) -> float:
+        after = usage_after(usage, fit)
+        return -sum(free_fraction(d, after.get(d.uuid, NO_USAGE)) for d in devices)
+
+
+@dataclass(frozen=True, slots=True)
+class FragmentationAware:
+    """The node where the request least raises the expected fragmentation against the recent
+    mix of requests (services/allocator/core/fragmentation.py); devices tightest first."""
+
+    name: str = "fragmentation"
+    most_loaded_first: bool | None = None
+    mix: MixSnapshot = EMPTY_SNAPSHOT
+    flexible: tuple[bool, ...] = ()
+    """Per container: no type selector, so it pays for the scarce models it takes."""
+
+    def device_order(self) -> DeviceOrder:
+        return _tightest_first
+
+    def bind(self, state: ClusterState, containers: tuple[ContainerRequest, ...]) -> Policy:
+        flexible = tuple(not c.use_types and not c.nouse_types for c in containers)
+        return FragmentationAware(mix=state.mix.snapshot, flexible=flexible)
+
+    def node_score(
+        self, devices: tuple[DeviceInfo, ...], usage: Mapping[str, DeviceUsage], fit: NodeFit
+    ) -> float:
+        before = self.mix.fragmentation(devices, usage)
+        after = self.mix.measure(devices, usage_after(usage, fit))
+        scarce = 0.0
+        if self.mix.scarcity:
+            by_uuid = {d.uuid: d for d in devices}
+            for grants, flexible in zip(fit.containers, self.flexible, strict=False):
+                for g in grants if flexible else ():
+                    device = by_uuid[g.uuid]
+                    taken = taken_fraction(device, g.memory_mib, g.cores)
+                    scarce += self.mix.scarcity.get(g.model, 0.0) * taken
+        gradient = round((after - before + scarce) / TIE) * TIE
+        # Among equal gradients, the node left fullest (a small term that never outweighs TIE).
+        return -gradient + 1e-5 * node_load_after(devices, usage, fit)
+
+
+POLICIES: dict[str, Policy] = {
+    policy.name: policy for policy in (Binpack(), Spread(), BestFit(), FragmentationAware())
+}
 
 
 def policy_named(name: str, *, field: str = "policy") -> Policy:
@@ -93,5 +179,5 @@ def policy_named(name: str, *, field: str = "policy") -> Policy:
         return POLICIES[name]
     except KeyError:
         raise InvalidRequest(
-            f"{field} {name!r} is unknown; allowed: {', '.join(sorted(POLICIES))}"
+            f"{field} {name!r} is unknown; allowed: {', '.join(POLICIES)}"
         ) from None

@@ -6,12 +6,23 @@ Big maps are persistent (``immutables.Map``) so that a decision copies O(log n),
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING
 
 from immutables import Map
 
 from services.allocator.core.index import LoadIndex
 from shared.schemas.inventory import DeviceInfo, NodeInventory
 from shared.schemas.placement import AllocationRecord, DeviceGrant
+
+if TYPE_CHECKING:
+    from services.allocator.core.fragmentation import WorkloadMix
+
+
+def _no_mix() -> WorkloadMix:
+    # fragmentation.py builds on this module (usage, device load), hence the late import.
+    from services.allocator.core.fragmentation import WorkloadMix
+
+    return WorkloadMix()
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,6 +107,9 @@ class ClusterState:
     """request_id -> allocation_id, so a retried request is answered, not placed twice."""
     index: LoadIndex = field(default_factory=LoadIndex)
     """Nodes by current load, for bounded searches (derived from nodes and usage)."""
+    mix: WorkloadMix = field(default_factory=_no_mix)
+    """Recent request shapes, for the fragmentation-aware policy (soft state: rebuilt from the
+    allocations on restart)."""
 
     def reindexed(self, node: str) -> LoadIndex:
         record = self.nodes.get(node)

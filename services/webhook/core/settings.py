@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import msgspec
 
-from shared.resources import ResourceNames
+from shared.resources import SCHEDULER_POLICIES, ResourceNames
 
 
 class WebhookSettings(msgspec.Struct, frozen=True, kw_only=True):
@@ -27,7 +27,7 @@ class WebhookSettings(msgspec.Struct, frozen=True, kw_only=True):
         "system:serviceaccount:hami-system:hami-nodeagent",
     )
     """Users that may change the internal annotations on UPDATE."""
-    policies: tuple[str, ...] = ("binpack", "spread")
+    policies: tuple[str, ...] = SCHEDULER_POLICIES
 
 
 INTERNAL_ANNOTATIONS = (

@@ -1,0 +1,223 @@
+"""Fragmentation-aware placement, in the spirit of FGD (Weng et al., USENIX ATC'23, "Beware of
+Fragmentation"): place a request where it least increases the share of free device capacity that
+the recent mix of requests could not use.
+
+For one request shape, a node's *stranded* capacity is all of its free capacity when the shape
+cannot fit there at all, and otherwise the free capacity of the devices that cannot take one
+share of it. A node's fragmentation is the stranded capacity averaged over the mix. A candidate
+placement scores by how much it raises that (a gradient step), plus the capacity it takes from
+device models that requests with type selectors depend on (flexible requests leave scarce models
+to the requests that need them). Ties go to the node left fullest.
+
+Measured on the Alibaba openb trace (benchmarks/openb_replay.py, docs/benchmarks.md), where each
+choice below is an ablation that helped: a shape counts by the devices it asks for but at least
+as two (so losing room for large requests weighs more), ties go to the fullest node, and the
+scarcity term.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+
+import msgspec
+from immutables import Map
+
+from services.allocator.core.fit import (
+    device_rejection,
+    fit_node,
+    type_allowed,
+)
+from services.allocator.core.state import NO_USAGE, ClusterState, DeviceUsage, device_load
+from shared.schemas.inventory import DeviceInfo
+from shared.schemas.placement import AllocationRecord, ContainerRequest
+
+Shape = tuple[ContainerRequest, ...]
+
+HALF_LIFE_S = 3600.0
+"""The mix forgets: a request seen an hour ago weighs half as much as one seen now."""
+MIX_SHAPES = 32
+"""The most weighty shapes the measure is taken against (cost grows with it)."""
+REFRESH_EVERY = 64
+"""Requests observed between two snapshots of the mix (a snapshot keeps its memo)."""
+MIN_WEIGHT = 2.0
+TIE = 1e-3
+"""Fragmentation changes smaller than this (a thousandth of a device) count as ties."""
+
+
+def shape_of(containers: Shape) -> Shape:
+    """The request without what does not change where it fits (container names)."""
+    return tuple(msgspec.structs.replace(c, name="") for c in containers if c.count)
+
+
+def free_fraction(device: DeviceInfo, usage: DeviceUsage) -> float:
+    """How much of the device is still free: its scarcer dimension, 0 when no share fits."""
+    if not device.healthy or usage.count >= device.split_count:
+        return 0.0
+    memory = 1 - usage.memory_mib / device.memory_mib if device.memory_mib else 0.0
+    cores = 1 - usage.cores / device.cores if device.cores else 1.0
+    return max(0.0, min(memory, cores))
+
+
+def taken_fraction(device: DeviceInfo, memory_mib: int, cores: int) -> float:
+    memory = memory_mib / device.memory_mib if device.memory_mib else 1.0
+    return max(memory, cores / device.cores if device.cores else 0.0)
+
+
+def _fullest_first(device: DeviceInfo, usage: DeviceUsage) -> float:
+    return -device_load(device, usage)
+
+
+def stranded(
+    devices: tuple[DeviceInfo, ...], usage: Mapping[str, DeviceUsage], shape: Shape
+) -> float:
+    """Free capacity on the node that this shape could not use (in devices)."""
+    free = [free_fraction(d, usage.get(d.uuid, NO_USAGE)) for d in devices]
+    if isinstance(fit_node("", devices, usage, shape, _fullest_first), str):
+        return sum(free)
+    return sum(
+        f
+        for d, f in zip(devices, free, strict=True)
+        if f > 0
+        and all(device_rejection(c, d, usage.get(d.uuid, NO_USAGE)) is not None for c in shape)
+    )
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class MixSnapshot:
+    """The mix as the measure uses it: normalised weights of the top shapes, the scarcity of
+    each device model, and a memo of node fragmentation (valid while the snapshot lives)."""
+
+    shapes: tuple[tuple[Shape, float], ...] = ()
+    scarcity: Mapping[str, float] = field(default_factory=dict)
+    memo: dict[tuple[int, int], tuple[object, object, float]] = field(
+        default_factory=dict, compare=False, repr=False
+    )
+
+    def close_to(self, other: MixSnapshot) -> bool:
+        """Within 5% (total variation) in shapes, and 0.05 in each model's scarcity."""
+        mine, theirs = dict(self.shapes), dict(other.shapes)
+        moved = sum(abs(mine.get(s, 0.0) - theirs.get(s, 0.0)) for s in mine.keys() | theirs.keys())
+        models = self.scarcity.keys() | other.scarcity.keys()
+        return moved / 2 <= 0.05 and all(
+            abs(self.scarcity.get(m, 0.0) - other.scarcity.get(m, 0.0)) <= 0.05 for m in models
+        )
+
+    def fragmentation(
+        self, devices: tuple[DeviceInfo, ...], usage: Mapping[str, DeviceUsage]
+    ) -> float:
+        """Remembered per (devices, usage) object pair: the state's maps are immutable."""
+        key = (id(devices), id(usage))
+        hit = self.memo.get(key)
+        if hit is not None and hit[0] is devices and hit[1] is usage:
+            return hit[2]
+        value = self.measure(devices, usage)
+        if len(self.memo) > 65536:
+            self.memo.clear()
+        self.memo[key] = (devices, usage, value)  # holding both keeps their ids unique
+        return value
+
+    def measure(self, devices: tuple[DeviceInfo, ...], usage: Mapping[str, DeviceUsage]) -> float:
+        return sum(p * stranded(devices, usage, shape) for shape, p in self.shapes)
+
+
+EMPTY_SNAPSHOT = MixSnapshot()
+
+
+@dataclass(frozen=True, slots=True)
+class WorkloadMix:
+    """Request shapes seen recently, with exponentially decaying weights."""
+
+    weights: Map[Shape, float] = field(default_factory=Map)
+    at: float = 0.0
+    """When the weights were last decayed (allocator clock)."""
+    since_snapshot: int = 0
+    snapshot: MixSnapshot = EMPTY_SNAPSHOT
+
+    def observe(self, containers: Shape, now: float) -> WorkloadMix:
+        shape = shape_of(containers)
+        if not shape:
+            return self
+        decay = 0.5 ** (max(0.0, now - self.at) / HALF_LIFE_S)
+        weights = self.weights
+        if decay < 0.999:
+            weights = Map({s: w * decay for s, w in weights.items() if w * decay > 1e-3})
+        return replace(
+            self,
+            weights=weights.set(shape, weights.get(shape, 0.0) + 1.0),
+            at=max(self.at, now),
+            since_snapshot=self.since_snapshot + 1,
+        )
+
+    def refreshed(self, models: Mapping[str, int]) -> WorkloadMix:
+        """A new snapshot when enough requests were seen since the last (or there is none).
+        ``models``: devices per model in the cluster, for scarcity."""
+        if self.snapshot is not EMPTY_SNAPSHOT and self.since_snapshot < REFRESH_EVERY:
+            return self
+        if not self.weights:
+            return self
+        fresh = snapshot_of(self.weights, models)
+        if fresh.close_to(self.snapshot):
+            return replace(self, since_snapshot=0)  # keep the old one: its memo stays valid
+        return replace(self, since_snapshot=0, snapshot=fresh)
+
+
+def devices_asked(shape: Shape) -> float:
+    """Devices' worth a request asks for: a share counts as its fraction where it says one."""
+    total = 0.0
+    for c in shape:
+        share = max(c.cores, c.memory_percent or 0) / 100
+        total += c.count * (share if 0 < share < 1 else 1.0)
+    return total
+
+
+def snapshot_of(counts: Mapping[Shape, float], models: Mapping[str, int]) -> MixSnapshot:
+    """``counts``: recent requests per shape. A shape weighs its count times the devices it
+    asks for, at least two; scarcity assumes requests arrive at about the cluster's size."""
+    weighted = {s: n * max(float(sum(c.count for c in s)), MIN_WEIGHT) for s, n in counts.items()}
+    top = sorted(weighted.items(), key=lambda kv: (-kv[1], repr(kv[0])))[:MIX_SHAPES]
+    total = sum(w for _, w in top)
+    volume = sum(n * devices_asked(s) for s, n in counts.items())
+    demand: dict[str, float] = {}
+    for shape, n in counts.items():
+        for c in shape:
+            if not c.use_types and not c.nouse_types:
+                continue
+            allowed = {
+                m: k for m, k in models.items() if type_allowed(m, c.use_types, c.nouse_types)
+            }
+            capacity = sum(allowed.values())
+            for model, k in allowed.items():
+                asked = n * devices_asked((c,))
+                demand[model] = demand.get(model, 0.0) + asked * k / capacity
+    size = sum(models.values())
+    scarcity = {
+        m: (d / volume) * size / models[m] for m, d in demand.items() if volume and models.get(m)
+    }
+    return MixSnapshot(shapes=tuple((s, w / total) for s, w in top), scarcity=scarcity)
+
+
+def observe_request(state: ClusterState, containers: Shape, now: float) -> ClusterState:
+    """Count a request into the mix (every request the allocator is asked to place)."""
+    mix = state.mix.observe(containers, now)
+    if mix.since_snapshot >= REFRESH_EVERY or mix.snapshot is EMPTY_SNAPSHOT:
+        models: dict[str, int] = {}
+        for record in state.nodes.values():
+            for device in record.devices:
+                models[device.model] = models.get(device.model, 0) + 1
+        mix = mix.refreshed(models)
+    return replace(state, mix=mix)
+
+
+def shape_of_record(record: AllocationRecord) -> Shape:
+    """A request shape recovered from what was granted (for the mix after a restart)."""
+    return tuple(
+        ContainerRequest(
+            kind=grants[0].kind,
+            count=len(grants),
+            memory_mib=grants[0].memory_mib,
+            cores=grants[0].cores,
+        )
+        for grants in record.containers
+        if grants
+    )

@@ -1,0 +1,174 @@
+"""The fragmentation-aware policy: its measure, its choices where binpack's differ, scarcity of
+pinned models, and the mix it learns from requests."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from immutables import Map
+
+from services.allocator.core import ledger
+from services.allocator.core.fragmentation import (
+    REFRESH_EVERY,
+    WorkloadMix,
+    observe_request,
+    shape_of,
+    snapshot_of,
+    stranded,
+)
+from services.allocator.core.placement import Placed, SchedulingSettings, decide
+from services.allocator.core.state import ClusterState, DeviceUsage
+from shared.schemas.placement import ContainerRequest as C
+from tests.unit.helpers import device, node, request
+
+WHOLE = (C(cores=100),)
+HALF = (C(cores=50, memory_percent=50),)
+
+
+def used(cores: int, memory: int = 0) -> DeviceUsage:
+    return DeviceUsage(memory_mib=memory, cores=cores, count=1)
+
+
+def cluster(*nodes: tuple[str, list[DeviceUsage | None], str]) -> ClusterState:
+    state = ClusterState()
+    for name, usages, model in nodes:
+        devices = [device(i, node=name, model=model) for i in range(len(usages))]
+        state = ledger.observe_inventory(state, node(name, *devices), 0.0)
+        taken = Map({d.uuid: u for d, u in zip(devices, usages, strict=True) if u is not None})
+        state = replace(state, usage=state.usage.set(name, taken))
+        state = replace(state, index=state.reindexed(name))
+    return state
+
+
+def learn(state: ClusterState, *shapes: tuple[tuple[C, ...], int]) -> ClusterState:
+    now = 0.0
+    for shape, times in shapes:
+        for _ in range(times):
+            state = observe_request(state, shape, now)
+    # Force a fresh snapshot of everything observed.
+    models: dict[str, int] = {}
+    for record in state.nodes.values():
+        for d in record.devices:
+            models[d.model] = models.get(d.model, 0) + 1
+    snapshot = snapshot_of(state.mix.weights, models)
+    return replace(state, mix=WorkloadMix(weights=state.mix.weights, snapshot=snapshot))
+
+
+def place(state: ClusterState, shape: tuple[C, ...], policy: str) -> str:
+    decision = decide(
+        state, request(*shape, node_policy=policy), SchedulingSettings(node_ttl_s=1e9), 0.0
+    )
+    assert isinstance(decision, Placed), decision
+    return decision.fit.node
+
+
+def test_stranded_counts_what_a_shape_cannot_use() -> None:
+    devices = tuple(device(i, memory=1000) for i in range(3))
+    usage = Map({devices[0].uuid: used(70, 700), devices[1].uuid: used(30, 300)})
+    # A half-device request fits device 1 (0.7 free) and 2: device 0's 0.3 is stranded.
+    assert abs(stranded(devices, usage, HALF) - 0.3) < 1e-9
+    # A whole device fits device 2 only: 0.3 + 0.7 stranded.
+    assert abs(stranded(devices, usage, WHOLE) - 1.0) < 1e-9
+    # Three whole devices cannot fit at all: everything free is stranded.
+    assert abs(stranded(devices, usage, (C(count=3, cores=100),)) - 2.0) < 1e-9
+
+
+def test_a_half_request_fills_a_half_used_device_instead_of_breaking_a_whole_one() -> None:
+    # a: one device taken whole, one idle (the fuller node: binpack goes there and breaks the
+    # idle device); b: four devices, one half used.
+    state = cluster(
+        ("a", [used(100, 1000), None], "NVIDIA H200"),
+        ("b", [used(50, 500), None, None, None], "NVIDIA H200"),
+    )
+    state = learn(state, (WHOLE, 30), (HALF, 10))
+    assert place(state, HALF, "binpack") == "a"
+    assert place(state, HALF, "fragmentation") == "b"
+
+
+def test_with_nothing_learnt_ties_go_to_the_fullest_node() -> None:
+    state = cluster(
+        ("a", [used(20, 200), None], "NVIDIA H200"),
+        ("b", [used(60, 600), None], "NVIDIA H200"),
+    )
+    assert place(state, (C(cores=10, memory_mib=100),), "fragmentation") == "b"
+
+
+def test_flexible_requests_leave_the_model_pinned_requests_need() -> None:
+    state = cluster(
+        ("t4", [None, None], "Tesla T4"),
+        ("big", [None] * 8, "NVIDIA H200"),
+    )
+    pinned = (C(cores=100, use_types=("T4",)),)
+    state = learn(state, (pinned, 20), (WHOLE, 20))
+    assert place(state, WHOLE, "binpack") == "t4"  # smaller, so fuller after
+    assert place(state, WHOLE, "fragmentation") == "big"
+    assert place(state, pinned, "fragmentation") == "t4"
+
+
+def test_the_mix_forgets_and_snapshots_only_every_so_often() -> None:
+    state = cluster(("a", [None], "NVIDIA H200"))
+    state = observe_request(state, (C(name="x", cores=30),), 0.0)
+    first = state.mix.snapshot
+    assert [s for s, _ in first.shapes] == [shape_of((C(cores=30),))]
+    for i in range(REFRESH_EVERY - 1):
+        state = observe_request(state, (C(cores=60),), float(i))
+    assert state.mix.snapshot is first  # not refreshed yet
+    state = observe_request(state, (C(cores=60),), 100.0)
+    assert state.mix.snapshot is not first
+    # An hour later a request weighs twice what the same request did before.
+    mix = WorkloadMix().observe(HALF, 0.0).observe(WHOLE, 3600.0)
+    assert abs(mix.weights[shape_of(HALF)] - 0.5) < 1e-9 and mix.weights[shape_of(WHOLE)] == 1
+
+
+shares = st.sampled_from([0, 10, 25, 50, 70, 100])
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    fills=st.lists(st.lists(shares, min_size=1, max_size=4), min_size=1, max_size=5),
+    mix=st.lists(st.tuples(st.integers(1, 2), shares.filter(bool)), min_size=1, max_size=4),
+    ask=shares.filter(bool),
+)
+def test_the_decision_is_the_best_gradient_over_all_nodes(
+    fills: list[list[int]], mix: list[tuple[int, int]], ask: int
+) -> None:
+    """The chosen node has the best score of every node that fits; the memo never changes it."""
+    from services.allocator.core.fit import fit_node
+    from services.allocator.core.policies import policy_named
+
+    state = cluster(
+        *(
+            (f"n{i}", [used(c, c * 10) if c else None for c in cores], "NVIDIA H200")
+            for i, cores in enumerate(fills)
+        )
+    )
+    state = learn(state, *(((C(count=n, cores=c, memory_percent=c),), 3) for n, c in mix))
+    shape = (C(cores=ask, memory_percent=ask),)
+    policy = policy_named("fragmentation").bind(state, shape)
+    scores = {}
+    for name, record in state.nodes.items():
+        usage = state.node_usage(name)
+        fit = fit_node(name, record.devices, usage, shape, policy.device_order())
+        if not isinstance(fit, str):
+            scores[name] = policy.node_score(record.devices, usage, fit)
+            assert state.mix.snapshot.fragmentation(record.devices, usage) == (
+                state.mix.snapshot.measure(record.devices, usage)
+            )
+    ask_request = request(*shape, node_policy="fragmentation")
+    decision = decide(state, ask_request, SchedulingSettings(node_ttl_s=1e9), 0.0)
+    if not scores:
+        assert not isinstance(decision, Placed)
+        return
+    assert isinstance(decision, Placed)
+    best = max(scores.values())
+    assert scores[decision.fit.node] == best
+
+
+def test_the_webhook_accepts_exactly_the_allocators_policies() -> None:
+    from services.allocator.core.policies import POLICIES
+    from services.webhook.core.settings import WebhookSettings
+    from shared.resources import SCHEDULER_POLICIES
+
+    assert tuple(POLICIES) == SCHEDULER_POLICIES == WebhookSettings().policies

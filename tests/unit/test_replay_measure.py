@@ -1,0 +1,76 @@
+"""The trace replay (benchmarks/openb_replay.py) measures fragmentation the way the allocator's
+core does, so that its packing numbers speak for the product's policy. Host CPU and memory are
+left out here: the core does not see them (kube-scheduler filters on them)."""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from pathlib import Path
+from types import ModuleType
+
+import numpy as np
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from immutables import Map
+
+from services.allocator.core.fragmentation import MixSnapshot
+from services.allocator.core.state import DeviceUsage
+from shared.schemas.placement import ContainerRequest
+from tests.unit.helpers import device
+
+REPLAY = Path(__file__).parents[2] / "benchmarks" / "openb_replay.py"
+
+
+def replay() -> ModuleType:
+    spec = importlib.util.spec_from_file_location("openb_replay", REPLAY)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["openb_replay"] = module  # dataclasses resolve annotations through it
+    spec.loader.exec_module(module)
+    return module
+
+
+milli = st.sampled_from([0, 100, 200, 300, 450, 500, 700, 1000])
+shapes = st.one_of(
+    st.tuples(st.just(1), st.sampled_from([100, 250, 500, 800])),  # a share of one GPU
+    st.tuples(st.sampled_from([1, 2, 4]), st.just(1000)),  # whole GPUs
+)
+
+
+@settings(max_examples=80, deadline=None)
+@given(
+    nodes=st.lists(st.lists(milli, min_size=1, max_size=8), min_size=1, max_size=6),
+    mix=st.lists(
+        st.tuples(shapes, st.integers(1, 5)), min_size=1, max_size=5, unique_by=lambda x: x[0]
+    ),
+)
+def test_replay_and_core_measure_the_same_fragmentation(
+    nodes: list[list[int]], mix: list[tuple[tuple[int, int], int]]
+) -> None:
+    r = replay()
+    total = sum(w for _, w in mix)
+    core = MixSnapshot(
+        shapes=tuple(
+            ((ContainerRequest(count=n, cores=s // 10, memory_percent=s // 10),), w / total)
+            for (n, s), w in mix
+        )
+    )
+    task_mix = r.TaskMix._build(
+        [((0, 0, n, s, ()), w) for (n, s), w in mix], model_names=["NVIDIA H200"]
+    )
+    free = np.zeros((len(nodes), r.G), dtype=np.int64)
+    for row, used in enumerate(nodes):
+        free[row, : len(used)] = [1000 - u for u in used]
+    zeros = np.zeros(len(nodes), dtype=np.int64)
+    theirs = task_mix.fragmentation(zeros, zeros, free, zeros) / 1000
+    for row, used in enumerate(nodes):
+        devices = tuple(device(i, node=f"n{row}", memory=1000, split=100) for i in range(len(used)))
+        usage = Map(
+            {
+                d.uuid: DeviceUsage(memory_mib=u, cores=u // 10, count=1)
+                for d, u in zip(devices, used, strict=True)
+                if u
+            }
+        )
+        assert abs(core.measure(devices, usage) - theirs[row]) < 1e-9, (used, mix)
