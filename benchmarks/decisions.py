@@ -1,5 +1,6 @@
 """Placement decisions per second: filter + score + reserve of 1-GPU fractional requests on
-N nodes x 8 GPUs at 50% fill, in process (the core) and through the extender HTTP API.
+N nodes x 8 GPUs at 50% fill, in process (the core) and through the extender HTTP API (the
+extender in its own process, as kube-scheduler's client is in its own).
 
 Run: python benchmarks/decisions.py [--nodes 100 1000 5000] [--decisions 300]
 """
@@ -8,7 +9,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
+import multiprocessing
 import platform
 import random
 import statistics
@@ -18,16 +19,22 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from multiprocessing.connection import Connection
+
+import msgspec
 from aiohttp import ClientSession, web
 
 from services.allocator.core import ledger
-from services.allocator.core.placement import Placed, SchedulingSettings, decide
+from services.allocator.core.fragmentation import observe_request
+from services.allocator.core.placement import FitMemo, Placed, SchedulingSettings, decide
 from services.allocator.core.state import ClusterState
 from services.allocator.extender import Extender, application
 from shared.schemas.inventory import DeviceInfo, NodeInventory
 from shared.schemas.placement import ContainerRequest, PlaceRequest
 
 SETTINGS = SchedulingSettings(node_ttl_s=1e12)
+_json = msgspec.json.Encoder()
+_decode = msgspec.json.decode
 
 
 def cluster(nodes: int, gpus: int = 8, fill: float = 0.5, seed: int = 1) -> ClusterState:
@@ -66,19 +73,26 @@ def cluster(nodes: int, gpus: int = 8, fill: float = 0.5, seed: int = 1) -> Clus
     return state
 
 
+POLICY: str | None = None
+"""--policy: the node policy every benchmark request names (None: the cluster default)."""
+
+
 def request(i: int) -> PlaceRequest:
     return PlaceRequest(
         request_id=f"bench-{i}",
         lease_ttl_s=None,
+        node_policy=POLICY,
         containers=(ContainerRequest(memory_percent=5, cores=5),),
     )
 
 
 def in_process(state: ClusterState, count: int) -> list[float]:
+    memo = FitMemo()  # as the allocator service keeps one
     times = []
     for i in range(count):
         start = time.perf_counter()
-        decision = decide(state, request(i), SETTINGS, 0.0)
+        state = observe_request(state, request(i).containers, 0.0)
+        decision = decide(state, request(i), SETTINGS, 0.0, memo)
         if isinstance(decision, Placed):  # reserve: the new state is what the next one sees
             state, _ = ledger.commit(
                 state, ledger.record_for(request(i), decision.fit, f"b{i}", 0.0), 0.0
@@ -95,17 +109,39 @@ class StateOnly:
         self.scheduling = SETTINGS
 
 
-async def over_http(state: ClusterState, count: int) -> list[float]:
-    app = application(Extender(StateOnly(state), None))  # type: ignore[arg-type]
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = runner.addresses[0][1]
-    names = sorted(state.nodes)
+def _serve(state: ClusterState, port_out: Connection) -> None:
+    """The extender in its own process, as kube-scheduler calls it from its own."""
+
+    async def main() -> None:
+        app = application(Extender(StateOnly(state), None))  # type: ignore[arg-type]
+        runner = web.AppRunner(app, access_log=None)
+        await runner.setup()
+        site = web.TCPSite(runner, "127.0.0.1", 0)
+        await site.start()
+        port_out.send(runner.addresses[0][1])
+        await asyncio.Event().wait()
+
+    asyncio.run(main())
+
+
+def over_http(state: ClusterState, count: int) -> list[float]:
+    receive, send = multiprocessing.Pipe(duplex=False)
+    server = multiprocessing.get_context("fork").Process(
+        target=_serve, args=(state, send), daemon=True
+    )
+    server.start()
+    try:
+        port = receive.recv()
+        return asyncio.run(_client(port, sorted(state.nodes), count))
+    finally:
+        server.kill()
+        server.join()
+
+
+async def _client(port: int, names: list[str], count: int) -> list[float]:
     times = []
     async with ClientSession() as session:
-        for i in range(count):
+        for i in range(count + 5):
             pod = {
                 "metadata": {"name": f"p{i}", "namespace": "d", "uid": f"u{i}"},
                 "spec": {
@@ -123,15 +159,15 @@ async def over_http(state: ClusterState, count: int) -> list[float]:
                     ]
                 },
             }
-            body = json.dumps({"Pod": pod, "NodeNames": names})
+            body = _json.encode({"Pod": pod, "NodeNames": names})
             start = time.perf_counter()
             async with session.post(f"http://127.0.0.1:{port}/filter", data=body) as r:
-                passed = (await r.json())["NodeNames"]
-            body = json.dumps({"Pod": pod, "NodeNames": passed})
+                passed = _decode(await r.read())["NodeNames"]
+            body = _json.encode({"Pod": pod, "NodeNames": passed})
             async with session.post(f"http://127.0.0.1:{port}/prioritize", data=body) as r:
-                await r.json()
-            times.append(time.perf_counter() - start)
-    await runner.cleanup()
+                await r.read()
+            if i >= 5:  # the first few warm the connection and the server's memo
+                times.append(time.perf_counter() - start)
     return times
 
 
@@ -148,14 +184,19 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--nodes", type=int, nargs="+", default=[100, 1000, 5000])
     parser.add_argument("--decisions", type=int, default=300)
+    parser.add_argument("--policy", help="node policy (default: the cluster's, binpack)")
+    parser.add_argument("--no-http", action="store_true", help="in process only")
     args = parser.parse_args()
+    global POLICY
+    POLICY = args.policy
     print(f"{platform.node()} python {platform.python_version()} {time.strftime('%Y-%m-%d')}")
     for nodes in args.nodes:
         state = cluster(nodes)
         print(f"{nodes} nodes x 8 GPUs, 50% fill:")
         print(f"  in process (decide + reserve): {summary(in_process(state, args.decisions))}")
-        http = asyncio.run(over_http(state, max(20, args.decisions // 5)))
-        print(f"  extender HTTP (filter + prioritize): {summary(http)}")
+        if not args.no_http:
+            http = over_http(state, max(50, args.decisions // 3))
+            print(f"  extender HTTP (filter + prioritize): {summary(http)}")
 
 
 if __name__ == "__main__":

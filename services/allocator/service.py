@@ -17,7 +17,7 @@ from nats.micro import add_service
 from nats.micro.request import Request
 
 from services.allocator.core import fragmentation, ledger
-from services.allocator.core.placement import Never, SchedulingSettings, Wait, decide
+from services.allocator.core.placement import FitMemo, Never, SchedulingSettings, Wait, decide
 from services.allocator.core.state import ClusterState
 from services.allocator.settings import AllocatorSettings
 from shared import kvwatch
@@ -81,6 +81,7 @@ class Allocator:
         self._allocations = allocations
         self._clock = clock
         self._lock = asyncio.Lock()
+        self._fits = FitMemo()
 
     async def restore(self) -> int:
         records = await kvwatch.snapshot(self._allocations)
@@ -140,7 +141,7 @@ class Allocator:
                 )
             now = self._clock()
             self.state = fragmentation.observe_request(self.state, request.containers, now)
-            decision = decide(self.state, request, self.scheduling, now)
+            decision = decide(self.state, request, self.scheduling, now, self._fits)
             if isinstance(decision, Wait):
                 return PlaceReply(outcome="wait", reason=decision.reason)
             if isinstance(decision, Never):

@@ -18,7 +18,7 @@ from services.allocator.core.fragmentation import (
     snapshot_of,
     stranded,
 )
-from services.allocator.core.placement import Placed, SchedulingSettings, decide
+from services.allocator.core.placement import FitMemo, Placed, SchedulingSettings, decide
 from services.allocator.core.state import ClusterState, DeviceUsage
 from shared.schemas.placement import ContainerRequest as C
 from tests.unit.helpers import device, node, request
@@ -158,6 +158,10 @@ def test_the_decision_is_the_best_gradient_over_all_nodes(
             )
     ask_request = request(*shape, node_policy="fragmentation")
     decision = decide(state, ask_request, SchedulingSettings(node_ttl_s=1e9), 0.0)
+    memo = FitMemo()
+    for _ in range(2):  # the second time every node's answer comes from the memo
+        again = decide(state, ask_request, SchedulingSettings(node_ttl_s=1e9), 0.0, memo)
+        assert again == decision
     if not scores:
         assert not isinstance(decision, Placed)
         return

@@ -115,10 +115,14 @@ def best_fit(
     *,
     empty: bool = False,
     enough: int | None = None,
+    memo: FitMemo | None = None,
 ) -> tuple[NodeFit | None, dict[str, str]]:
     """The best-scoring fit over the nodes (stopping after ``enough`` fits when given), and each
-    failed node's reason."""
+    failed node's reason. With a memo, unchanged nodes cost a lookup."""
     order = gpu_policy.device_order()
+    remembered = memo is not None and not empty
+    fit_of = memo(containers, order) if memo is not None and remembered else None
+    score_of = memo.scorer(containers, order, node_policy) if memo and remembered else None
     best: tuple[float, str, NodeFit] | None = None
     reasons: dict[str, str] = {}
     fits = 0
@@ -126,12 +130,19 @@ def best_fit(
         if enough is not None and fits >= enough:
             break
         usage = Map() if empty else state.node_usage(record.name)
-        fit = fit_node(record.name, record.devices, usage, containers, order)
+        if fit_of is not None:
+            fit = fit_of(record, usage)
+        else:
+            fit = fit_node(record.name, record.devices, usage, containers, order)
         if isinstance(fit, str):
             reasons[record.name] = fit
             continue
         fits += 1
-        score = node_policy.node_score(record.devices, usage, fit)
+        remembered_score = score_of(record, usage) if score_of is not None else None
+        if remembered_score is None:
+            score = node_policy.node_score(record.devices, usage, fit)
+        else:
+            score = remembered_score
         # Ties go to the lexically smallest node name so that decisions are reproducible.
         if best is None or score > best[0] or (score == best[0] and record.name < best[1]):
             best = (score, record.name, fit)
@@ -155,8 +166,14 @@ def summarize(reasons: dict[str, str]) -> str:
 
 
 def decide(
-    state: ClusterState, request: PlaceRequest, settings: SchedulingSettings, now: float
+    state: ClusterState,
+    request: PlaceRequest,
+    settings: SchedulingSettings,
+    now: float,
+    memo: FitMemo | None = None,
 ) -> Decision:
+    """Where the request goes now, or why it waits or can never be placed. ``memo`` (kept by
+    the caller across decisions) changes nothing but the cost."""
     validate(request)
     node_policy, gpu_policy = policies_for(state, request, settings)
     if request.candidate_nodes is None and node_policy.most_loaded_first is not None:
@@ -167,6 +184,7 @@ def decide(
             node_policy,
             gpu_policy,
             enough=BOUNDED_FITS,
+            memo=memo,
         )
         if fit is not None:
             return Placed(fit)
@@ -179,7 +197,7 @@ def decide(
             "no live node with devices"
             + (" among the candidates" if request.candidate_nodes is not None else "")
         )
-    fit, reasons = best_fit(nodes, state, request.containers, node_policy, gpu_policy)
+    fit, reasons = best_fit(nodes, state, request.containers, node_policy, gpu_policy, memo=memo)
     if fit is not None:
         return Placed(fit)
     empty_fit, empty_reasons = best_fit(
