@@ -50,7 +50,10 @@ class PlaceRequest(WireStruct, frozen=True, kw_only=True):
     candidate_nodes: tuple[str, ...] | None = None
     """Restrict placement to these nodes (e.g. the nodes another scheduler kept)."""
     node_policy: str | None = None
+    """binpack, spread, best-fit or fragmentation; None: the allocator's default."""
     gpu_policy: str | None = None
+    """binpack, spread, best-fit or fragmentation; None: the node policy's own device order
+    for best-fit and fragmentation, else the allocator's default."""
     priority: int = 1
     """0 is high, 1 is low (HAMi's CUDA_TASK_PRIORITY convention)."""
 
