@@ -84,8 +84,16 @@ def _int(row: dict[str, str], column: str, path: Path) -> int:
     return value
 
 
+def _rows(path: Path) -> list[dict[str, str]]:
+    try:
+        with path.open(newline="") as f:
+            return list(csv.DictReader(f))
+    except OSError as e:
+        raise SystemExit(f"{path}: {e.strerror}") from None
+
+
 def read_nodes(path: Path) -> Nodes:
-    rows = list(csv.DictReader(path.open()))
+    rows = _rows(path)
     if not rows:
         raise SystemExit(f"{path}: no nodes")
     gpus = [_int(r, "gpu", path) for r in rows]
@@ -101,7 +109,7 @@ def read_nodes(path: Path) -> Nodes:
 
 def read_pods(path: Path) -> list[Pod]:
     pods = []
-    for r in csv.DictReader(path.open()):
+    for r in _rows(path):
         gpus, milli = _int(r, "num_gpu", path), _int(r, "gpu_milli", path)
         if (gpus and not 0 < milli <= MILLI) or (gpus > 1 and milli != MILLI):
             raise SystemExit(f"{path}: pod {r['name']!r}: {gpus} GPU(s) of {milli} milli")

@@ -74,3 +74,28 @@ def test_replay_and_core_measure_the_same_fragmentation(
             }
         )
         assert abs(core.measure(devices, usage) - theirs[row]) < 1e-9, (used, mix)
+
+
+def test_replay_runs_any_list_in_the_format_and_refuses_bad_rows(tmp_path: Path) -> None:
+    import pytest
+
+    r = replay()
+    nodes = tmp_path / "nodes.csv"
+    nodes.write_text(
+        "sn,cpu_milli,memory_mib,gpu,model\na,32000,65536,2,T4\nb,64000,131072,4,V100\n"
+    )
+    pods = tmp_path / "pods.csv"
+    pods.write_text(
+        "name,cpu_milli,memory_mib,num_gpu,gpu_milli,gpu_spec\n"
+        "p0,4000,8192,1,500,\np1,8000,8192,2,1000,V100\np2,2000,4096,0,0,\n"
+        "p3,4000,8192,1,1000,T4\np4,1000,1024,1,250,\n"
+    )
+    for policy in ("binpack", "spread", "best-fit", "fgd", "hami-fgd"):
+        at100, at130 = r.run(r.read_nodes(nodes), r.read_pods(pods), policy, 42)
+        assert 0 <= at130 <= at100 <= 6, policy
+    bad = tmp_path / "bad.csv"
+    bad.write_text("name,cpu_milli,memory_mib,num_gpu,gpu_milli\nq,1000,1024,2,500\n")
+    with pytest.raises(SystemExit, match=r"q.*2 GPU"):
+        r.read_pods(bad)
+    with pytest.raises(SystemExit, match=r"missing\.csv"):
+        r.read_nodes(tmp_path / "missing.csv")
