@@ -10,13 +10,14 @@ from collections.abc import Awaitable, Callable
 
 import msgspec
 from nats.aio.client import Client
+from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 from nats.js.errors import KeyWrongLastSequenceError
 from nats.js.kv import KeyValue
 from nats.micro import add_service
 from nats.micro.request import Request
 
-from services.allocator.core import fragmentation, ledger
+from services.allocator.core import fragmentation, heat, ledger
 from services.allocator.core.placement import FitMemo, Never, SchedulingSettings, Wait, decide
 from services.allocator.core.state import ClusterState
 from services.allocator.settings import AllocatorSettings
@@ -54,6 +55,7 @@ from shared.schemas.placement import (
     status_reply_codec,
     status_request_codec,
 )
+from shared.schemas.usage import USAGE, usage_codec
 
 log = logging.getLogger("hami.allocator")
 Clock = Callable[[], float]
@@ -101,7 +103,7 @@ class Allocator:
 
     def observe_node(self, key: str, value: bytes | None) -> None:
         if value is None:
-            self.state = ledger.forget_node(self.state, key)
+            self.state = ledger.forget_node(heat.forget_heat(self.state, key), key)
             log.info("node left", extra={"node": key})
             return
         try:
@@ -114,6 +116,15 @@ class Allocator:
                 "node joined", extra={"node": inventory.node, "devices": len(inventory.devices)}
             )
         self.state = ledger.observe_inventory(self.state, inventory, self._clock())
+
+    def observe_usage(self, data: bytes) -> None:
+        """A usage sample from a node agent (usage feedback: core/heat.py)."""
+        try:
+            sample = usage_codec.decode(data)
+        except InvalidRequest as e:
+            log.warning("ignoring malformed usage sample", extra={"error": e})
+            return
+        self.state = heat.observe_usage(self.state, sample, self._clock())
 
     async def _publish(self, events: list[AllocationEvent]) -> None:
         for event in events:
@@ -377,6 +388,11 @@ async def serve(
             await service.add_endpoint(
                 name=subject.rsplit(".", 1)[1], subject=subject, handler=endpoint(handler)
             )
+
+        async def on_usage(msg: Msg) -> None:
+            allocator.observe_usage(msg.data)
+
+        usage = await nc.subscribe(f"{USAGE}.>", cb=on_usage)
         if ready is not None:
             ready()
         log.info("allocator serving", extra={"nats": settings.nats_url})
@@ -396,6 +412,7 @@ async def serve(
                     )
                 await stop.wait()
         finally:
+            await usage.unsubscribe()
             await service.stop()
     finally:
         await nc.drain()

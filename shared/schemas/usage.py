@@ -26,7 +26,7 @@ SUBJECTS = (
         subject=f"{USAGE}.<node-token>",
         pattern="pub/sub",
         publisher="nodeagent (every usage interval)",
-        consumers="telemetry (not yet the allocator: docs/architecture.md, usage feedback)",
+        consumers="telemetry; allocator (device heat: docs/architecture.md, usage feedback)",
         message=UsageSample,
         doc="One sample per device (allocation_id empty) and per allocation on that device.",
     ),

@@ -22,6 +22,7 @@ from shared.errors import InvalidRequest, Unavailable
 from shared.natsutil import connect
 from shared.schemas.events import EVENTS, event_codec
 from shared.schemas.placement import ContainerRequest, PlaceRequest
+from shared.schemas.usage import USAGE, UsageSample, usage_codec
 
 
 @dataclass
@@ -248,5 +249,38 @@ async def test_two_phase_reserve_then_commit(nats_server: EmbeddedNats) -> None:
         await until(lambda: nodes_seen(client))
         [record] = (await client.status()).allocations
         assert record.allocation_id == kept.allocation.allocation_id and record.lease_ttl_s is None
+    await node.halt()
+    await alloc.halt()
+
+
+async def test_usage_samples_steer_placement_off_a_busy_device(nats_server: EmbeddedNats) -> None:
+    """Usage feedback: a device that is busy in practice (here: a sample says 95%) loses the
+    tie between two idle devices."""
+    url = nats_server.url
+    alloc, node = allocator(url), agent(url)
+    async with client_for(url) as (nc, client):
+        await until(lambda: nodes_seen(client))
+        first = sorted((await client.status()).devices, key=lambda d: d.index)[0].uuid
+        busy = UsageSample(
+            node="box",
+            device_uuid=first,
+            at=0.0,
+            memory_used_bytes=0,
+            memory_total_bytes=1,
+            utilization_percent=95.0,
+        )
+        await nc.publish(f"{USAGE}.box", usage_codec.encode(busy))
+        await nc.flush()
+        serial = 0
+
+        async def lands_elsewhere() -> bool:
+            nonlocal serial
+            serial += 1
+            reply = await client.place(place_request(f"h{serial}", memory_mib=1000, cores=10))
+            assert reply.allocation
+            await client.release(reply.allocation.allocation_id)
+            return reply.allocation.containers[0][0].uuid != first
+
+        await until(lands_elsewhere)
     await node.halt()
     await alloc.halt()

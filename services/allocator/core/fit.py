@@ -114,8 +114,10 @@ def fit_node(
     usage: Mapping[str, DeviceUsage],
     containers: Sequence[ContainerRequest],
     order: DeviceOrder,
+    heat: Mapping[str, int] | None = None,
 ) -> NodeFit | str:
     """Place every container on this node's devices, or say why not (the most telling reason).
+    Devices the order ranks equal go cooler first (``heat``: usage feedback, core/heat.py).
 
     Containers are placed one after the other, each seeing the shares taken by the ones before,
     so two containers of one pod can share a device only where its split count allows.
@@ -128,16 +130,17 @@ def fit_node(
             chosen.append(())
             continue
         rejections: dict[str, int] = {}
-        candidates: list[tuple[float, int, DeviceInfo]] = []
+        candidates: list[tuple[float, int, int, DeviceInfo]] = []
         for device in devices:
             current = taken.get(device.uuid) or usage.get(device.uuid, NO_USAGE)
             why = device_rejection(request, device, current)
             if why is None:
-                candidates.append((order(device, current), device.index, device))
+                warmth = heat.get(device.uuid, 0) if heat else 0
+                candidates.append((order(device, current), warmth, device.index, device))
             else:
                 rejections[why] = rejections.get(why, 0) + 1
-        candidates.sort(key=lambda c: (c[0], c[1]))
-        picked = _choose(request, [c[2] for c in candidates])
+        candidates.sort(key=lambda c: (c[0], c[1], c[2]))
+        picked = _choose(request, [c[3] for c in candidates])
         if picked is None:
             if candidates and request.numa_bind:
                 return REASONS["numa"]

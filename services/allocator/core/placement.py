@@ -9,7 +9,13 @@ from immutables import Map
 
 from services.allocator.core.fit import DeviceOrder, NodeFit, fit_node
 from services.allocator.core.policies import Policy, policy_named
-from services.allocator.core.state import ClusterState, DeviceUsage, NodeRecord
+from services.allocator.core.state import (
+    NO_HEAT,
+    NO_NODE_USAGE,
+    ClusterState,
+    DeviceUsage,
+    NodeRecord,
+)
 from shared.errors import InvalidRequest
 from shared.schemas.placement import ContainerRequest, PlaceRequest
 
@@ -130,17 +136,18 @@ def best_fit(
         if enough is not None and fits >= enough:
             break
         usage = Map() if empty else state.node_usage(record.name)
+        heat = state.node_heat(record.name)
         if fit_of is not None:
-            fit = fit_of(record, usage)
+            fit = fit_of(record, usage, heat)
         else:
-            fit = fit_node(record.name, record.devices, usage, containers, order)
+            fit = fit_node(record.name, record.devices, usage, containers, order, heat)
         if isinstance(fit, str):
             reasons[record.name] = fit
             continue
         fits += 1
-        remembered_score = score_of(record, usage) if score_of is not None else None
+        remembered_score = score_of(record, usage, heat) if score_of is not None else None
         if remembered_score is None:
-            score = node_policy.node_score(record.devices, usage, fit)
+            score = heated(node_policy.node_score(record.devices, usage, fit), fit, heat)
         else:
             score = remembered_score
         # Ties go to the lexically smallest node name so that decisions are reproducible.
@@ -208,18 +215,30 @@ def decide(
     return Wait(summarize(reasons))
 
 
-NodeFitFn = Callable[[NodeRecord, Map[str, DeviceUsage]], "NodeFit | str"]
-"""Fit one node for a request bound in advance (plain, or remembered by a FitMemo)."""
+HEAT_TIE = 1e-12
+"""Per heat level of a chosen device: enough to part nodes that score equal, never more."""
+
+
+def heated(score: float, fit: NodeFit, heat: Map[str, int]) -> float:
+    """The policy's score, with cooler devices winning exact ties (usage feedback)."""
+    if not heat:
+        return score
+    return score - HEAT_TIE * sum(heat.get(g.uuid, 0) for c in fit.containers for g in c)
+
+
+NodeFitFn = Callable[[NodeRecord, Map[str, DeviceUsage], Map[str, int]], "NodeFit | str"]
+"""Fit one node (its record, usage and heat) for a request bound in advance (plain, or
+remembered by a FitMemo)."""
 
 
 def plain_fit(containers: tuple[ContainerRequest, ...], order: DeviceOrder) -> NodeFitFn:
-    def fit(record: NodeRecord, usage: Map[str, DeviceUsage]) -> NodeFit | str:
-        return fit_node(record.name, record.devices, usage, containers, order)
+    def fit(record: NodeRecord, usage: Map[str, DeviceUsage], heat: Map[str, int]) -> NodeFit | str:
+        return fit_node(record.name, record.devices, usage, containers, order, heat)
 
     return fit
 
 
-NodeScoreFn = Callable[[NodeRecord, Map[str, DeviceUsage]], "float | None"]
+NodeScoreFn = Callable[[NodeRecord, Map[str, DeviceUsage], Map[str, int]], "float | None"]
 """The node policy's score for one node (None: the request does not fit there)."""
 
 
@@ -228,23 +247,27 @@ def plain_scorer(
 ) -> NodeScoreFn:
     fit = plain_fit(containers, order)
 
-    def score(record: NodeRecord, usage: Map[str, DeviceUsage]) -> float | None:
-        result = fit(record, usage)
-        return None if isinstance(result, str) else policy.node_score(record.devices, usage, result)
+    def score(
+        record: NodeRecord, usage: Map[str, DeviceUsage], heat: Map[str, int]
+    ) -> float | None:
+        result = fit(record, usage, heat)
+        if isinstance(result, str):
+            return None
+        return heated(policy.node_score(record.devices, usage, result), result, heat)
 
     return score
 
 
 class FitMemo:
-    """fit_node is a pure function of a node's device list, its usage map and the request, and
-    the state is immutable: while those objects are the same, so is the answer. Remembers the
-    answers for the last few request shapes, so kube-scheduler asking about every node for
-    every pod costs one lookup per unchanged node."""
+    """fit_node is a pure function of a node's device list, its usage and heat maps and the
+    request, and the state is immutable: while those objects are the same, so is the answer.
+    Remembers the answers for the last few request shapes, so kube-scheduler asking about
+    every node for every pod costs one lookup per unchanged node."""
 
     def __init__(self, shapes: int = 64) -> None:
         self._shapes = shapes
-        self._tables: dict[object, dict[str, tuple[object, object, NodeFit | str]]] = {}
-        self._scores: dict[object, dict[str, tuple[object, object, float | None]]] = {}
+        self._tables: dict[object, dict[str, tuple[object, object, object, NodeFit | str]]] = {}
+        self._scores: dict[object, dict[str, tuple[object, object, object, float | None]]] = {}
 
     def __call__(self, containers: tuple[ContainerRequest, ...], order: DeviceOrder) -> NodeFitFn:
         key = (containers, order)
@@ -253,12 +276,14 @@ class FitMemo:
         if len(self._tables) > self._shapes:
             del self._tables[next(iter(self._tables))]
 
-        def fit(record: NodeRecord, usage: Map[str, DeviceUsage]) -> NodeFit | str:
+        def fit(
+            record: NodeRecord, usage: Map[str, DeviceUsage], heat: Map[str, int]
+        ) -> NodeFit | str:
             hit = table.get(record.name)
-            if hit is not None and hit[0] is usage and hit[1] is record.devices:
-                return hit[2]
-            result = fit_node(record.name, record.devices, usage, containers, order)
-            table[record.name] = (usage, record.devices, result)
+            if hit is not None and hit[0] is usage and hit[1] is record.devices and hit[2] is heat:
+                return hit[3]
+            result = fit_node(record.name, record.devices, usage, containers, order, heat)
+            table[record.name] = (usage, record.devices, heat, result)
             return result
 
         return fit
@@ -275,17 +300,19 @@ class FitMemo:
         if len(self._scores) > self._shapes:
             del self._scores[next(iter(self._scores))]
 
-        def score(record: NodeRecord, usage: Map[str, DeviceUsage]) -> float | None:
+        def score(
+            record: NodeRecord, usage: Map[str, DeviceUsage], heat: Map[str, int]
+        ) -> float | None:
             hit = table.get(record.name)
-            if hit is not None and hit[0] is usage and hit[1] is record.devices:
-                return hit[2]
-            result = fit(record, usage)
+            if hit is not None and hit[0] is usage and hit[1] is record.devices and hit[2] is heat:
+                return hit[3]
+            result = fit(record, usage, heat)
             value = (
                 None
                 if isinstance(result, str)
-                else policy.node_score(record.devices, usage, result)
+                else heated(policy.node_score(record.devices, usage, result), result, heat)
             )
-            table[record.name] = (usage, record.devices, value)
+            table[record.name] = (usage, record.devices, heat, value)
             return value
 
         return score
@@ -305,16 +332,18 @@ def node_scores(
     node_policy, gpu_policy = policies_for(state, request, settings)
     order = gpu_policy.device_order()
     score = scorer(request.containers, order, node_policy)
-    if request.candidate_nodes is None:
-        records = live_nodes(state, now, settings.node_ttl_s)
-    else:
-        found = (state.nodes.get(name) for name in request.candidate_nodes)
-        records = [r for r in found if r is not None and now - r.last_seen <= settings.node_ttl_s]
+    names = state.nodes.keys() if request.candidate_nodes is None else request.candidate_nodes
+    # Called for every pod with every node: the lookups are bound once, out of the loop.
+    nodes_get, usage_get, heat_get = state.nodes.get, state.usage.get, state.heat.get
+    ttl = settings.node_ttl_s
     scores = {}
-    for record in records:
-        value = score(record, state.node_usage(record.name))
+    for name in names:
+        record = nodes_get(name)
+        if record is None or now - record.last_seen > ttl:
+            continue
+        value = score(record, usage_get(name, NO_NODE_USAGE), heat_get(name, NO_HEAT))
         if value is not None:
-            scores[record.name] = value
+            scores[name] = value
     return scores
 
 
@@ -334,12 +363,14 @@ def filter_nodes(
     passed: list[str] = []
     failed: dict[str, str] = {}
     never: dict[str, str] = {}
+    nodes_get, usage_get, heat_get = state.nodes.get, state.usage.get, state.heat.get
+    ttl = settings.node_ttl_s
     for name in names:
-        record = state.nodes.get(name)
-        if record is None or now - record.last_seen > settings.node_ttl_s:
+        record = nodes_get(name)
+        if record is None or now - record.last_seen > ttl:
             never[name] = "no HAMi device inventory from this node (node agent not running?)"
             continue
-        result = fit(record, state.node_usage(name))
+        result = fit(record, usage_get(name, NO_NODE_USAGE), heat_get(name, NO_HEAT))
         if not isinstance(result, str):
             passed.append(name)
             continue

@@ -50,6 +50,7 @@ class DeviceUsage:
 NO_USAGE = DeviceUsage()
 NO_NODE_USAGE: Map[str, DeviceUsage] = Map()
 """One shared empty map: an idle node's usage is the same object from decision to decision."""
+NO_HEAT: Map[str, int] = Map()
 
 
 def device_load(device: DeviceInfo, usage: DeviceUsage) -> float:
@@ -107,6 +108,10 @@ class ClusterState:
     """request_id -> allocation_id, so a retried request is answered, not placed twice."""
     index: LoadIndex = field(default_factory=LoadIndex)
     """Nodes by current load, for bounded searches (derived from nodes and usage)."""
+    utilization: Map[str, tuple[float, float]] = field(default_factory=Map)
+    """device uuid -> (smoothed utilisation percent, when): usage feedback (core/heat.py)."""
+    heat: Map[str, Map[str, int]] = field(default_factory=Map)
+    """node -> device uuid -> heat level (absent: 0); changes only when a level does."""
     mix: WorkloadMix = field(default_factory=_no_mix)
     """Recent request shapes, for the fragmentation-aware policy (soft state: rebuilt from the
     allocations on restart)."""
@@ -116,6 +121,9 @@ class ClusterState:
         if record is None:
             return self.index.without(node)
         return self.index.with_load(node, node_load(record.devices, self.node_usage(node)))
+
+    def node_heat(self, node: str) -> Map[str, int]:
+        return self.heat.get(node, NO_HEAT)
 
     def node_usage(self, node: str) -> Map[str, DeviceUsage]:
         return self.usage.get(node, NO_NODE_USAGE)
