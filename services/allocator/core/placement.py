@@ -184,7 +184,7 @@ def decide(
     validate(request)
     node_policy, gpu_policy = policies_for(state, request, settings)
     if request.candidate_nodes is None and node_policy.most_loaded_first is not None:
-        fit, _ = best_fit(
+        fit, reasons = best_fit(
             _by_load(state, now, settings.node_ttl_s, node_policy.most_loaded_first),
             state,
             request.containers,
@@ -195,18 +195,24 @@ def decide(
         )
         if fit is not None:
             return Placed(fit)
-    nodes = live_nodes(state, now, settings.node_ttl_s)
-    if request.candidate_nodes is not None:
-        allowed = set(request.candidate_nodes)
-        nodes = [n for n in nodes if n.name in allowed]
+        # Nothing fitted, so the bounded search never stopped early: every live node was
+        # tried and has its reason. No second pass.
+        nodes = [state.nodes[name] for name in reasons]
+    else:
+        nodes = live_nodes(state, now, settings.node_ttl_s)
+        if request.candidate_nodes is not None:
+            allowed = set(request.candidate_nodes)
+            nodes = [n for n in nodes if n.name in allowed]
+        fit, reasons = best_fit(
+            nodes, state, request.containers, node_policy, gpu_policy, memo=memo
+        )
+        if fit is not None:
+            return Placed(fit)
     if not nodes:
         return Never(
             "no live node with devices"
             + (" among the candidates" if request.candidate_nodes is not None else "")
         )
-    fit, reasons = best_fit(nodes, state, request.containers, node_policy, gpu_policy, memo=memo)
-    if fit is not None:
-        return Placed(fit)
     empty_fit, empty_reasons = best_fit(
         nodes, state, request.containers, node_policy, gpu_policy, empty=True
     )
