@@ -124,7 +124,16 @@ def _serve(state: ClusterState, port_out: Connection) -> None:
     asyncio.run(main())
 
 
-def over_http(state: ClusterState, count: int) -> list[float]:
+def kube_scheduler_sample(nodes: int) -> int:
+    """How many nodes kube-scheduler hands its extenders per pod with its default
+    percentageOfNodesToScore (adaptive: 50% minus 1% per 125 nodes, at least 5%, at least 100
+    nodes): it stops filtering once it has found that many feasible nodes."""
+    if nodes < 100:
+        return nodes
+    return max(100, nodes * max(5, 50 - nodes // 125) // 100)
+
+
+def over_http(state: ClusterState, count: int, sample: int | None = None) -> list[float]:
     receive, send = multiprocessing.Pipe(duplex=False)
     server = multiprocessing.get_context("fork").Process(
         target=_serve, args=(state, send), daemon=True
@@ -132,13 +141,15 @@ def over_http(state: ClusterState, count: int) -> list[float]:
     server.start()
     try:
         port = receive.recv()
-        return asyncio.run(_client(port, sorted(state.nodes), count))
+        return asyncio.run(_client(port, sorted(state.nodes), count, sample))
     finally:
         server.kill()
         server.join()
 
 
-async def _client(port: int, names: list[str], count: int) -> list[float]:
+async def _client(port: int, names: list[str], count: int, sample: int | None) -> list[float]:
+    """``sample``: send that many names per pod, the window moving on each time (as
+    kube-scheduler's next start index does); None: every name."""
     times = []
     async with ClientSession() as session:
         for i in range(count + 5):
@@ -159,7 +170,11 @@ async def _client(port: int, names: list[str], count: int) -> list[float]:
                     ]
                 },
             }
-            body = _json.encode({"Pod": pod, "NodeNames": names})
+            window = names
+            if sample is not None:
+                start_at = (i * sample) % len(names)
+                window = (names[start_at:] + names[:start_at])[:sample]
+            body = _json.encode({"Pod": pod, "NodeNames": window})
             start = time.perf_counter()
             async with session.post(f"http://127.0.0.1:{port}/filter", data=body) as r:
                 passed = _decode(await r.read())["NodeNames"]
@@ -196,7 +211,10 @@ def main() -> None:
         print(f"  in process (decide + reserve): {summary(in_process(state, args.decisions))}")
         if not args.no_http:
             http = over_http(state, max(50, args.decisions // 3))
-            print(f"  extender HTTP (filter + prioritize): {summary(http)}")
+            print(f"  extender HTTP (filter + prioritize), every node: {summary(http)}")
+            sample = kube_scheduler_sample(nodes)
+            http = over_http(state, max(50, args.decisions // 3), sample)
+            print(f"  extender HTTP, {sample} nodes as kube-scheduler sends: {summary(http)}")
 
 
 if __name__ == "__main__":

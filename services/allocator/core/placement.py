@@ -126,9 +126,14 @@ def best_fit(
     """The best-scoring fit over the nodes (stopping after ``enough`` fits when given), and each
     failed node's reason. With a memo, unchanged nodes cost a lookup."""
     order = gpu_policy.device_order()
-    remembered = memo is not None and not empty
-    fit_of = memo(containers, order) if memo is not None and remembered else None
-    score_of = memo.scorer(containers, order, node_policy) if memo and remembered else None
+    if memo is not None and not empty:
+        return _best_remembered(
+            nodes,
+            state,
+            memo(containers, order),
+            memo.scorer(containers, order, node_policy),
+            enough,
+        )
     best: tuple[float, str, NodeFit] | None = None
     reasons: dict[str, str] = {}
     fits = 0
@@ -137,23 +142,51 @@ def best_fit(
             break
         usage = Map() if empty else state.node_usage(record.name)
         heat = state.node_heat(record.name)
-        if fit_of is not None:
-            fit = fit_of(record, usage, heat)
-        else:
-            fit = fit_node(record.name, record.devices, usage, containers, order, heat)
+        fit = fit_node(record.name, record.devices, usage, containers, order, heat)
         if isinstance(fit, str):
             reasons[record.name] = fit
             continue
         fits += 1
-        remembered_score = score_of(record, usage, heat) if score_of is not None else None
-        if remembered_score is None:
-            score = heated(node_policy.node_score(record.devices, usage, fit), fit, heat)
-        else:
-            score = remembered_score
+        score = heated(node_policy.node_score(record.devices, usage, fit), fit, heat)
         # Ties go to the lexically smallest node name so that decisions are reproducible.
         if best is None or score > best[0] or (score == best[0] and record.name < best[1]):
             best = (score, record.name, fit)
     return (best[2] if best else None), reasons
+
+
+def _best_remembered(
+    nodes: Iterable[NodeRecord],
+    state: ClusterState,
+    fit_of: NodeFitFn,
+    score_of: NodeScoreFn,
+    enough: int | None,
+) -> tuple[NodeFit | None, dict[str, str]]:
+    """best_fit through the memo: one score lookup per node (the score memo holds the fit's
+    outcome); the fit itself is fetched for failures' reasons and for the winner only."""
+    best: tuple[float, str, NodeRecord] | None = None
+    reasons: dict[str, str] = {}
+    fits = 0
+    usage_get, heat_get = state.usage.get, state.heat.get
+    for record in nodes:
+        if enough is not None and fits >= enough:
+            break
+        name = record.name
+        usage, heat = usage_get(name, NO_NODE_USAGE), heat_get(name, NO_HEAT)
+        score = score_of(record, usage, heat)
+        if score is None:
+            reason = fit_of(record, usage, heat)
+            assert isinstance(reason, str)  # the score memo says it does not fit
+            reasons[name] = reason
+            continue
+        fits += 1
+        if best is None or score > best[0] or (score == best[0] and name < best[1]):
+            best = (score, name, record)
+    if best is None:
+        return None, reasons
+    record = best[2]
+    fit = fit_of(record, usage_get(record.name, NO_NODE_USAGE), heat_get(record.name, NO_HEAT))
+    assert not isinstance(fit, str)
+    return fit, reasons
 
 
 def _by_load(
