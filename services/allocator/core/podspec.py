@@ -10,7 +10,7 @@ from typing import Any
 from services.allocator.core.kinds import DEFAULT_KINDS, KindRegistry
 from services.allocator.core.policies import policy_named
 from shared.errors import InvalidRequest
-from shared.quantity import parse_k8s_quantity
+from shared.podresources import container_resources, whole_quantity
 from shared.resources import (
     GPU_POLICY,
     NODE_POLICY,
@@ -48,13 +48,10 @@ def _m(value: object) -> Mapping[str, Any]:
 
 
 def _whole(value: object, where: str, name: str) -> int:
-    try:
-        number = parse_k8s_quantity(str(value))
-    except ValueError:
-        raise InvalidRequest(f"{where}: {name}={value!r} is not a quantity") from None
-    if number.denominator != 1 or number < 0:
+    number = whole_quantity(value)
+    if number is None or number < 0:
         raise InvalidRequest(f"{where}: {name}={value!r} must be a whole number >= 0")
-    return int(number)
+    return number
 
 
 def _list(annotations: Mapping[str, Any], key: str) -> tuple[str, ...]:
@@ -89,8 +86,7 @@ def parse_pod(
     for i, container in enumerate(raw if isinstance(raw, Sequence) else []):
         container = _m(container)
         where = f"container {container.get('name') or i!r}"
-        resources = _m(container.get("resources"))
-        values = {**_m(resources.get("requests")), **_m(resources.get("limits"))}
+        values = container_resources(container)
         kind = kinds.asked_by(values, where) or kinds.kinds[0]
         names = kind.resources
         has = {n: n in values for n in names.managed}

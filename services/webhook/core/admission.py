@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from services.webhook.core.settings import INTERNAL_ANNOTATIONS, POLICY_ANNOTATIONS, WebhookSettings
-from shared.quantity import parse_k8s_quantity
+from shared.podresources import container_resources, whole_quantity
 
 Obj = Mapping[str, Any]
 
@@ -52,28 +52,7 @@ def _containers(pod: Obj) -> list[tuple[str, int, Obj]]:
 
 
 def _resource(container: Obj, name: str) -> object | None:
-    resources = _m(container.get("resources"))
-    for section in ("limits", "requests"):
-        values = _m(resources.get(section))
-        if name in values:
-            value: object = values[name]
-            return value
-    return None
-
-
-def _integer(value: object) -> int | None:
-    """A whole-number quantity in any Kubernetes spelling (2000, 2k, 2e3), else None."""
-    if isinstance(value, bool):
-        return None
-    if isinstance(value, int):
-        return value
-    if not isinstance(value, str):
-        return None
-    try:
-        number = parse_k8s_quantity(value)
-    except ValueError:
-        return None
-    return int(number) if number.denominator == 1 else None
+    return container_resources(container).get(name)
 
 
 def requests_managed(pod: Obj, settings: WebhookSettings) -> bool:
@@ -93,7 +72,7 @@ def validate_pod(pod: Obj, settings: WebhookSettings) -> str | None:
             raw = _resource(container, name)
             if raw is None:
                 continue
-            number = _integer(raw)
+            number = whole_quantity(raw)
             if number is None:
                 return f"{where}: {name}={raw!r} must be a whole number" + (
                     " of MiB, e.g. 3000" if name == settings.resources.memory else ""
