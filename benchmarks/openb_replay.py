@@ -412,7 +412,7 @@ def main() -> None:
     args = parser.parse_args()
     nodes, pods = read_nodes(args.nodes), read_pods(args.pods)
     print(f"{args.pods.name}: {len(pods)} pods, {nodes.capacity} GPUs on {len(nodes.cpu)} nodes")
-    print("| policy | unallocated GPUs at 100% | at 130% | seeds | seconds per run |")
+    print("| policy | unallocated GPUs (allocated) at 100% | at 130% | seeds | seconds per run |")
     print("| --- | --- | --- | --- | --- |")
     jobs = [(args.nodes, args.pods, p, s) for p in args.policies for s in args.seeds]
     with ProcessPoolExecutor(max_workers=args.jobs) as pool:
@@ -422,7 +422,8 @@ def main() -> None:
         at100 = statistics.mean(r[2] for r in mine)
         at130 = statistics.mean(r[3] for r in mine)
         per_run = statistics.mean(r[4] for r in mine)
-        print(f"| {policy} | {at100:.0f} | {at130:.0f} | {len(mine)} | {per_run:.1f} |", flush=True)
+        share = [f"{u:.0f} ({100 * (1 - u / nodes.capacity):.1f}%)" for u in (at100, at130)]
+        print(f"| {policy} | {share[0]} | {share[1]} | {len(mine)} | {per_run:.1f} |", flush=True)
 
 
 if __name__ == "__main__":
