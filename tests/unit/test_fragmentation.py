@@ -176,3 +176,18 @@ def test_the_webhook_accepts_exactly_the_allocators_policies() -> None:
     from shared.resources import SCHEDULER_POLICIES
 
     assert tuple(POLICIES) == SCHEDULER_POLICIES == WebhookSettings().policies
+
+
+def test_the_mix_decays_under_steady_traffic_and_stays_bounded() -> None:
+    from services.allocator.core.fragmentation import HALF_LIFE_S, MAX_TRACKED
+
+    mix = WorkloadMix().observe(HALF, 0.0)
+    # A request a second for two half-lives: small steps must add up, not be lost.
+    for second in range(1, int(2 * HALF_LIFE_S) + 1):
+        mix = mix.observe(WHOLE, float(second))
+    old = mix.weights[shape_of(HALF)] * 0.5 ** ((2 * HALF_LIFE_S - mix.at) / HALF_LIFE_S)
+    assert abs(old - 0.25) < 0.01
+    many = WorkloadMix()
+    for i in range(MAX_TRACKED + 10):
+        many = many.observe((C(memory_mib=i + 1),), 0.0)
+    assert len(many.weights) <= MAX_TRACKED

@@ -40,6 +40,8 @@ MIX_SHAPES = 32
 """The most weighty shapes the measure is taken against (cost grows with it)."""
 REFRESH_EVERY = 64
 """Requests observed between two snapshots of the mix (a snapshot keeps its memo)."""
+MAX_TRACKED = 1024
+"""Distinct shapes remembered at most; beyond it the lightest quarter is forgotten."""
 MIN_WEIGHT = 2.0
 TIE = 1e-3
 """Fragmentation changes smaller than this (a thousandth of a device) count as ties."""
@@ -139,15 +141,15 @@ class WorkloadMix:
         if not shape:
             return self
         decay = 0.5 ** (max(0.0, now - self.at) / HALF_LIFE_S)
-        weights = self.weights
-        if decay < 0.999:
+        weights, at, added = self.weights, self.at, 1.0 / decay
+        if decay < 0.999:  # decay in steps; weights are as of ``at``, the last step
             weights = Map({s: w * decay for s, w in weights.items() if w * decay > 1e-3})
-        return replace(
-            self,
-            weights=weights.set(shape, weights.get(shape, 0.0) + 1.0),
-            at=max(self.at, now),
-            since_snapshot=self.since_snapshot + 1,
-        )
+            at, added = max(self.at, now), 1.0
+        weights = weights.set(shape, weights.get(shape, 0.0) + added)
+        if len(weights) > MAX_TRACKED:
+            keep = sorted(weights.items(), key=lambda kv: -kv[1])[: MAX_TRACKED * 3 // 4]
+            weights = Map(keep)
+        return replace(self, weights=weights, at=at, since_snapshot=self.since_snapshot + 1)
 
     def refreshed(self, models: Mapping[str, int]) -> WorkloadMix:
         """A new snapshot when enough requests were seen since the last (or there is none).
