@@ -187,6 +187,9 @@ def test_the_mix_decays_under_steady_traffic_and_stays_bounded() -> None:
         mix = mix.observe(WHOLE, float(second))
     old = mix.weights[shape_of(HALF)] * 0.5 ** ((2 * HALF_LIFE_S - mix.at) / HALF_LIFE_S)
     assert abs(old - 0.25) < 0.01
+    # Wall-clock times (the service's clock) from a fresh mix: the first step decays to nothing.
+    wall = WorkloadMix().observe(HALF, 1.8e9).observe(WHOLE, 1.8e9 + 1)
+    assert wall.weights[shape_of(HALF)] == 1.0 and wall.at == 1.8e9
     many = WorkloadMix()
     for i in range(MAX_TRACKED + 10):
         many = many.observe((C(memory_mib=i + 1),), 0.0)

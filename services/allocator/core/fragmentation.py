@@ -141,10 +141,11 @@ class WorkloadMix:
         if not shape:
             return self
         decay = 0.5 ** (max(0.0, now - self.at) / HALF_LIFE_S)
-        weights, at, added = self.weights, self.at, 1.0 / decay
         if decay < 0.999:  # decay in steps; weights are as of ``at``, the last step
-            weights = Map({s: w * decay for s, w in weights.items() if w * decay > 1e-3})
+            weights = Map({s: w * decay for s, w in self.weights.items() if w * decay > 1e-3})
             at, added = max(self.at, now), 1.0
+        else:
+            weights, at, added = self.weights, self.at, 1.0 / decay
         weights = weights.set(shape, weights.get(shape, 0.0) + added)
         if len(weights) > MAX_TRACKED:
             keep = sorted(weights.items(), key=lambda kv: -kv[1])[: MAX_TRACKED * 3 // 4]
