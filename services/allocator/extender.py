@@ -122,7 +122,7 @@ class Extender:
             place_request_for(pod, request, tuple(names)),
             self.allocator.scheduling,
             self.clock(),
-            self.fits.scorer,
+            self.fits,
         )
         low, high = min(scores.values(), default=0.0), max(scores.values(), default=0.0)
         spread = high - low

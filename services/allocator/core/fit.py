@@ -10,12 +10,26 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
-from services.allocator.core.state import NO_USAGE, DeviceUsage
+from services.allocator.core.state import NO_USAGE, DeviceUsage, device_load, free_fraction
 from shared.schemas.inventory import DeviceInfo
 from shared.schemas.placement import ContainerRequest, DeviceGrant
 
 DeviceOrder = Callable[[DeviceInfo, DeviceUsage], float]
-"""Sort key for candidate devices of one container: lower is tried first."""
+"""Sort key for candidate devices of one container: lower is tried first. The orders are
+module-level functions, not lambdas: one object each, so memoised fits can key on them."""
+
+
+def fullest_first(device: DeviceInfo, usage: DeviceUsage) -> float:
+    return -device_load(device, usage)
+
+
+def emptiest_first(device: DeviceInfo, usage: DeviceUsage) -> float:
+    return device_load(device, usage)
+
+
+def tightest_first(device: DeviceInfo, usage: DeviceUsage) -> float:
+    """The device with the least free capacity (that fits) first."""
+    return free_fraction(device, usage)
 
 
 def type_allowed(model: str, use: Sequence[str], nouse: Sequence[str]) -> bool:

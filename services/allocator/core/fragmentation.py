@@ -23,12 +23,8 @@ from dataclasses import dataclass, field, replace
 import msgspec
 from immutables import Map
 
-from services.allocator.core.fit import (
-    device_rejection,
-    fit_node,
-    type_allowed,
-)
-from services.allocator.core.state import NO_USAGE, ClusterState, DeviceUsage, device_load
+from services.allocator.core.fit import device_rejection, fit_node, fullest_first, type_allowed
+from services.allocator.core.state import NO_USAGE, ClusterState, DeviceUsage, free_fraction
 from shared.schemas.inventory import DeviceInfo
 from shared.schemas.placement import AllocationRecord, ContainerRequest
 
@@ -52,22 +48,9 @@ def shape_of(containers: Shape) -> Shape:
     return tuple(msgspec.structs.replace(c, name="") for c in containers if c.count)
 
 
-def free_fraction(device: DeviceInfo, usage: DeviceUsage) -> float:
-    """How much of the device is still free: its scarcer dimension, 0 when no share fits."""
-    if not device.healthy or usage.count >= device.split_count:
-        return 0.0
-    memory = 1 - usage.memory_mib / device.memory_mib if device.memory_mib else 0.0
-    cores = 1 - usage.cores / device.cores if device.cores else 1.0
-    return max(0.0, min(memory, cores))
-
-
 def taken_fraction(device: DeviceInfo, memory_mib: int, cores: int) -> float:
     memory = memory_mib / device.memory_mib if device.memory_mib else 1.0
     return max(memory, cores / device.cores if device.cores else 0.0)
-
-
-def _fullest_first(device: DeviceInfo, usage: DeviceUsage) -> float:
-    return -device_load(device, usage)
 
 
 def stranded(
@@ -75,7 +58,7 @@ def stranded(
 ) -> float:
     """Free capacity on the node that this shape could not use (in devices)."""
     free = [free_fraction(d, usage.get(d.uuid, NO_USAGE)) for d in devices]
-    if isinstance(fit_node("", devices, usage, shape, _fullest_first), str):
+    if isinstance(fit_node("", devices, usage, shape, fullest_first), str):
         return sum(free)
     return sum(
         f

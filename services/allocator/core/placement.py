@@ -87,11 +87,6 @@ def validate(request: PlaceRequest) -> None:
         raise InvalidRequest(f"lease_ttl_s {request.lease_ttl_s} must be positive")
 
 
-OWN_DEVICE_ORDER = frozenset({"best-fit", "fragmentation"})
-"""Node policies whose score assumes their own device order: a request that names one of them
-and no GPU policy gets that order, not the cluster's default GPU policy."""
-
-
 def policies_for(
     state: ClusterState, request: PlaceRequest, settings: SchedulingSettings
 ) -> tuple[Policy, Policy]:
@@ -99,7 +94,7 @@ def policies_for(
     node_policy = policy_named(request.node_policy or settings.node_policy)
     gpu_name = request.gpu_policy
     if gpu_name is None:
-        gpu_name = node_policy.name if node_policy.name in OWN_DEVICE_ORDER else settings.gpu_policy
+        gpu_name = node_policy.name if node_policy.own_device_order else settings.gpu_policy
     return node_policy.bind(state, request.containers), policy_named(gpu_name)
 
 
@@ -118,73 +113,41 @@ def best_fit(
     containers: tuple[ContainerRequest, ...],
     node_policy: Policy,
     gpu_policy: Policy,
+    memo: FitMemo,
     *,
     empty: bool = False,
     enough: int | None = None,
-    memo: FitMemo | None = None,
 ) -> tuple[NodeFit | None, dict[str, str]]:
     """The best-scoring fit over the nodes (stopping after ``enough`` fits when given), and each
-    failed node's reason. With a memo, unchanged nodes cost a lookup."""
+    failed node's reason; ``empty``: as if nothing were allocated. One score lookup per node
+    the memo knows unchanged; the fit itself is fetched for the winner and for failures'
+    reasons only."""
     order = gpu_policy.device_order()
-    if memo is not None and not empty:
-        return _best_remembered(
-            nodes,
-            state,
-            memo(containers, order),
-            memo.scorer(containers, order, node_policy),
-            enough,
-        )
-    best: tuple[float, str, NodeFit] | None = None
-    reasons: dict[str, str] = {}
-    fits = 0
-    for record in nodes:
-        if enough is not None and fits >= enough:
-            break
-        usage = Map() if empty else state.node_usage(record.name)
-        heat = state.node_heat(record.name)
-        fit = fit_node(record.name, record.devices, usage, containers, order, heat)
-        if isinstance(fit, str):
-            reasons[record.name] = fit
-            continue
-        fits += 1
-        score = heated(node_policy.node_score(record.devices, usage, fit), fit, heat)
-        # Ties go to the lexically smallest node name so that decisions are reproducible.
-        if best is None or score > best[0] or (score == best[0] and record.name < best[1]):
-            best = (score, record.name, fit)
-    return (best[2] if best else None), reasons
-
-
-def _best_remembered(
-    nodes: Iterable[NodeRecord],
-    state: ClusterState,
-    fit_of: NodeFitFn,
-    score_of: NodeScoreFn,
-    enough: int | None,
-) -> tuple[NodeFit | None, dict[str, str]]:
-    """best_fit through the memo: one score lookup per node (the score memo holds the fit's
-    outcome); the fit itself is fetched for failures' reasons and for the winner only."""
-    best: tuple[float, str, NodeRecord] | None = None
-    reasons: dict[str, str] = {}
-    fits = 0
+    fit_of = memo(containers, order)
+    score_of = memo.scorer(containers, order, node_policy)
     usage_get, heat_get = state.usage.get, state.heat.get
+    best: tuple[float, str, NodeRecord, Map[str, DeviceUsage], Map[str, int]] | None = None
+    reasons: dict[str, str] = {}
+    fits = 0
     for record in nodes:
         if enough is not None and fits >= enough:
             break
         name = record.name
-        usage, heat = usage_get(name, NO_NODE_USAGE), heat_get(name, NO_HEAT)
+        usage = NO_NODE_USAGE if empty else usage_get(name, NO_NODE_USAGE)
+        heat = heat_get(name, NO_HEAT)
         score = score_of(record, usage, heat)
         if score is None:
             reason = fit_of(record, usage, heat)
-            assert isinstance(reason, str)  # the score memo says it does not fit
+            assert isinstance(reason, str)  # no score: it does not fit
             reasons[name] = reason
             continue
         fits += 1
+        # Ties go to the lexically smallest node name so that decisions are reproducible.
         if best is None or score > best[0] or (score == best[0] and name < best[1]):
-            best = (score, name, record)
+            best = (score, name, record, usage, heat)
     if best is None:
         return None, reasons
-    record = best[2]
-    fit = fit_of(record, usage_get(record.name, NO_NODE_USAGE), heat_get(record.name, NO_HEAT))
+    fit = fit_of(best[2], best[3], best[4])
     assert not isinstance(fit, str)
     return fit, reasons
 
@@ -215,6 +178,7 @@ def decide(
     """Where the request goes now, or why it waits or can never be placed. ``memo`` (kept by
     the caller across decisions) changes nothing but the cost."""
     validate(request)
+    memo = memo or FitMemo()
     node_policy, gpu_policy = policies_for(state, request, settings)
     if request.candidate_nodes is None and node_policy.most_loaded_first is not None:
         fit, reasons = best_fit(
@@ -223,8 +187,8 @@ def decide(
             request.containers,
             node_policy,
             gpu_policy,
+            memo,
             enough=BOUNDED_FITS,
-            memo=memo,
         )
         if fit is not None:
             return Placed(fit)
@@ -236,9 +200,7 @@ def decide(
         if request.candidate_nodes is not None:
             allowed = set(request.candidate_nodes)
             nodes = [n for n in nodes if n.name in allowed]
-        fit, reasons = best_fit(
-            nodes, state, request.containers, node_policy, gpu_policy, memo=memo
-        )
+        fit, reasons = best_fit(nodes, state, request.containers, node_policy, gpu_policy, memo)
         if fit is not None:
             return Placed(fit)
     if not nodes:
@@ -246,8 +208,9 @@ def decide(
             "no live node with devices"
             + (" among the candidates" if request.candidate_nodes is not None else "")
         )
+    # A memo of its own: empty answers must not displace the remembered real ones.
     empty_fit, empty_reasons = best_fit(
-        nodes, state, request.containers, node_policy, gpu_policy, empty=True
+        nodes, state, request.containers, node_policy, gpu_policy, FitMemo(), empty=True
     )
     if empty_fit is None:
         return Never(summarize(empty_reasons))
@@ -266,93 +229,84 @@ def heated(score: float, fit: NodeFit, heat: Map[str, int]) -> float:
 
 
 NodeFitFn = Callable[[NodeRecord, Map[str, DeviceUsage], Map[str, int]], "NodeFit | str"]
-"""Fit one node (its record, usage and heat) for a request bound in advance (plain, or
-remembered by a FitMemo)."""
-
-
-def plain_fit(containers: tuple[ContainerRequest, ...], order: DeviceOrder) -> NodeFitFn:
-    def fit(record: NodeRecord, usage: Map[str, DeviceUsage], heat: Map[str, int]) -> NodeFit | str:
-        return fit_node(record.name, record.devices, usage, containers, order, heat)
-
-    return fit
-
-
+"""Fit one node (its record, usage and heat) for a request bound in advance."""
 NodeScoreFn = Callable[[NodeRecord, Map[str, DeviceUsage], Map[str, int]], "float | None"]
 """The node policy's score for one node (None: the request does not fit there)."""
 
+_MISS = object()
 
-def plain_scorer(
-    containers: tuple[ContainerRequest, ...], order: DeviceOrder, policy: Policy
-) -> NodeScoreFn:
-    fit = plain_fit(containers, order)
 
-    def score(
-        record: NodeRecord, usage: Map[str, DeviceUsage], heat: Map[str, int]
-    ) -> float | None:
-        result = fit(record, usage, heat)
-        if isinstance(result, str):
-            return None
-        return heated(policy.node_score(record.devices, usage, result), result, heat)
+class _PerNode:
+    """Answers per node, each valid while the node's devices, usage and heat are the objects it
+    was computed for (the state is immutable: the same objects mean an unchanged node)."""
 
-    return score
+    __slots__ = ("_answers",)
+
+    def __init__(self) -> None:
+        self._answers: dict[str, tuple[object, object, object, object]] = {}
+
+    def get(self, record: NodeRecord, usage: object, heat: object) -> object:
+        hit = self._answers.get(record.name)
+        if hit is not None and hit[0] is usage and hit[1] is record.devices and hit[2] is heat:
+            return hit[3]
+        return _MISS
+
+    def put(self, record: NodeRecord, usage: object, heat: object, answer: object) -> None:
+        self._answers[record.name] = (usage, record.devices, heat, answer)
 
 
 class FitMemo:
-    """fit_node is a pure function of a node's device list, its usage and heat maps and the
-    request, and the state is immutable: while those objects are the same, so is the answer.
-    Remembers the answers for the last few request shapes, so kube-scheduler asking about
-    every node for every pod costs one lookup per unchanged node."""
+    """Fits and node scores of the last few request shapes, per node. kube-scheduler asking
+    about every node for every pod, and the allocator deciding request after request, pay one
+    lookup per unchanged node."""
 
     def __init__(self, shapes: int = 64) -> None:
         self._shapes = shapes
-        self._tables: dict[object, dict[str, tuple[object, object, object, NodeFit | str]]] = {}
-        self._scores: dict[object, dict[str, tuple[object, object, object, float | None]]] = {}
+        self._tables: dict[object, _PerNode] = {}
 
-    def __call__(self, containers: tuple[ContainerRequest, ...], order: DeviceOrder) -> NodeFitFn:
-        key = (containers, order)
-        table = self._tables.pop(key, None) or {}
+    def _table(self, key: object) -> _PerNode:
+        table = self._tables.pop(key, None) or _PerNode()
         self._tables[key] = table  # most recently used last
         if len(self._tables) > self._shapes:
             del self._tables[next(iter(self._tables))]
+        return table
+
+    def __call__(self, containers: tuple[ContainerRequest, ...], order: DeviceOrder) -> NodeFitFn:
+        table = self._table(("fit", containers, order))
 
         def fit(
             record: NodeRecord, usage: Map[str, DeviceUsage], heat: Map[str, int]
         ) -> NodeFit | str:
-            hit = table.get(record.name)
-            if hit is not None and hit[0] is usage and hit[1] is record.devices and hit[2] is heat:
-                return hit[3]
-            result = fit_node(record.name, record.devices, usage, containers, order, heat)
-            table[record.name] = (usage, record.devices, heat, result)
-            return result
+            answer = table.get(record, usage, heat)
+            if answer is _MISS:
+                answer = fit_node(record.name, record.devices, usage, containers, order, heat)
+                table.put(record, usage, heat, answer)
+            return answer  # type: ignore[return-value]
 
         return fit
 
     def scorer(
         self, containers: tuple[ContainerRequest, ...], order: DeviceOrder, policy: Policy
     ) -> NodeScoreFn:
-        """Scores remembered the same way as fits (keyed also by the node policy, which for
-        the fragmentation policy includes the mix it measures against)."""
+        """Scores remembered the same way (keyed also by the node policy, which for the
+        fragmentation policy includes the mix it measures against). Cooler devices win exact
+        ties (usage feedback)."""
         fit = self(containers, order)
-        key = (containers, order, policy)
-        table = self._scores.pop(key, None) or {}
-        self._scores[key] = table
-        if len(self._scores) > self._shapes:
-            del self._scores[next(iter(self._scores))]
+        table = self._table(("score", containers, order, policy))
 
         def score(
             record: NodeRecord, usage: Map[str, DeviceUsage], heat: Map[str, int]
         ) -> float | None:
-            hit = table.get(record.name)
-            if hit is not None and hit[0] is usage and hit[1] is record.devices and hit[2] is heat:
-                return hit[3]
-            result = fit(record, usage, heat)
-            value = (
-                None
-                if isinstance(result, str)
-                else heated(policy.node_score(record.devices, usage, result), result, heat)
-            )
-            table[record.name] = (usage, record.devices, heat, value)
-            return value
+            answer = table.get(record, usage, heat)
+            if answer is _MISS:
+                result = fit(record, usage, heat)
+                answer = (
+                    None
+                    if isinstance(result, str)
+                    else heated(policy.node_score(record.devices, usage, result), result, heat)
+                )
+                table.put(record, usage, heat, answer)
+            return answer  # type: ignore[return-value]
 
         return score
 
@@ -362,15 +316,13 @@ def node_scores(
     request: PlaceRequest,
     settings: SchedulingSettings,
     now: float,
-    scorer: Callable[
-        [tuple[ContainerRequest, ...], DeviceOrder, Policy], NodeScoreFn
-    ] = plain_scorer,
+    memo: FitMemo | None = None,
 ) -> dict[str, float]:
     """The node policy's score for every candidate node the request fits now (higher is better)."""
     validate(request)
     node_policy, gpu_policy = policies_for(state, request, settings)
     order = gpu_policy.device_order()
-    score = scorer(request.containers, order, node_policy)
+    score = (memo or FitMemo()).scorer(request.containers, order, node_policy)
     names = state.nodes.keys() if request.candidate_nodes is None else request.candidate_nodes
     # Called for every pod with every node: the lookups are bound once, out of the loop.
     nodes_get, usage_get, heat_get = state.nodes.get, state.usage.get, state.heat.get
@@ -392,13 +344,13 @@ def filter_nodes(
     settings: SchedulingSettings,
     now: float,
     names: list[str],
-    fits: Callable[[tuple[ContainerRequest, ...], DeviceOrder], NodeFitFn] = plain_fit,
+    memo: FitMemo | None = None,
 ) -> tuple[list[str], dict[str, str], dict[str, str]]:
     """For kube-scheduler's filter: the named nodes the request fits now; the ones it does not
     fit now (with why); and the ones it could never fit, even empty (with why)."""
     validate(request)
     order = policies_for(state, request, settings)[1].device_order()
-    fit = fits(request.containers, order)
+    fit = (memo or FitMemo())(request.containers, order)
     passed: list[str] = []
     failed: dict[str, str] = {}
     never: dict[str, str] = {}

@@ -10,15 +10,21 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Protocol
 
-from services.allocator.core.fit import DeviceOrder, NodeFit
-from services.allocator.core.fragmentation import (
-    EMPTY_SNAPSHOT,
-    TIE,
-    MixSnapshot,
-    free_fraction,
-    taken_fraction,
+from services.allocator.core.fit import (
+    DeviceOrder,
+    NodeFit,
+    emptiest_first,
+    fullest_first,
+    tightest_first,
 )
-from services.allocator.core.state import NO_USAGE, ClusterState, DeviceUsage, device_load
+from services.allocator.core.fragmentation import EMPTY_SNAPSHOT, TIE, MixSnapshot, taken_fraction
+from services.allocator.core.state import (
+    NO_USAGE,
+    ClusterState,
+    DeviceUsage,
+    device_load,
+    free_fraction,
+)
 from shared.errors import InvalidRequest
 from shared.schemas.inventory import DeviceInfo
 from shared.schemas.placement import ContainerRequest
@@ -42,16 +48,6 @@ def node_load_after(
     return sum(device_load(d, after.get(d.uuid, NO_USAGE)) for d in devices) / len(devices)
 
 
-# Device orders are module-level functions, not lambdas: one object each, so memoised fits
-# can key on them.
-def _fullest_first(device: DeviceInfo, usage: DeviceUsage) -> float:
-    return -device_load(device, usage)
-
-
-def _tightest_first(device: DeviceInfo, usage: DeviceUsage) -> float:
-    return free_fraction(device, usage)
-
-
 class Policy(Protocol):
     @property
     def name(self) -> str: ...
@@ -60,6 +56,12 @@ class Policy(Protocol):
     def most_loaded_first(self) -> bool | None:
         """Where good nodes are found: True among the most loaded, False among the least,
         None: anywhere (every node must be scored)."""
+        ...
+
+    @property
+    def own_device_order(self) -> bool:
+        """Its node score assumes its own device order: a request that names this node policy
+        and no GPU policy gets this order, not the cluster's default GPU policy."""
         ...
 
     def device_order(self) -> DeviceOrder: ...
@@ -81,9 +83,10 @@ class Binpack:
 
     name: str = "binpack"
     most_loaded_first: bool | None = True
+    own_device_order: bool = False
 
     def device_order(self) -> DeviceOrder:
-        return _fullest_first
+        return fullest_first
 
     def bind(self, state: ClusterState, containers: tuple[ContainerRequest, ...]) -> Policy:
         return self
@@ -100,9 +103,10 @@ class Spread:
 
     name: str = "spread"
     most_loaded_first: bool | None = False
+    own_device_order: bool = False
 
     def device_order(self) -> DeviceOrder:
-        return device_load
+        return emptiest_first
 
     def bind(self, state: ClusterState, containers: tuple[ContainerRequest, ...]) -> Policy:
         return self
@@ -119,9 +123,10 @@ class BestFit:
 
     name: str = "best-fit"
     most_loaded_first: bool | None = None
+    own_device_order: bool = True
 
     def device_order(self) -> DeviceOrder:
-        return _tightest_first
+        return tightest_first
 
     def bind(self, state: ClusterState, containers: tuple[ContainerRequest, ...]) -> Policy:
         return self
@@ -140,12 +145,13 @@ class FragmentationAware:
 
     name: str = "fragmentation"
     most_loaded_first: bool | None = None
+    own_device_order: bool = True
     mix: MixSnapshot = EMPTY_SNAPSHOT
     flexible: tuple[bool, ...] = ()
     """Per container: no type selector, so it pays for the scarce models it takes."""
 
     def device_order(self) -> DeviceOrder:
-        return _tightest_first
+        return tightest_first
 
     def bind(self, state: ClusterState, containers: tuple[ContainerRequest, ...]) -> Policy:
         flexible = tuple(not c.use_types and not c.nouse_types for c in containers)

@@ -62,6 +62,15 @@ def device_load(device: DeviceInfo, usage: DeviceUsage) -> float:
     return slots + cores + memory
 
 
+def free_fraction(device: DeviceInfo, usage: DeviceUsage) -> float:
+    """How much of the device is still free: its scarcer dimension, 0 when no share fits."""
+    if not device.healthy or usage.count >= device.split_count:
+        return 0.0
+    memory = 1 - usage.memory_mib / device.memory_mib if device.memory_mib else 0.0
+    cores = 1 - usage.cores / device.cores if device.cores else 1.0
+    return max(0.0, min(memory, cores))
+
+
 def node_load(devices: tuple[DeviceInfo, ...], usage: Map[str, DeviceUsage]) -> float:
     if not devices:
         return 0.0
