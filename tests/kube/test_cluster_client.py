@@ -12,6 +12,7 @@ import pytest
 from shared.errors import NotFound
 from shared.kube.client import KubeClient
 from tests.e2e.controlplane.cluster import ControlPlane
+from tests.kube import manifests
 
 pytestmark = pytest.mark.slow
 
@@ -26,19 +27,9 @@ async def kube(control_plane: ControlPlane) -> AsyncIterator[KubeClient]:
 def pod_manifest(
     name: str, *, scheduler: str = "none-such-scheduler", gpus: int = 0
 ) -> dict[str, Any]:
-    container: dict[str, Any] = {"name": "c", "image": "busybox"}
-    if gpus:
-        container["resources"] = {"limits": {"nvidia.com/gpu": str(gpus)}}
-    return {
-        "apiVersion": "v1",
-        "kind": "Pod",
-        "metadata": {"name": name, "namespace": "default"},
-        "spec": {
-            "schedulerName": scheduler,
-            "containers": [container],
-            "tolerations": [{"operator": "Exists"}],
-        },
-    }
+    return manifests.pod_manifest(
+        name, scheduler=scheduler, limits={"nvidia.com/gpu": str(gpus)} if gpus else None
+    )
 
 
 async def create_pod(plane: ControlPlane, manifest: dict[str, Any]) -> dict[str, Any]:

@@ -24,6 +24,7 @@ from shared.allocator_client import AllocatorClient
 from shared.embedded_nats import EmbeddedNats
 from shared.natsutil import connect
 from tests.e2e.controlplane.cluster import ControlPlane
+from tests.kube.manifests import pod_manifest
 
 pytestmark = pytest.mark.slow
 CONFIG = (
@@ -110,16 +111,7 @@ async def hami(
 
 
 def pod(name: str, scheduler: str, limits: dict[str, str]) -> dict[str, Any]:
-    return {
-        "apiVersion": "v1",
-        "kind": "Pod",
-        "metadata": {"name": name, "namespace": "default"},
-        "spec": {
-            "schedulerName": scheduler,
-            "tolerations": [{"operator": "Exists"}],
-            "containers": [{"name": "main", "image": "x", "resources": {"limits": limits}}],
-        },
-    }
+    return pod_manifest(name, scheduler=scheduler, limits=limits)
 
 
 async def get(plane: ControlPlane, name: str) -> dict[str, Any]:

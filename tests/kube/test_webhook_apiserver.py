@@ -17,6 +17,7 @@ import yaml
 from services.webhook.core.settings import WebhookSettings
 from services.webhook.service import ServeSettings, serve
 from tests.e2e.controlplane.cluster import ControlPlane
+from tests.kube.manifests import pod_manifest
 
 pytestmark = pytest.mark.slow
 ADMISSION = Path(__file__).resolve().parents[2] / "deploy/kustomize/base/webhook/admission.yaml"
@@ -82,14 +83,7 @@ async def webhook(control_plane: ControlPlane) -> AsyncIterator[ControlPlane]:
 def gpu_pod(
     name: str, limits: dict[str, str], annotations: dict[str, str] | None = None
 ) -> dict[str, Any]:
-    return {
-        "apiVersion": "v1",
-        "kind": "Pod",
-        "metadata": {"name": name, "namespace": "default", "annotations": annotations or {}},
-        "spec": {
-            "containers": [{"name": "main", "image": "busybox", "resources": {"limits": limits}}]
-        },
-    }
+    return pod_manifest(name, limits=limits, annotations=annotations)
 
 
 async def post_pod(plane: ControlPlane, manifest: dict[str, Any]) -> dict[str, Any]:
