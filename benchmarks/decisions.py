@@ -109,6 +109,36 @@ class StateOnly:
         self.scheduling = SETTINGS
 
 
+def gpu_pod(i: int) -> dict[str, object]:
+    limits = {
+        "nvidia.com/gpu": "1",
+        "nvidia.com/gpumem-percentage": "5",
+        "nvidia.com/gpucores": "5",
+    }
+    return {
+        "metadata": {"name": f"p{i}", "namespace": "d", "uid": f"u{i}"},
+        "spec": {"containers": [{"name": "c", "resources": {"limits": limits}}]},
+    }
+
+
+def extender_server_time(state: ClusterState, count: int) -> list[float]:
+    """What the extender's own work costs per pod, without HTTP: decode the arguments, filter
+    every node, prioritize the passing ones, encode the answers."""
+    extender = Extender(StateOnly(state), None)  # type: ignore[arg-type]
+    names = sorted(state.nodes)
+    times = []
+    for i in range(count + 5):
+        body = _json.encode({"Pod": gpu_pod(i), "NodeNames": names})
+        start = time.perf_counter()
+        passed = extender.filter(_decode(body))
+        answer = _json.encode(passed)
+        body = _json.encode({"Pod": gpu_pod(i), "NodeNames": _decode(answer)["NodeNames"]})
+        _json.encode(extender.prioritize(_decode(body)))
+        if i >= 5:
+            times.append(time.perf_counter() - start)
+    return times
+
+
 def _serve(state: ClusterState, port_out: Connection) -> None:
     """The extender in its own process, as kube-scheduler calls it from its own."""
 
@@ -153,23 +183,7 @@ async def _client(port: int, names: list[str], count: int, sample: int | None) -
     times = []
     async with ClientSession() as session:
         for i in range(count + 5):
-            pod = {
-                "metadata": {"name": f"p{i}", "namespace": "d", "uid": f"u{i}"},
-                "spec": {
-                    "containers": [
-                        {
-                            "name": "c",
-                            "resources": {
-                                "limits": {
-                                    "nvidia.com/gpu": "1",
-                                    "nvidia.com/gpumem-percentage": "5",
-                                    "nvidia.com/gpucores": "5",
-                                }
-                            },
-                        }
-                    ]
-                },
-            }
+            pod = gpu_pod(i)
             window = names
             if sample is not None:
                 start_at = (i * sample) % len(names)
@@ -209,6 +223,8 @@ def main() -> None:
         state = cluster(nodes)
         print(f"{nodes} nodes x 8 GPUs, 50% fill:")
         print(f"  in process (decide + reserve): {summary(in_process(state, args.decisions))}")
+        server = extender_server_time(state, max(50, args.decisions // 3))
+        print(f"  extender without HTTP (decode, filter, prioritize, encode): {summary(server)}")
         if not args.no_http:
             http = over_http(state, max(50, args.decisions // 3))
             print(f"  extender HTTP (filter + prioritize), every node: {summary(http)}")

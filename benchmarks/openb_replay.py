@@ -21,6 +21,8 @@ Policies (lower score wins, ties to the lowest node index):
             tasks weighted by the GPUs they ask for (at least two), plus the scarcity of the GPU
             models that model-pinned tasks need (paid by unpinned tasks), ties to the node left
             fullest, the tightest GPU on it; host memory joins CPU in the feasibility test
+  hami-fgd~X[,Y]  ours without X (ablation): tie (first node instead of the fullest), weights
+            (each task counts one), memory (CPU only in the test), scarcity
 """
 
 from __future__ import annotations
@@ -155,12 +157,16 @@ class TaskMix:
         return TaskMix._build(kept, model_names)
 
     @staticmethod
-    def weighted(pods: list[Pod], model_names: list[str]) -> TaskMix:
+    def weighted(
+        pods: list[Pod], model_names: list[str], *, by_gpus: bool = True, memory: bool = True
+    ) -> TaskMix:
         """Ours (as services/allocator/core/fragmentation.py): every shape, host memory
-        included, each task counting by the GPUs it asks for but at least as two."""
+        included, each task counting by the GPUs it asks for but at least as two (``by_gpus``
+        False: each task counts one; ``memory`` False: host memory left out)."""
         counts: Counter[tuple[int, int, int, int, tuple[str, ...]]] = Counter()
         for p in pods:
-            counts[p.shape] += max(p.gpus, 2)
+            shape = p.shape if memory else (p.cpu, 0, p.gpus, p.milli, p.spec)
+            counts[shape] += max(p.gpus, 2) if by_gpus else 1
         return TaskMix._build(list(counts.items()), model_names)
 
     @staticmethod
@@ -195,9 +201,26 @@ class TaskMix:
         return per_shape @ self.weight
 
 
+ABLATIONS = ("tie", "weights", "memory", "scarcity")
+"""What ``hami-fgd~X,Y`` leaves out of ours: ties to the fullest node, tasks weighted by their
+GPUs, host memory in the feasibility test, the scarcity of pinned models."""
+
+
+def policy_parts(policy: str) -> tuple[str, frozenset[str]]:
+    base, _, off = policy.partition("~")
+    without = frozenset(filter(None, off.split(",")))
+    known = {"binpack", "spread", "best-fit", "fgd", "hami-fgd"}
+    if base not in known or (without and base != "hami-fgd") or not without <= set(ABLATIONS):
+        raise SystemExit(
+            f"unknown policy {policy!r}: one of {', '.join(sorted(known))}, or hami-fgd~X[,Y] "
+            f"with X, Y among {', '.join(ABLATIONS)}"
+        )
+    return base, without
+
+
 class Cluster:
     def __init__(self, nodes: Nodes, policy: str, mix: TaskMix | None) -> None:
-        self.policy = policy
+        self.policy, self.without = policy_parts(policy)
         self.mix = mix
         self.cpu_cap, self.mem_cap = nodes.cpu, nodes.mem
         self.cpu, self.mem = nodes.cpu.copy(), nodes.mem.copy()
@@ -217,7 +240,7 @@ class Cluster:
             if mix is None
             else mix.fragmentation(
                 self.cpu,
-                self.mem if policy == "hami-fgd" else np.zeros_like(self.mem),
+                self.mem if self._memory else np.zeros_like(self.mem),
                 self.free,
                 self.model,
             )
@@ -287,8 +310,12 @@ class Cluster:
     def _frag_of(self, rows: np.ndarray, free: np.ndarray, pod: Pod, taken: int) -> np.ndarray:
         assert self.mix is not None
         cpu = self.cpu[rows] - taken * pod.cpu
-        mem = self.mem[rows] - taken * pod.mem if self.policy == "hami-fgd" else np.zeros(len(rows))
+        mem = self.mem[rows] - taken * pod.mem if self._memory else np.zeros(len(rows))
         return self.mix.fragmentation(cpu, mem, free, self.model[rows])
+
+    @property
+    def _memory(self) -> bool:
+        return self.policy == "hami-fgd" and "memory" not in self.without
 
     def set_scarcity(self, pods: list[Pod]) -> None:
         """Per GPU model: the GPUs that model-pinned tasks want of it (each pinned task's ask
@@ -345,9 +372,9 @@ class Cluster:
     def _by_fragmentation(self, cand: np.ndarray, pod: Pod) -> tuple[int, int]:
         delta, gpu = self._deltas_for(pod)
         d = delta[cand]
-        if self.policy == "hami-fgd":
-            if not pod.spec:
-                d = d + self.scarcity[self.model[cand]] * pod.gpus * pod.milli
+        if self.policy == "hami-fgd" and not pod.spec:
+            d = d + self.scarcity[self.model[cand]] * pod.gpus * pod.milli
+        if self.policy == "hami-fgd" and "tie" not in self.without:
             # Ties (to a milli-GPU) go to the node left fullest: packing among equals.
             left = self.free[cand].sum(axis=1) / self.gpu_cap[cand]
             i = int(np.lexsort((left, np.round(d, 0)))[0])
@@ -371,12 +398,16 @@ def workload(pods: list[Pod], capacity: int, seed: int) -> list[Pod]:
 
 def run(nodes: Nodes, pods: list[Pod], policy: str, seed: int) -> tuple[float, float]:
     model_names = sorted(set(nodes.models))
-    mix = {
-        "fgd": lambda: TaskMix.paper(pods, model_names),
-        "hami-fgd": lambda: TaskMix.weighted(pods, model_names),
-    }.get(policy, lambda: None)()
+    base, without = policy_parts(policy)
+    mix = None
+    if base == "fgd":
+        mix = TaskMix.paper(pods, model_names)
+    elif base == "hami-fgd":
+        mix = TaskMix.weighted(
+            pods, model_names, by_gpus="weights" not in without, memory="memory" not in without
+        )
     cluster = Cluster(nodes, policy, mix)
-    if policy == "hami-fgd":
+    if base == "hami-fgd" and "scarcity" not in without:
         cluster.set_scarcity(pods)
     capacity = nodes.capacity
     arrived = allocated = 0.0
@@ -410,6 +441,8 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, nargs="+", default=list(range(42, 52)))
     parser.add_argument("--jobs", type=int, default=1, help="runs in parallel (processes)")
     args = parser.parse_args()
+    for policy in args.policies:
+        policy_parts(policy)  # an unknown name fails here, before any run
     nodes, pods = read_nodes(args.nodes), read_pods(args.pods)
     print(f"{args.pods.name}: {len(pods)} pods, {nodes.capacity} GPUs on {len(nodes.cpu)} nodes")
     print("| policy | unallocated GPUs (allocated) at 100% | at 130% | seeds | seconds per run |")

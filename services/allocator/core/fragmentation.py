@@ -9,10 +9,10 @@ placement scores by how much it raises that (a gradient step), plus the capacity
 device models that requests with type selectors depend on (flexible requests leave scarce models
 to the requests that need them). Ties go to the node left fullest.
 
-Measured on the Alibaba openb trace (benchmarks/openb_replay.py, docs/benchmarks.md), where each
-choice below is an ablation that helped: a shape counts by the devices it asks for but at least
-as two (so losing room for large requests weighs more), ties go to the fullest node, and the
-scarcity term.
+Measured on the Alibaba openb trace (benchmarks/openb_replay.py, docs/benchmarks.md, with an
+ablation of each choice): a shape counts by the devices it asks for but at least as two (so
+losing room for large requests weighs more), ties go to the fullest node, and the scarcity
+term.
 """
 
 from __future__ import annotations
