@@ -107,6 +107,7 @@ class StateOnly:
     def __init__(self, state: ClusterState) -> None:
         self.state = state
         self.scheduling = SETTINGS
+        self.fits = FitMemo()
 
 
 def gpu_pod(i: int) -> dict[str, object]:

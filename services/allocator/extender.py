@@ -15,7 +15,7 @@ from typing import Any
 import msgspec
 from aiohttp import web
 
-from services.allocator.core.placement import FitMemo, filter_nodes, node_scores
+from services.allocator.core.placement import filter_nodes, node_scores
 from services.allocator.core.podspec import PodRequest, encode_devices, parse_pod
 from services.allocator.service import Allocator
 from shared.errors import HamiError, InvalidRequest
@@ -83,7 +83,7 @@ class Extender:
         self.allocator = allocator
         self.kube = kube
         self.clock = clock
-        self.fits = FitMemo()
+        self.fits = allocator.fits  # one memo: bind's decision reuses filter's answers
 
     def filter(self, args: Mapping[str, Any]) -> dict[str, Any]:
         pod = _pod_of(args)

@@ -83,7 +83,8 @@ class Allocator:
         self._allocations = allocations
         self._clock = clock
         self._lock = asyncio.Lock()
-        self._fits = FitMemo()
+        self.fits = FitMemo()
+        """Remembered fits and scores, shared by every decision and the extender's calls."""
 
     async def restore(self) -> int:
         records = await kvwatch.snapshot(self._allocations)
@@ -152,7 +153,7 @@ class Allocator:
                 )
             now = self._clock()
             self.state = fragmentation.observe_request(self.state, request.containers, now)
-            decision = decide(self.state, request, self.scheduling, now, self._fits)
+            decision = decide(self.state, request, self.scheduling, now, self.fits)
             if isinstance(decision, Wait):
                 return PlaceReply(outcome="wait", reason=decision.reason)
             if isinstance(decision, Never):

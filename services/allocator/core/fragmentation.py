@@ -173,8 +173,8 @@ def snapshot_of(counts: Mapping[Shape, float], models: Mapping[str, int]) -> Mix
                 m: k for m, k in models.items() if type_allowed(m, c.use_types, c.nouse_types)
             }
             capacity = sum(allowed.values())
+            asked = n * devices_asked((c,))
             for model, k in allowed.items():
-                asked = n * devices_asked((c,))
                 demand[model] = demand.get(model, 0.0) + asked * k / capacity
     size = sum(models.values())
     scarcity = {
