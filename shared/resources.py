@@ -19,6 +19,8 @@ class ResourceNames(msgspec.Struct, frozen=True, kw_only=True):
         return (self.count, self.memory, self.memory_percentage, self.cores)
 
 
+NVIDIA_ANNOTATION_TYPE = "NVIDIA"
+"""The device type HAMi writes for NVIDIA GPUs in `hami.io/vgpu-devices-*`."""
 USE_TYPE = "nvidia.com/use-gputype"
 NOUSE_TYPE = "nvidia.com/nouse-gputype"
 USE_UUID = "nvidia.com/use-gpuuuid"
@@ -34,3 +36,5 @@ ASSIGNED_NODE = "hami.io/vgpu-node"
 ASSIGNED_TIME = "hami.io/vgpu-time"
 BIND_PHASE = "hami.io/bind-phase"
 BIND_TIME = "hami.io/bind-time"
+ALLOCATE_FAILURE = "hami.io/allocate-failure"
+"""Why the node agent refused a container at Allocate (set with bind-phase `failed`)."""

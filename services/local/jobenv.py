@@ -8,9 +8,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from pathlib import Path
 
+from shared.limitenv import limit_environment
 from shared.schemas.placement import AllocationRecord
-
-PRIORITY_ENV = {0: "0", 1: "1"}
 
 
 def job_environment(
@@ -25,12 +24,7 @@ def job_environment(
     visible = ",".join(g.uuid for g in grants)
     env["CUDA_VISIBLE_DEVICES"] = visible
     env["NVIDIA_VISIBLE_DEVICES"] = visible
-    for i, grant in enumerate(grants):
-        env[f"CUDA_DEVICE_MEMORY_LIMIT_{i}"] = f"{grant.memory_mib}m"
-    # One job gets one compute share; with several devices they all carry the same percent.
-    env["CUDA_DEVICE_SM_LIMIT"] = str(max((g.cores for g in grants), default=0))
-    env["CUDA_DEVICE_MEMORY_SHARED_CACHE"] = str(cache_path)
-    env["CUDA_TASK_PRIORITY"] = PRIORITY_ENV.get(record.priority, "1")
+    env.update(limit_environment(grants, priority=record.priority, cache_path=str(cache_path)))
     env["HAMI_ALLOCATION_ID"] = record.allocation_id
     env["HAMI_NODE"] = record.node
     if libvgpu is not None:

@@ -84,6 +84,7 @@ class NvmlDeviceManager:
                     pci_bus_id=bus_id,
                     numa_node=numa if numa is None or numa >= 0 else None,
                     healthy=healthy,
+                    minor_number=self._try(nvml.nvmlDeviceGetMinorNumber, handle),
                 )
             )
         return readings

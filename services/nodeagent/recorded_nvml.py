@@ -80,6 +80,9 @@ class RecordedNvml:
     def nvmlDeviceGetPciInfo(self, handle: int) -> SimpleNamespace:
         return SimpleNamespace(**_answer(self._device(handle)["pci"]))
 
+    def nvmlDeviceGetMinorNumber(self, handle: int) -> int:
+        return int(_answer(self._device(handle)["minor"]))
+
     def nvmlDeviceGetNumaNodeId(self, handle: int) -> int:
         return int(_answer(self._device(handle)["numa"]))
 

@@ -6,14 +6,20 @@ import asyncio
 import logging
 import time
 import uuid
+from pathlib import Path
 
 from nats.aio.client import Client
 from nats.js.kv import KeyValue
 
+from services.nodeagent.allocations import NodeAllocations
+from services.nodeagent.core.containerspec import HostLayout
 from services.nodeagent.core.inventory import SharingPolicy, build_inventory, device_set_changed
+from services.nodeagent.deviceplugin import Allocation, DeviceList, serve_device_plugin
 from services.nodeagent.devices import DeviceManager, open_device_manager
+from services.nodeagent.podusage import ContainerUsage
 from services.nodeagent.settings import NodeAgentSettings
-from shared.natsutil import connect, nodes_bucket
+from shared.kube.client import KubeClient
+from shared.natsutil import allocations_bucket, connect, nodes_bucket
 from shared.runloop import every
 from shared.schemas.base import node_token
 from shared.schemas.inventory import INVENTORY_CHANGED, NodeInventory, inventory_codec
@@ -40,9 +46,11 @@ class NodeAgent:
         self._nodes = nodes
         self._seq = 0
         self._last: NodeInventory | None = None
+        self.plugin_devices = DeviceList(settings.split_count)
 
     async def heartbeat(self) -> None:
         readings = await asyncio.to_thread(self._manager.devices)
+        await self.plugin_devices.update(readings)
         self._seq += 1
         inventory = build_inventory(
             self.node,
@@ -85,17 +93,68 @@ class NodeAgent:
             log.warning("could not withdraw inventory", extra={"node": self.node, "error": repr(e)})
 
 
+def host_layout(settings: NodeAgentSettings) -> HostLayout:
+    root = Path(settings.vgpu_root)
+    return HostLayout(
+        root=root,
+        library=Path(settings.libvgpu) if settings.libvgpu else root / "libvgpu.so",
+        core_policy=settings.core_policy,
+        oversubscribe=settings.memory_scaling > 1,
+    )
+
+
+async def _kubernetes_node(
+    settings: NodeAgentSettings,
+    agent: NodeAgent,
+    nc: Client,
+    stop: asyncio.Event,
+    tasks: asyncio.TaskGroup,
+) -> KubeClient:
+    """The device plugin, the ledger it checks pods against, and per-container usage."""
+    kube = await KubeClient.from_config(settings.kubeconfig)
+    records = NodeAllocations(agent.node)
+    layout = host_layout(settings)
+    allocation = Allocation(
+        node=agent.node,
+        kube=kube,
+        records=records,
+        devices=agent.plugin_devices,
+        layout=layout,
+        policy=agent.policy,
+    )
+    usage = ContainerUsage(
+        agent.node, layout, Path(settings.pod_resources_socket), settings.resource_name, nc
+    )
+    allocations = await allocations_bucket(nc.jetstream())
+    tasks.create_task(records.follow(allocations, stop), name="follow-allocations")
+    tasks.create_task(
+        serve_device_plugin(allocation, Path(settings.plugin_dir), settings.resource_name, stop),
+        name="device-plugin",
+    )
+    tasks.create_task(
+        every(stop, settings.usage_interval_s, "container-usage", usage.publish),
+        name="container-usage",
+    )
+    return kube
+
+
 async def serve(settings: NodeAgentSettings, stop: asyncio.Event) -> None:
     manager = open_device_manager(settings.simulate, settings.node_name)
     nc = await connect(settings.nats_url, f"hami-nodeagent-{settings.node_name}")
+    kube: KubeClient | None = None
     try:
         agent = NodeAgent(settings, manager, nc, await nodes_bucket(nc.jetstream()))
+        await agent.heartbeat()  # the device plugin advertises what the first beat read
         async with asyncio.TaskGroup() as tasks:
             tasks.create_task(
                 every(stop, settings.heartbeat_interval_s, "heartbeat", agent.heartbeat)
             )
             tasks.create_task(every(stop, settings.usage_interval_s, "usage", agent.publish_usage))
+            if settings.device_plugin:
+                kube = await _kubernetes_node(settings, agent, nc, stop, tasks)
         await agent.leave()
     finally:
         manager.close()
+        if kube is not None:
+            await kube.close()
         await nc.drain()

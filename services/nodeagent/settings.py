@@ -8,6 +8,8 @@ import socket
 
 import msgspec
 
+from shared.limitenv import CORE_POLICIES
+
 
 class NodeAgentSettings(msgspec.Struct, frozen=True, kw_only=True):
     nats_url: str = "nats://127.0.0.1:4222"
@@ -21,6 +23,19 @@ class NodeAgentSettings(msgspec.Struct, frozen=True, kw_only=True):
     heartbeat_interval_s: float = 5.0
     usage_interval_s: float = 10.0
     log_level: str = "INFO"
+    device_plugin: bool = False
+    """Serve the kubelet device plugin (Kubernetes nodes); local mode leaves it off."""
+    kubeconfig: str | None = None
+    """None: the in-cluster service account (or the KUBECONFIG default)."""
+    resource_name: str = "nvidia.com/gpu"
+    plugin_dir: str = "/var/lib/kubelet/device-plugins"
+    pod_resources_socket: str = "/var/lib/kubelet/pod-resources/kubelet.sock"
+    vgpu_root: str = "/usr/local/vgpu"
+    """Host directory for the library, the preload file and the containers' regions."""
+    libvgpu: str = ""
+    """The isolation library on the host; empty: `<vgpu_root>/libvgpu.so`."""
+    core_policy: str = "default"
+    """GPU_CORE_UTILIZATION_POLICY for containers: default, force or disable."""
 
     @property
     def node_name(self) -> str:
@@ -49,4 +64,29 @@ def parse_settings(argv: list[str] | None = None) -> NodeAgentSettings:
         "--usage-interval", dest="usage_interval_s", type=float, default=d.usage_interval_s
     )
     parser.add_argument("--log-level", default=env.get("HAMI_LOG_LEVEL", d.log_level))
-    return NodeAgentSettings(**vars(parser.parse_args(argv)))
+    parser.add_argument(
+        "--device-plugin",
+        action="store_true",
+        default=env.get("HAMI_DEVICE_PLUGIN", "") == "true",
+        help="serve the kubelet device plugin and per-container usage (Kubernetes nodes)",
+    )
+    parser.add_argument("--kubeconfig", default=env.get("KUBECONFIG") or None)
+    parser.add_argument(
+        "--resource-name", default=env.get("HAMI_RESOURCE_NAME", d.resource_name)
+    )
+    parser.add_argument("--plugin-dir", default=env.get("HAMI_PLUGIN_DIR", d.plugin_dir))
+    parser.add_argument(
+        "--pod-resources-socket",
+        default=env.get("HAMI_POD_RESOURCES_SOCKET", d.pod_resources_socket),
+    )
+    parser.add_argument("--vgpu-root", default=env.get("HAMI_VGPU_ROOT", d.vgpu_root))
+    parser.add_argument("--libvgpu", default=env.get("HAMI_NODE_LIBVGPU", d.libvgpu))
+    parser.add_argument(
+        "--core-policy",
+        choices=CORE_POLICIES,
+        default=env.get("GPU_CORE_UTILIZATION_POLICY", d.core_policy),
+    )
+    args = parser.parse_args(argv)
+    if args.core_policy not in CORE_POLICIES:
+        parser.error(f"--core-policy {args.core_policy!r}: expected one of {CORE_POLICIES}")
+    return NodeAgentSettings(**vars(args))

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import os
 import random
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass
@@ -46,6 +47,15 @@ class KubeClient:
     @classmethod
     async def from_kubeconfig(cls, path: str | None = None) -> KubeClient:
         return cls(await config.new_client_from_config(config_file=path))
+
+    @classmethod
+    async def from_config(cls, kubeconfig: str | None) -> KubeClient:
+        """The kubeconfig given; else the pod's service account inside a cluster; else the
+        default kubeconfig."""
+        if kubeconfig is None and os.environ.get("KUBERNETES_SERVICE_HOST"):
+            config.load_incluster_config()
+            return cls(client.ApiClient())
+        return await cls.from_kubeconfig(kubeconfig)
 
     async def close(self) -> None:
         await self.api.close()

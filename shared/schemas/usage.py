@@ -15,6 +15,15 @@ class UsageSample(WireStruct, frozen=True, kw_only=True):
     allocation_id: str | None = None
     """Set for per-allocation samples read from the shared accounting region; None for the
     whole device."""
+    memory_limit_bytes: int | None = None
+    """The allocation's limit on this device (per-allocation samples)."""
+    pod_namespace: str | None = None
+    pod_name: str | None = None
+    pod_uid: str | None = None
+    container: str | None = None
+    """Set for per-container samples of Kubernetes pods (the kubelet device plugin)."""
+    processes: int | None = None
+    """Processes of the allocation holding a slot in its region."""
 
 
 USAGE = f"{PREFIX}.usage"
@@ -28,6 +37,8 @@ SUBJECTS = (
         publisher="nodeagent (every usage interval)",
         consumers="telemetry; allocator (device heat: docs/architecture.md, usage feedback)",
         message=UsageSample,
-        doc="One sample per device (allocation_id empty) and per allocation on that device.",
+        doc="One sample per device (allocation_id empty) and per allocation on that device. "
+        "On Kubernetes nodes the per-allocation samples name the pod and container, read from "
+        "the container's region while the kubelet's PodResources API lists it.",
     ),
 )

@@ -7,7 +7,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from shared.errors import InvalidRequest
-from shared.resources import ResourceNames
+from shared.resources import NVIDIA_ANNOTATION_TYPE, ResourceNames
 
 
 @dataclass(frozen=True, slots=True)
@@ -19,7 +19,9 @@ class DeviceKind:
     resources: ResourceNames
 
 
-NVIDIA = DeviceKind(name="nvidia", annotation_type="NVIDIA", resources=ResourceNames())
+NVIDIA = DeviceKind(
+    name="nvidia", annotation_type=NVIDIA_ANNOTATION_TYPE, resources=ResourceNames()
+)
 
 
 @dataclass(frozen=True, slots=True)

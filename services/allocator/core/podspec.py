@@ -9,6 +9,8 @@ from typing import Any
 
 from services.allocator.core.kinds import DEFAULT_KINDS, KindRegistry
 from services.allocator.core.policies import policy_named
+from shared import deviceannotation
+from shared.deviceannotation import AnnotatedDevice
 from shared.errors import InvalidRequest
 from shared.podresources import container_resources, whole_quantity
 from shared.resources import (
@@ -134,29 +136,16 @@ def parse_pod(
 def encode_devices(
     containers: Sequence[Sequence[DeviceGrant]], kinds: KindRegistry = DEFAULT_KINDS
 ) -> str:
-    """HAMi's `hami.io/vgpu-devices-to-allocate` encoding: `uuid,type,mem,cores:` per device,
-    each container closed by `;`."""
-    return "".join(
-        "".join(
-            f"{g.uuid},{kinds.named(g.kind).annotation_type},{g.memory_mib},{g.cores}:"
-            for g in grants
-        )
-        + ";"
-        for grants in containers
+    """HAMi's `hami.io/vgpu-devices-to-allocate` encoding (shared.deviceannotation)."""
+    return deviceannotation.encode(
+        [
+            [
+                AnnotatedDevice(g.uuid, kinds.named(g.kind).annotation_type, g.memory_mib, g.cores)
+                for g in grants
+            ]
+            for grants in containers
+        ]
     )
 
 
-def decode_devices(text: str) -> list[list[tuple[str, str, int, int]]]:
-    """The inverse, for reconciliation after a restart."""
-    out: list[list[tuple[str, str, int, int]]] = []
-    for part in text.split(";")[:-1] if text.endswith(";") else text.split(";"):
-        devices = []
-        for item in part.split(":"):
-            if not item:
-                continue
-            fields = item.split(",")
-            if len(fields) != 4:
-                raise InvalidRequest(f"malformed device entry {item!r}")
-            devices.append((fields[0], fields[1], int(fields[2]), int(fields[3])))
-        out.append(devices)
-    return out
+decode_devices = deviceannotation.decode

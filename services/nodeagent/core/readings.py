@@ -16,6 +16,8 @@ class DeviceReading:
     healthy: bool = True
     kind: str = "nvidia"
     simulated: bool = False
+    minor_number: int | None = None
+    """The device node's minor (`/dev/nvidia<minor>`); None where NVML does not say."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,0 +1,360 @@
+"""The kubelet device plugin (API v1beta1) over gRPC: the I/O shell around core/handshake.py,
+core/containerspec.py and core/virtual.py.
+
+It serves `DevicePlugin` on a socket in the kubelet's device-plugin directory and registers
+with `kubelet.sock`. A kubelet that restarts re-creates its socket and deletes every plugin
+socket; the plugin notices either and serves and registers again by itself."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import time
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import grpc
+import msgspec
+
+from services.nodeagent.allocations import NodeAllocations
+from services.nodeagent.core import handshake, virtual
+from services.nodeagent.core.containerspec import (
+    CONTROL_NODES,
+    ContainerSpec,
+    HostLayout,
+    container_spec,
+    preload_text,
+)
+from services.nodeagent.core.containerusage import RegionOwner
+from services.nodeagent.core.inventory import SharingPolicy, device_info
+from services.nodeagent.core.readings import DeviceReading
+from services.nodeagent.kubeletapi.deviceplugin.v1beta1 import api_pb2 as pb
+from services.nodeagent.kubeletapi.deviceplugin.v1beta1 import api_pb2_grpc as pb_grpc
+from shared.errors import HamiError
+from shared.kube.client import KubeClient
+from shared.resources import NVIDIA_ANNOTATION_TYPE
+from shared.runloop import sleep_or_stop
+
+log = logging.getLogger("hami.nodeagent.deviceplugin")
+API_VERSION = "v1beta1"
+KUBELET_SOCKET = "kubelet.sock"
+RECORD_WAIT_S = 5.0
+
+
+def socket_name(resource: str) -> str:
+    return "hami-" + resource.replace("/", "-").replace(".", "-") + ".sock"
+
+
+class DeviceList:
+    """The devices the node agent last read; ListAndWatch streams follow its changes."""
+
+    def __init__(self, split_count: int) -> None:
+        self.split_count = split_count
+        self.readings: dict[str, DeviceReading] = {}
+        self.advertised: tuple[virtual.VirtualDevice, ...] = ()
+        self.version = 0
+        self._changed = asyncio.Condition()
+
+    async def update(self, readings: Sequence[DeviceReading]) -> None:
+        advertised = virtual.virtual_devices(readings, self.split_count)
+        self.readings = {r.uuid: r for r in readings}
+        if advertised != self.advertised:
+            self.advertised = advertised
+            self.version += 1
+            async with self._changed:
+                self._changed.notify_all()
+
+    async def changes(
+        self, done: Callable[[], bool]
+    ) -> AsyncIterator[tuple[virtual.VirtualDevice, ...]]:
+        seen = -1
+        while not done():
+            if self.version != seen:
+                seen = self.version
+                yield self.advertised
+            async with self._changed:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._changed.wait(), 1.0)
+
+
+def _device_message(device: virtual.VirtualDevice) -> pb.Device:
+    topology = (
+        pb.TopologyInfo(nodes=[pb.NUMANode(ID=device.numa_node)])
+        if device.numa_node is not None
+        else None
+    )
+    return pb.Device(
+        ID=device.id, health="Healthy" if device.healthy else "Unhealthy", topology=topology
+    )
+
+
+def _response(spec: ContainerSpec) -> pb.ContainerAllocateResponse:
+    return pb.ContainerAllocateResponse(
+        envs=dict(spec.envs),
+        mounts=[
+            pb.Mount(container_path=m.container_path, host_path=m.host_path, read_only=m.read_only)
+            for m in spec.mounts
+        ],
+        devices=[
+            pb.DeviceSpec(
+                container_path=d.container_path, host_path=d.host_path, permissions=d.permissions
+            )
+            for d in spec.devices
+        ],
+    )
+
+
+def _write_atomically(path: Path, text: str, mode: int = 0o644) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(text)
+    tmp.chmod(mode)
+    os.replace(tmp, path)
+
+
+@dataclass
+class Allocation:
+    """Allocate's work: find the pod, check it, prepare the host side, record progress."""
+
+    node: str
+    kube: KubeClient
+    records: NodeAllocations
+    devices: DeviceList
+    layout: HostLayout
+    policy: SharingPolicy
+    control_nodes: tuple[str, ...] = ()
+
+    def prepare_host(self) -> None:
+        """The preload file every container mounts, written at start (and kept); the driver's
+        control nodes this host has."""
+        self.control_nodes = tuple(p for p in CONTROL_NODES if os.path.exists(p))
+        if not self.layout.preload.is_file() or self.layout.preload.read_text() != preload_text():
+            _write_atomically(self.layout.preload, preload_text())
+
+    async def _candidates(self) -> list[Mapping[str, Any]]:
+        pods, _ = await self.kube.list_pods(field_selector=f"spec.nodeName={self.node}")
+        pending = handshake.pending_pods(pods, self.node)
+        # Give the ledger watch a moment for pods bound just now (bind writes the record first).
+        for pod in pending:
+            uid = str(pod["metadata"].get("uid", ""))
+            if self.records.for_pod(uid) is None:
+                await self.records.wait_for_pod(uid, RECORD_WAIT_S)
+        return pending
+
+    def _node_devices(self) -> dict[str, int]:
+        return {
+            uuid: device_info(r, self.policy).memory_mib
+            for uuid, r in self.devices.readings.items()
+        }
+
+    async def _assign(self, count: int) -> handshake.Assignment:
+        types = {r.kind: NVIDIA_ANNOTATION_TYPE for r in self.devices.readings.values()}
+        return handshake.assign(
+            await self._candidates(),
+            self.node,
+            count,
+            self.records.for_pod,
+            self._node_devices(),
+            types,
+        )
+
+    async def container(self, count: int) -> pb.ContainerAllocateResponse:
+        """The answer for one container asking for ``count`` devices, or AllocateRefused (the
+        pod, where known, is marked failed with the reason)."""
+        started = time.monotonic()
+        try:
+            chosen = await self._assign(count)
+        except handshake.AllocateRefused as e:
+            await self._mark_failed(e)
+            raise
+        try:
+            if not self.layout.library.is_file():
+                raise handshake.AllocateRefused(
+                    f"the isolation library {self.layout.library} is missing on {self.node}"
+                )
+            spec = container_spec(
+                chosen,
+                self.devices.readings,
+                self.layout,
+                self.control_nodes,
+            )
+            self._prepare_container(chosen)
+            await self.kube.patch_pod_annotations(
+                chosen.namespace, chosen.pod, lambda a: handshake.consume(a, chosen)
+            )
+        except (HamiError, OSError) as e:
+            refused = handshake.AllocateRefused(
+                f"pod {chosen.namespace}/{chosen.pod} container {chosen.container}: {e}",
+                pod=(chosen.namespace, chosen.pod),
+            )
+            await self._mark_failed(refused)
+            raise refused from e
+        log.info(
+            "container allocated",
+            extra={
+                "pod": f"{chosen.namespace}/{chosen.pod}",
+                "container": chosen.container,
+                "devices": [g.uuid for g in chosen.grants],
+                "allocate_ms": round((time.monotonic() - started) * 1000, 2),
+            },
+        )
+        return _response(spec)
+
+    def _prepare_container(self, chosen: handshake.Assignment) -> None:
+        region = self.layout.region_dir(chosen.key)
+        region.mkdir(parents=True, exist_ok=True)
+        # The container's processes (any uid) create and share the region file here.
+        region.chmod(0o777)
+        region.parent.chmod(0o711)
+        owner = RegionOwner(
+            namespace=chosen.namespace,
+            pod=chosen.pod,
+            pod_uid=chosen.pod_uid,
+            container=chosen.container,
+            allocation_id=chosen.allocation_id,
+            devices=[g.uuid for g in chosen.grants],
+            memory_mib=[g.memory_mib for g in chosen.grants],
+        )
+        _write_atomically(
+            self.layout.owner_file(chosen.key), msgspec.json.encode(owner).decode(), 0o600
+        )
+
+    async def _mark_failed(self, e: handshake.AllocateRefused) -> None:
+        log.warning("allocate refused", extra={"node": self.node, "reason": str(e)})
+        if e.pod is None:
+            return
+        namespace, name = e.pod
+        try:
+            await self.kube.patch_pod_annotations(
+                namespace, name, lambda _: handshake.refuse(str(e))
+            )
+        except HamiError as failure:  # the container still does not start; say so in the log
+            log.warning(
+                "could not mark the pod failed",
+                extra={"pod": f"{namespace}/{name}", "error": str(failure)},
+            )
+
+
+class DevicePluginServicer(pb_grpc.DevicePluginServicer):
+    def __init__(self, allocation: Allocation, done: Callable[[], bool]) -> None:
+        self.allocation = allocation
+        self.done = done
+
+    async def GetDevicePluginOptions(
+        self, request: pb.Empty, context: Any
+    ) -> pb.DevicePluginOptions:
+        return pb.DevicePluginOptions(
+            pre_start_required=False, get_preferred_allocation_available=True
+        )
+
+    async def ListAndWatch(
+        self, request: pb.Empty, context: Any
+    ) -> AsyncIterator[pb.ListAndWatchResponse]:
+        async for devices in self.allocation.devices.changes(self.done):
+            yield pb.ListAndWatchResponse(devices=[_device_message(d) for d in devices])
+
+    async def GetPreferredAllocation(
+        self, request: pb.PreferredAllocationRequest, context: Any
+    ) -> pb.PreferredAllocationResponse:
+        return pb.PreferredAllocationResponse(
+            container_responses=[
+                pb.ContainerPreferredAllocationResponse(
+                    deviceIDs=virtual.preferred(
+                        list(r.available_deviceIDs),
+                        list(r.must_include_deviceIDs),
+                        r.allocation_size,
+                    )
+                )
+                for r in request.container_requests
+            ]
+        )
+
+    async def Allocate(self, request: pb.AllocateRequest, context: Any) -> pb.AllocateResponse:
+        responses = []
+        for container in request.container_requests:
+            try:
+                responses.append(await self.allocation.container(len(container.devices_ids)))
+            except handshake.AllocateRefused as e:
+                await context.abort(grpc.StatusCode.FAILED_PRECONDITION, f"HAMi: {e}")
+        return pb.AllocateResponse(container_responses=responses)
+
+    async def PreStartContainer(
+        self, request: pb.PreStartContainerRequest, context: Any
+    ) -> pb.PreStartContainerResponse:
+        return pb.PreStartContainerResponse()
+
+
+def _until(stop: asyncio.Event, generation: asyncio.Event) -> Callable[[], bool]:
+    return lambda: stop.is_set() or generation.is_set()
+
+
+def _inode(path: Path) -> int | None:
+    try:
+        return path.stat().st_ino
+    except OSError:
+        return None
+
+
+async def _register(directory: Path, endpoint: str, resource: str) -> None:
+    async with grpc.aio.insecure_channel(f"unix://{directory / KUBELET_SOCKET}") as channel:
+        await pb_grpc.RegistrationStub(channel).Register(
+            pb.RegisterRequest(
+                version=API_VERSION,
+                endpoint=endpoint,
+                resource_name=resource,
+                options=pb.DevicePluginOptions(
+                    pre_start_required=False, get_preferred_allocation_available=True
+                ),
+            ),
+            timeout=10,
+        )
+
+
+async def serve_device_plugin(
+    allocation: Allocation, directory: Path, resource: str, stop: asyncio.Event
+) -> None:
+    """Serve and register until stopped; start over whenever the kubelet restarts (its socket
+    is a new file) or our socket disappears."""
+    allocation.prepare_host()
+    endpoint = socket_name(resource)
+    path = directory / endpoint
+    while not stop.is_set():
+        kubelet_inode = _inode(directory / KUBELET_SOCKET)
+        if kubelet_inode is None:
+            await sleep_or_stop(stop, 1.0)
+            continue
+        with contextlib.suppress(FileNotFoundError):
+            path.unlink()
+        generation = asyncio.Event()  # ends this server's ListAndWatch streams
+        server = grpc.aio.server()
+        pb_grpc.add_DevicePluginServicer_to_server(
+            DevicePluginServicer(allocation, _until(stop, generation)), server
+        )
+        server.add_insecure_port(f"unix://{path}")
+        await server.start()
+        try:
+            await _register(directory, endpoint, resource)
+            log.info("registered", extra={"resource": resource, "socket": str(path)})
+            while not stop.is_set():
+                await sleep_or_stop(stop, 1.0)
+                if _inode(directory / KUBELET_SOCKET) != kubelet_inode or _inode(path) is None:
+                    log.info("kubelet restarted or our socket is gone; registering again")
+                    break
+        except grpc.aio.AioRpcError as e:
+            log.warning(
+                "registration failed, retrying",
+                extra={"resource": resource, "error": e.details() or str(e.code())},
+            )
+            await sleep_or_stop(stop, 2.0)
+        finally:
+            generation.set()
+            await server.stop(grace=1.0)
+            if _inode(path) is not None and not stop.is_set():
+                with contextlib.suppress(FileNotFoundError):
+                    path.unlink()
+    with contextlib.suppress(FileNotFoundError):
+        path.unlink()
