@@ -1,22 +1,59 @@
 #!/usr/bin/env bash
-# Build the Kubernetes control plane the e2e tests run against (kube-apiserver, kube-scheduler,
-# etcd, kwok) from the Go module proxy, into a cache outside the repository keyed by version.
-# Later runs find the binaries there and build nothing.
+# Build the Kubernetes binaries the e2e tests run against (kube-apiserver, kube-scheduler, kubelet,
+# etcd, kwok; containerd with its shim and ctr) from the Go module proxy, into a cache outside the
+# repository keyed by version, and install the Debian packages the kubelet tests need (runc, CNI
+# plugins, a static busybox). Later runs find everything there and build nothing.
 set -euo pipefail
 
 K8S_VERSION="${HAMI_K8S_VERSION:-1.36.3}"
 ETCD_VERSION="${HAMI_ETCD_VERSION:-3.6.16}"
 KWOK_VERSION="${HAMI_KWOK_VERSION:-0.7.0}"
+CONTAINERD_VERSION="${HAMI_CONTAINERD_VERSION:-2.2.9}"
 CACHE_ROOT="${HAMI_K8S_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/hami-controlplane}"
 OUT="$CACHE_ROOT/k8s-$K8S_VERSION-etcd-$ETCD_VERSION-kwok-$KWOK_VERSION"
-BINARIES=(kube-apiserver kube-scheduler etcd kwok)
+CTR_OUT="$CACHE_ROOT/containerd-$CONTAINERD_VERSION"
+BINARIES=(kube-apiserver kube-scheduler kubelet etcd kwok)
+CTR_BINARIES=(containerd containerd-shim-runc-v2 ctr)
+DEBIAN_PACKAGES=(runc containernetworking-plugins busybox-static)
 
 have_all() {
   for b in "${BINARIES[@]}"; do [ -x "$OUT/$b" ] || return 1; done
 }
-if have_all; then
+have_containerd() {
+  for b in "${CTR_BINARIES[@]}"; do [ -x "$CTR_OUT/$b" ] || return 1; done
+}
+have_packages() {
+  [ -x /usr/sbin/runc ] && [ -x /usr/lib/cni/bridge ] && [ -x /bin/busybox ]
+}
+
+# Debian's runc (runc needs cgo and libseccomp to build), CNI plugins and busybox for test images.
+if ! have_packages; then
+  command -v apt-get >/dev/null || { echo "build.sh: apt-get is needed for ${DEBIAN_PACKAGES[*]}" >&2; exit 1; }
+  apt-get update -qq >/dev/null
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+    "${DEBIAN_PACKAGES[@]}" >/dev/null
+fi
+
+# containerd (with CDI, unlike Debian's 1.6) and its runc shim.
+if ! have_containerd; then
+  command -v go >/dev/null || { echo "build.sh: go is needed to build containerd" >&2; exit 1; }
+  mkdir -p "$CTR_OUT"
+  for cmd in "${CTR_BINARIES[@]}"; do
+    GOBIN="$CTR_OUT" CGO_ENABLED=0 GOFLAGS=-mod=mod go install -trimpath -tags no_btrfs \
+      -ldflags "-s -w -X github.com/containerd/containerd/v2/version.Version=v$CONTAINERD_VERSION" \
+      "github.com/containerd/containerd/v2/cmd/$cmd@v$CONTAINERD_VERSION"
+  done
+  have_containerd
+fi
+
+# The kubelet tests find containerd through the control plane's directory.
+finish() {
+  ln -sfn "$CTR_OUT" "$OUT/containerd"
   echo "$OUT"
   exit 0
+}
+if have_all; then
+  finish
 fi
 
 command -v go >/dev/null || { echo "build.sh: go is needed to build the control plane" >&2; exit 1; }
@@ -49,14 +86,16 @@ package tools
 import (
 	_ "k8s.io/kubernetes/cmd/kube-apiserver"
 	_ "k8s.io/kubernetes/cmd/kube-scheduler"
+	_ "k8s.io/kubernetes/cmd/kubelet"
 )
 GO
 go mod tidy -e >/dev/null 2>&1 || true
-go get "k8s.io/kubernetes/cmd/kube-apiserver@v$K8S_VERSION" "k8s.io/kubernetes/cmd/kube-scheduler@v$K8S_VERSION"
-CGO_ENABLED=0 go build -trimpath -ldflags "-s -w -X k8s.io/component-base/version.gitVersion=v$K8S_VERSION" \
-  -o "$OUT/kube-apiserver" k8s.io/kubernetes/cmd/kube-apiserver
-CGO_ENABLED=0 go build -trimpath -ldflags "-s -w -X k8s.io/component-base/version.gitVersion=v$K8S_VERSION" \
-  -o "$OUT/kube-scheduler" k8s.io/kubernetes/cmd/kube-scheduler
+go get "k8s.io/kubernetes/cmd/kube-apiserver@v$K8S_VERSION" "k8s.io/kubernetes/cmd/kube-scheduler@v$K8S_VERSION" \
+  "k8s.io/kubernetes/cmd/kubelet@v$K8S_VERSION"
+for cmd in kube-apiserver kube-scheduler kubelet; do
+  CGO_ENABLED=0 go build -trimpath -ldflags "-s -w -X k8s.io/component-base/version.gitVersion=v$K8S_VERSION" \
+    -o "$OUT/$cmd" "k8s.io/kubernetes/cmd/$cmd"
+done
 
 # etcd: a two-line main over the server module (the etcd repository root module cannot be
 # `go install`ed: it uses replace directives).
@@ -87,4 +126,4 @@ GOBIN="$OUT" CGO_ENABLED=0 go install "sigs.k8s.io/kwok/cmd/kwok@v$KWOK_VERSION"
 
 have_all
 echo "built in $(( $(date +%s) - start ))s" > "$OUT/BUILD_INFO"
-echo "$OUT"
+finish
