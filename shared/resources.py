@@ -38,3 +38,6 @@ BIND_PHASE = "hami.io/bind-phase"
 BIND_TIME = "hami.io/bind-time"
 ALLOCATE_FAILURE = "hami.io/allocate-failure"
 """Why the node agent refused a container at Allocate (set with bind-phase `failed`)."""
+NODE_RELEASED = "hami.io/vgpu-released"
+"""Set on a node by the allocator when a pod's devices there are released: an update of the
+node is the cluster event that makes kube-scheduler retry pods our extender turned away."""

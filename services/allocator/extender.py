@@ -15,6 +15,8 @@ from typing import Any
 import msgspec
 from aiohttp import web
 
+from services.allocator.core.fit import REASONS
+from services.allocator.core.kinds import DEFAULT_KINDS
 from services.allocator.core.placement import filter_nodes, node_scores
 from services.allocator.core.podspec import PodRequest, encode_devices, parse_pod
 from services.allocator.service import Allocator
@@ -27,6 +29,7 @@ from shared.resources import (
     BIND_TIME,
     DEVICES_ALLOCATED,
     DEVICES_TO_ALLOCATE,
+    ResourceNames,
 )
 from shared.schemas.placement import Holder, PlaceRequest
 
@@ -50,6 +53,20 @@ def _node_names(args: Mapping[str, Any]) -> list[str]:
     if isinstance(nodes, Mapping) and isinstance(nodes.get("items"), list):
         return [str(n.get("metadata", {}).get("name", "")) for n in nodes["items"]]
     raise InvalidRequest("ExtenderArgs needs NodeNames (nodeCacheCapable) or Nodes")
+
+
+def naming_the_resource(reason: str, names: ResourceNames) -> str:
+    """kube-scheduler's style (`Insufficient <resource>`), so a pending pod's FailedScheduling
+    event says which of its requests did not fit."""
+    for key, resource in (("memory", names.memory), ("cores", names.cores)):
+        if REASONS[key] in reason:
+            return f"Insufficient {resource}: {reason}"
+    return f"Insufficient {names.count}: {reason}"
+
+
+def _resources_of(request: PodRequest) -> ResourceNames:
+    kind = next((c.kind for c in request.containers if c.count), DEFAULT_KINDS.kinds[0].name)
+    return DEFAULT_KINDS.named(kind).resources
 
 
 def place_request_for(
@@ -104,10 +121,13 @@ class Extender:
             names,
             self.fits,
         )
+        names_of = _resources_of(request)
         return {
             "NodeNames": passed,
-            "FailedNodes": failed,
-            "FailedAndUnresolvableNodes": unresolvable,
+            "FailedNodes": {n: naming_the_resource(r, names_of) for n, r in failed.items()},
+            "FailedAndUnresolvableNodes": {
+                n: naming_the_resource(r, names_of) for n, r in unresolvable.items()
+            },
             "Error": "",
         }
 

@@ -6,7 +6,8 @@ import asyncio
 import logging
 import time
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any
 
 import msgspec
 from nats.aio.client import Client
@@ -25,7 +26,8 @@ from shared import kvwatch
 from shared.errors import HamiError, InvalidRequest, Unavailable
 from shared.kube.client import KubeClient
 from shared.natsutil import allocations_bucket, connect, ensure_event_stream, nodes_bucket
-from shared.runloop import every
+from shared.resources import NODE_RELEASED
+from shared.runloop import every, sleep_or_stop
 from shared.schemas.events import AllocationEvent, event_codec, event_subject
 from shared.schemas.inventory import inventory_codec
 from shared.schemas.placement import (
@@ -239,12 +241,38 @@ class Allocator:
         return release_reply_codec.encode(ReleaseReply(released=released))
 
     async def reconcile_pods(self, kube: KubeClient) -> None:
-        """Release what pods deleted behind our back (or while we were down) still hold."""
+        """Release what pods deleted or finished behind our back (or while we were down) still
+        hold."""
         listed_at = self._clock()
         pods, _ = await kube.list_pods()
-        live = {str(p["metadata"].get("uid", "")) for p in pods}
+        live = {str(p["metadata"].get("uid", "")) for p in pods if not _finished(p)}
         for allocation_id in ledger.orphaned(self.state, live, listed_at):
-            await self._release(allocation_id, expired=False, reason="pod no longer exists")
+            await self._release_pod(kube, allocation_id, "pod gone or finished")
+
+    async def follow_pods(self, kube: KubeClient, stop: asyncio.Event) -> None:
+        """Release a pod's devices as soon as it is deleted or has finished (HAMi counts only
+        pods that can still run), so kube-scheduler's retry of a waiting pod finds them free;
+        the periodic reconcile catches what a broken watch missed."""
+        async for event in kube.watch("pods", stop):
+            if event.type != "DELETED" and not _finished(event.object):
+                continue
+            uid = str(event.object.get("metadata", {}).get("uid", ""))
+            allocation_id = self.state.by_request.get(f"pod/{uid}")
+            if allocation_id is not None:
+                reason = "pod deleted" if event.type == "DELETED" else "pod finished"
+                await self._release_pod(kube, allocation_id, reason)
+
+    async def _release_pod(self, kube: KubeClient, allocation_id: str, reason: str) -> None:
+        held = self.state.allocations.get(allocation_id)
+        if held is None or not await self._release(allocation_id, expired=False, reason=reason):
+            return
+        node = held.record.node
+        # kube-scheduler may have retried a waiting pod on the same event, a moment before
+        # this release: an update of the node makes it retry again, now that it can fit.
+        try:
+            await kube.annotate_node(node, {NODE_RELEASED: f"{self._clock():.3f}"})
+        except HamiError as e:
+            log.warning("could not mark the node released", extra={"node": node, "error": e})
 
     async def expire_leases(self) -> None:
         for allocation_id in ledger.expired(self.state, self._clock()):
@@ -318,6 +346,22 @@ def endpoint(handler: Handler) -> Callable[[Request], Awaitable[None]]:
     return handle
 
 
+async def _retrying(
+    stop: asyncio.Event, name: str, work: Callable[[], Awaitable[None]]
+) -> None:
+    """Run a long-lived loop again after it fails (the API server restarted, say)."""
+    while not stop.is_set():
+        try:
+            await work()
+        except Exception as e:
+            log.warning("loop failed, restarting", extra={"task": name, "error": repr(e)})
+            await sleep_or_stop(stop, 2.0)
+
+
+def _finished(pod: Mapping[str, Any]) -> bool:
+    return pod.get("status", {}).get("phase") in ("Succeeded", "Failed")
+
+
 async def _watch_nodes(allocator: Allocator, nodes: KeyValue, stop: asyncio.Event) -> None:
     async for key, value in kvwatch.follow(nodes, stop):
         allocator.observe_node(key, value)
@@ -344,6 +388,10 @@ async def _serve_extender(
         ),
         name="reconcile-pods",
     )
+    follow = asyncio.create_task(
+        _retrying(stop, "follow-pods", lambda: allocator.follow_pods(kube, stop)),
+        name="follow-pods",
+    )
     runner = web.AppRunner(application(Extender(allocator, kube)), access_log=None)
     await runner.setup()
     try:
@@ -356,6 +404,7 @@ async def _serve_extender(
         await stop.wait()
     finally:
         await reconcile
+        await follow
         await runner.cleanup()
         await kube.close()
 

@@ -123,7 +123,12 @@ async def _kubernetes_node(
         policy=agent.policy,
     )
     usage = ContainerUsage(
-        agent.node, layout, Path(settings.pod_resources_socket), settings.resource_name, nc
+        agent.node,
+        layout,
+        Path(settings.pod_resources_socket),
+        settings.resource_name,
+        nc,
+        grace_s=settings.region_grace_s,
     )
     allocations = await allocations_bucket(nc.jetstream())
     tasks.create_task(records.follow(allocations, stop), name="follow-allocations")

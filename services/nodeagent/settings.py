@@ -36,6 +36,8 @@ class NodeAgentSettings(msgspec.Struct, frozen=True, kw_only=True):
     """The isolation library on the host; empty: `<vgpu_root>/libvgpu.so`."""
     core_policy: str = "default"
     """GPU_CORE_UTILIZATION_POLICY for containers: default, force or disable."""
+    region_grace_s: float = 60.0
+    """A region whose container the kubelet does not list is removed after this long."""
 
     @property
     def node_name(self) -> str:
@@ -85,6 +87,9 @@ def parse_settings(argv: list[str] | None = None) -> NodeAgentSettings:
         "--core-policy",
         choices=CORE_POLICIES,
         default=env.get("GPU_CORE_UTILIZATION_POLICY", d.core_policy),
+    )
+    parser.add_argument(
+        "--region-grace", dest="region_grace_s", type=float, default=d.region_grace_s
     )
     args = parser.parse_args(argv)
     if args.core_policy not in CORE_POLICIES:

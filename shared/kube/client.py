@@ -147,6 +147,21 @@ class KubeClient:
                 raise
         raise Conflict(f"pod {namespace}/{name}: annotations kept changing; gave up")
 
+    async def annotate_node(self, name: str, annotations: Mapping[str, str]) -> None:
+        """Set annotations on a node (a merge patch: last writer wins, nothing else changes)."""
+        try:
+            await self._raw(
+                self.core.patch_node(
+                    name,
+                    {"metadata": {"annotations": dict(annotations)}},
+                    _content_type="application/merge-patch+json",
+                    _preload_content=False,
+                )
+            )
+        except ApiException as e:
+            _raise_for(e, f"node {name}")
+            raise
+
     async def bind_pod(self, namespace: str, name: str, uid: str, node: str) -> None:
         # The server answers with a Status, not a Binding: read the raw body, or the generated
         # client fails after the bind succeeded.

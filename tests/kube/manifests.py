@@ -2,7 +2,42 @@
 
 from __future__ import annotations
 
+import base64
+from pathlib import Path
 from typing import Any
+
+import yaml
+
+DEPLOY = Path(__file__).resolve().parents[2] / "deploy/kustomize/base"
+ADMISSION = DEPLOY / "webhook/admission.yaml"
+SCHEDULER_CONFIG = DEPLOY / "scheduler/kube-scheduler-config.yaml"
+WEBHOOK_RESOURCES = {
+    "MutatingWebhookConfiguration": "mutatingwebhookconfigurations",
+    "ValidatingWebhookConfiguration": "validatingwebhookconfigurations",
+}
+
+
+def webhook_configurations(port: int, ca: bytes) -> list[dict[str, Any]]:
+    """deploy/'s admission configurations, pointed at a webhook on loopback."""
+    docs = [d for d in yaml.safe_load_all(ADMISSION.read_text()) if d]
+    for doc in docs:
+        for hook in doc["webhooks"]:
+            path = hook["clientConfig"]["service"]["path"]
+            hook["clientConfig"] = {
+                "url": f"https://127.0.0.1:{port}{path}",
+                "caBundle": base64.b64encode(ca).decode(),
+            }
+    return docs
+
+
+def scheduler_configuration(kubeconfig: Path, scheduler: str, extender_url: str) -> str:
+    """deploy/'s kube-scheduler configuration for a test: its own name, no election."""
+    config = yaml.safe_load(SCHEDULER_CONFIG.read_text())
+    config["leaderElection"] = {"leaderElect": False}
+    config["clientConnection"] = {"kubeconfig": str(kubeconfig)}
+    config["profiles"] = [{"schedulerName": scheduler}]
+    config["extenders"][0]["urlPrefix"] = extender_url
+    return str(yaml.safe_dump(config))
 
 
 def pod_manifest(

@@ -13,7 +13,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 
 from services.allocator.core.podspec import decode_devices
 from services.allocator.service import serve as serve_allocator
@@ -24,13 +23,9 @@ from shared.allocator_client import AllocatorClient
 from shared.embedded_nats import EmbeddedNats
 from shared.natsutil import connect
 from tests.e2e.controlplane.cluster import ControlPlane
-from tests.kube.manifests import pod_manifest
+from tests.kube.manifests import pod_manifest, scheduler_configuration
 
 pytestmark = pytest.mark.slow
-CONFIG = (
-    Path(__file__).resolve().parents[2]
-    / "deploy/kustomize/base/scheduler/kube-scheduler-config.yaml"
-)
 NODES = ("gpu-node-0", "gpu-node-1", "gpu-node-2")
 
 
@@ -76,13 +71,10 @@ async def hami(
     assert waiter in done, "the extender did not start in 60 s"
     # A second kube-scheduler, wired to us exactly as deploy/ shows, with its own name.
     scheduler = f"hami-scheduler-{uuid.uuid4().hex[:4]}"
-    config = yaml.safe_load(CONFIG.read_text())
-    config["leaderElection"] = {"leaderElect": False}
-    config["clientConnection"] = {"kubeconfig": str(control_plane.kubeconfig)}
-    config["profiles"] = [{"schedulerName": scheduler}]
-    config["extenders"][0]["urlPrefix"] = f"http://127.0.0.1:{ports[0]}"
     path = tmp_path / "scheduler.yaml"
-    path.write_text(yaml.safe_dump(config))
+    path.write_text(
+        scheduler_configuration(control_plane.kubeconfig, scheduler, f"http://127.0.0.1:{ports[0]}")
+    )
     control_plane.start(
         scheduler,
         [

@@ -3,37 +3,21 @@
 from __future__ import annotations
 
 import asyncio
-import base64
 import copy
 import urllib.error
 import uuid
 from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 
 from services.webhook.core.settings import WebhookSettings
 from services.webhook.service import ServeSettings, serve
 from tests.e2e.controlplane.cluster import ControlPlane
-from tests.kube.manifests import pod_manifest
+from tests.kube.manifests import WEBHOOK_RESOURCES, pod_manifest, webhook_configurations
 
 pytestmark = pytest.mark.slow
-ADMISSION = Path(__file__).resolve().parents[2] / "deploy/kustomize/base/webhook/admission.yaml"
 TRUSTED = "system:serviceaccount:hami-system:hami-allocator"
-
-
-def configurations(port: int, ca: bytes) -> list[dict[str, Any]]:
-    docs = [d for d in yaml.safe_load_all(ADMISSION.read_text()) if d]
-    for doc in docs:
-        for hook in doc["webhooks"]:
-            path = hook["clientConfig"]["service"]["path"]
-            hook["clientConfig"] = {
-                "url": f"https://127.0.0.1:{port}{path}",
-                "caBundle": base64.b64encode(ca).decode(),
-            }
-    return docs
 
 
 @pytest.fixture
@@ -56,11 +40,8 @@ async def webhook(control_plane: ControlPlane) -> AsyncIterator[ControlPlane]:
 
     task = asyncio.create_task(serve(settings, stop, started=started))
     await asyncio.wait_for(ready.wait(), 10)
-    docs = configurations(ports[0], control_plane.pki.ca.cert.read_bytes())
-    paths = {
-        "MutatingWebhookConfiguration": "mutatingwebhookconfigurations",
-        "ValidatingWebhookConfiguration": "validatingwebhookconfigurations",
-    }
+    docs = webhook_configurations(ports[0], control_plane.pki.ca.cert.read_bytes())
+    paths = WEBHOOK_RESOURCES
     for doc in docs:
         await asyncio.to_thread(
             control_plane.request,

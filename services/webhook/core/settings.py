@@ -37,5 +37,6 @@ INTERNAL_ANNOTATIONS = (
     "hami.io/vgpu-time",
     "hami.io/bind-phase",
     "hami.io/bind-time",
+    "hami.io/allocate-failure",
 )
 POLICY_ANNOTATIONS = ("hami.io/node-scheduler-policy", "hami.io/gpu-scheduler-policy")

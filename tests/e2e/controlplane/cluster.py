@@ -62,30 +62,43 @@ class ControlPlane:
                 raise RuntimeError(f"{name} exited with {process.returncode}:\n{tail}")
 
     def stop(self) -> None:
+        """Newest first, each waited for: the API server stopped before etcd does not hang
+        on a dead etcd until it is killed."""
         for process in reversed(list(self.processes.values())):
             if process.poll() is None:
                 process.send_signal(signal.SIGTERM)
-        for process in self.processes.values():
             try:
                 process.wait(10)
             except subprocess.TimeoutExpired:
                 process.kill()
                 process.wait()
 
-    def raw(self, method: str, path: str, body: object | None = None) -> bytes:
+    def raw(
+        self,
+        method: str,
+        path: str,
+        body: object | None = None,
+        content_type: str = "application/json",
+    ) -> bytes:
         context = ssl.create_default_context(cafile=str(self.pki.ca.cert))
         data = None if body is None else json.dumps(body).encode()
         req = urllib.request.Request(
             f"{self.api_url}{path}",
             data=data,
             method=method,
-            headers={"Authorization": f"Bearer {self.token}", "Content-Type": "application/json"},
+            headers={"Authorization": f"Bearer {self.token}", "Content-Type": content_type},
         )
         with urllib.request.urlopen(req, context=context, timeout=10) as response:
             return response.read()  # type: ignore[no-any-return]
 
-    def request(self, method: str, path: str, body: object | None = None) -> dict:  # type: ignore[type-arg]
-        return json.loads(self.raw(method, path, body))  # type: ignore[no-any-return]
+    def request(  # type: ignore[type-arg]
+        self,
+        method: str,
+        path: str,
+        body: object | None = None,
+        content_type: str = "application/json",
+    ) -> dict:
+        return json.loads(self.raw(method, path, body, content_type))  # type: ignore[no-any-return]
 
     def add_node(
         self,

@@ -1,0 +1,125 @@
+"""Container images without a registry: OCI archives that `ctr images import` loads.
+
+busybox: Debian's static busybox with its applets as symlinks. pause: a few lines of C built
+with `gcc -static`, the sandbox image."""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import io
+import json
+import subprocess
+import tarfile
+from pathlib import Path
+
+BUSYBOX = "localhost/hami-busybox:test"
+PAUSE = "localhost/hami-pause:test"
+APPLETS = ("sh", "env", "cat", "ls", "sleep", "echo", "grep", "true", "sed", "head", "wc")
+PAUSE_C = r"""
+#include <signal.h>
+#include <unistd.h>
+static void done(int sig) { (void)sig; _exit(0); }
+int main(void) {
+    signal(SIGTERM, done);
+    signal(SIGINT, done);
+    for (;;) pause();
+}
+"""
+
+
+def _digest(data: bytes) -> str:
+    return "sha256:" + hashlib.sha256(data).hexdigest()
+
+
+def _layer(files: dict[str, Path], links: dict[str, str], dirs: tuple[str, ...]) -> bytes:
+    raw = io.BytesIO()
+    with tarfile.open(fileobj=raw, mode="w", format=tarfile.PAX_FORMAT) as tar:
+        for name in dirs:
+            info = tarfile.TarInfo(name)
+            info.type, info.mode = tarfile.DIRTYPE, 0o755
+            tar.addfile(info)
+        for name, source in files.items():
+            data = source.read_bytes()
+            info = tarfile.TarInfo(name)
+            info.size, info.mode = len(data), 0o755
+            tar.addfile(info, io.BytesIO(data))
+        for name, target in links.items():
+            info = tarfile.TarInfo(name)
+            info.type, info.linkname = tarfile.SYMTYPE, target
+            tar.addfile(info)
+    return raw.getvalue()
+
+
+def write_image(path: Path, name: str, layer_tar: bytes, cmd: list[str]) -> None:
+    layer = gzip.compress(layer_tar, mtime=0)
+    config = json.dumps(
+        {
+            "architecture": "amd64",
+            "os": "linux",
+            "config": {"Cmd": cmd, "Env": ["PATH=/bin"]},
+            "rootfs": {"type": "layers", "diff_ids": [_digest(layer_tar)]},
+        }
+    ).encode()
+    manifest = json.dumps(
+        {
+            "schemaVersion": 2,
+            "mediaType": "application/vnd.oci.image.manifest.v1+json",
+            "config": {
+                "mediaType": "application/vnd.oci.image.config.v1+json",
+                "digest": _digest(config),
+                "size": len(config),
+            },
+            "layers": [
+                {
+                    "mediaType": "application/vnd.oci.image.layer.v1.tar+gzip",
+                    "digest": _digest(layer),
+                    "size": len(layer),
+                }
+            ],
+        }
+    ).encode()
+    index = json.dumps(
+        {
+            "schemaVersion": 2,
+            "manifests": [
+                {
+                    "mediaType": "application/vnd.oci.image.manifest.v1+json",
+                    "digest": _digest(manifest),
+                    "size": len(manifest),
+                    "annotations": {
+                        "io.containerd.image.name": name,
+                        "org.opencontainers.image.ref.name": name.rsplit(":", 1)[1],
+                    },
+                }
+            ],
+        }
+    ).encode()
+    entries = {
+        "oci-layout": b'{"imageLayoutVersion": "1.0.0"}',
+        "index.json": index,
+        **{f"blobs/sha256/{_digest(b)[7:]}": b for b in (layer, config, manifest)},
+    }
+    with tarfile.open(path, "w") as tar:
+        for entry, data in entries.items():
+            info = tarfile.TarInfo(entry)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+
+
+def build_images(directory: Path) -> list[Path]:
+    """The busybox and pause archives in ``directory``."""
+    directory.mkdir(parents=True, exist_ok=True)
+    busybox = directory / "busybox.tar"
+    links = {f"bin/{a}": "busybox" for a in APPLETS}
+    dirs = ("bin", "etc", "tmp", "proc", "sys", "dev", "usr", "usr/local")
+    write_image(
+        busybox, BUSYBOX, _layer({"bin/busybox": Path("/bin/busybox")}, links, dirs), ["sh"]
+    )
+    source = directory / "pause.c"
+    source.write_text(PAUSE_C)
+    binary = directory / "pause"
+    subprocess.run(["gcc", "-static", "-Os", "-s", "-o", str(binary), str(source)], check=True)
+    pause = directory / "pause.tar"
+    write_image(pause, PAUSE, _layer({"pause": binary}, {}, ("dev", "proc", "sys")), ["/pause"])
+    return [busybox, pause]
