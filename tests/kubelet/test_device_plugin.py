@@ -18,7 +18,7 @@ from services.nodeagent.core.region import read_region
 from shared.natsutil import connect
 from shared.resources import ALLOCATE_FAILURE, BIND_PHASE, DEVICES_TO_ALLOCATE
 from shared.schemas.usage import USAGE, UsageSample, usage_codec
-from tests.kubelet.conftest import LIBVGPU, RESOURCE, Hami
+from tests.e2e.kubelet.stack import LIBVGPU, RESOURCE, Hami
 
 pytestmark = [pytest.mark.slow, pytest.mark.kubelet]
 NATIVE_BUILD = LIBVGPU.parent

@@ -1,0 +1,288 @@
+"""HAMi on a real node: a control plane of its own, containerd, the kubelet, and HAMi's services
+as separate processes wired as in the deployment (webhook, kube-scheduler with our extender,
+allocator, node agent as the device plugin on one simulated H200 split 10 ways). Used by
+tests/kubelet and benchmarks/pod_start.py."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.error
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from shared.embedded_nats import EmbeddedNats, start_nats
+from tests.e2e.controlplane.cluster import ControlPlane, free_port, start_control_plane
+from tests.e2e.kubelet.images import BUSYBOX
+from tests.e2e.kubelet.node import KubeletNode, unusable_reason
+from tests.kube.manifests import WEBHOOK_RESOURCES, scheduler_configuration, webhook_configurations
+
+REPO = Path(__file__).resolve().parents[3]
+LIBVGPU = REPO / "native" / "build" / "libvgpu.so"
+SCHEDULER = "hami-scheduler"
+RESOURCE = "nvidia.com/gpu"
+
+
+@dataclass
+class Hami:
+    plane: ControlPlane
+    node: KubeletNode
+    nats: EmbeddedNats
+    run: Path
+    processes: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+
+    @property
+    def vgpu_root(self) -> Path:
+        return self.run / "vgpu"
+
+    def start(self, name: str, argv: list[str]) -> None:
+        log = (self.run / f"{name}.log").open("ab")
+        env = {**os.environ, "PYTHONPATH": str(REPO)}
+        self.processes[name] = subprocess.Popen(
+            [sys.executable, *argv], stdout=log, stderr=subprocess.STDOUT, env=env, cwd=REPO
+        )
+        log.close()
+
+    def log(self, name: str) -> str:
+        return (self.run / f"{name}.log").read_text(errors="replace")
+
+    def start_agent(self) -> None:
+        self.start(
+            "nodeagent",
+            [
+                "-m",
+                "services.nodeagent",
+                "--nats",
+                self.nats.url,
+                "--node",
+                self.node.name,
+                "--simulate",
+                "1xH200",
+                "--split-count",
+                "10",
+                "--heartbeat-interval",
+                "1",
+                "--usage-interval",
+                "1",
+                "--device-plugin",
+                "--kubeconfig",
+                str(self.plane.kubeconfig),
+                "--pod-resources-socket",
+                str(self.node.pod_resources_socket),
+                "--vgpu-root",
+                str(self.vgpu_root),
+                "--libvgpu",
+                str(LIBVGPU),
+                "--region-grace",
+                "3",
+            ],
+        )
+
+    def signal_agent(self, sig: signal.Signals) -> None:
+        self.processes["nodeagent"].send_signal(sig)
+
+    def kill_agent(self) -> None:
+        process = self.processes.pop("nodeagent")
+        process.kill()
+        process.wait()
+
+    def stop(self) -> None:
+        for process in reversed(list(self.processes.values())):
+            if process.poll() is None:
+                process.send_signal(signal.SIGCONT)
+                process.terminate()
+            try:
+                process.wait(15)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+
+    # --- the API server, as a user sees it -----------------------------------------------
+    def create_pod(self, name: str, limits: dict[str, str], command: str) -> dict[str, Any]:
+        manifest = {
+            "apiVersion": "v1",
+            "kind": "Pod",
+            "metadata": {"name": name, "namespace": "default"},
+            "spec": {
+                "hostNetwork": True,
+                "restartPolicy": "Never",
+                "terminationGracePeriodSeconds": 1,
+                "containers": [
+                    {
+                        "name": "main",
+                        "image": BUSYBOX,
+                        "imagePullPolicy": "Never",
+                        "command": ["sh", "-c", command],
+                        "resources": {"limits": limits},
+                    }
+                ],
+            },
+        }
+        return self.plane.request("POST", "/api/v1/namespaces/default/pods", manifest)
+
+    def pod(self, name: str) -> dict[str, Any]:
+        return self.plane.request("GET", f"/api/v1/namespaces/default/pods/{name}")
+
+    def delete_pod(self, name: str) -> None:
+        self.plane.request("DELETE", f"/api/v1/namespaces/default/pods/{name}?gracePeriodSeconds=0")
+
+    def wait_pod(self, name: str, phases: tuple[str, ...], timeout_s: float = 60) -> dict[str, Any]:
+        deadline = time.monotonic() + timeout_s
+        while True:
+            current = self.pod(name)
+            if current["status"].get("phase") in phases:
+                return current
+            if time.monotonic() > deadline:
+                raise AssertionError(f"{name} not {phases} in {timeout_s}s: {current['status']}")
+            time.sleep(0.2)
+
+    def logs(self, name: str) -> str:
+        return self.plane.raw("GET", f"/api/v1/namespaces/default/pods/{name}/log").decode()
+
+    def events(self, name: str) -> list[dict[str, Any]]:
+        selector = f"involvedObject.name={name}"
+        return self.plane.request(
+            "GET", f"/api/v1/namespaces/default/events?fieldSelector={selector}"
+        )["items"]
+
+    def capacity(self) -> dict[str, str]:
+        node = self.plane.request("GET", f"/api/v1/nodes/{self.node.name}")
+        return node["status"].get("allocatable", {})
+
+    def wait_capacity(self, count: str, timeout_s: float = 60) -> None:
+        deadline = time.monotonic() + timeout_s
+        while self.capacity().get(RESOURCE) != count:
+            if time.monotonic() > deadline:
+                raise AssertionError(f"allocatable {RESOURCE} is {self.capacity().get(RESOURCE)}")
+            time.sleep(0.2)
+
+
+def _webhook(hami: Hami) -> list[dict[str, Any]]:
+    pair = hami.plane.pki.leaf("webhook")
+    port = free_port()
+    config = hami.run / "webhook.json"
+    # The tests' clients all use the admin token: the allocator, the node agent, the tamperer.
+    config.write_text(json.dumps({"trusted_users": ["admin"]}))
+    hami.start(
+        "webhook",
+        [
+            "-m",
+            "services.webhook",
+            "--port",
+            str(port),
+            "--cert-file",
+            str(pair.cert),
+            "--key-file",
+            str(pair.key),
+            "--config",
+            str(config),
+        ],
+    )
+    docs = webhook_configurations(port, hami.plane.pki.ca.cert.read_bytes())
+    for doc in docs:
+        hami.plane.request(
+            "POST", f"/apis/admissionregistration.k8s.io/v1/{WEBHOOK_RESOURCES[doc['kind']]}", doc
+        )
+    return docs
+
+
+def _wait_for_webhook(hami: Hami) -> None:
+    """The API server picks up webhook configurations asynchronously: wait until it mutates."""
+    deadline = time.monotonic() + 30
+    while True:
+        name = f"probe-{uuid.uuid4().hex[:6]}"
+        try:
+            created = hami.plane.request(
+                "POST",
+                "/api/v1/namespaces/default/pods?dryRun=All",
+                {
+                    "apiVersion": "v1",
+                    "kind": "Pod",
+                    "metadata": {"name": name, "namespace": "default"},
+                    "spec": {
+                        "containers": [
+                            {
+                                "name": "c",
+                                "image": BUSYBOX,
+                                "resources": {"limits": {RESOURCE: "1"}},
+                            }
+                        ]
+                    },
+                },
+            )
+        except urllib.error.HTTPError:  # the webhook is not serving yet (it fails closed)
+            created = {"spec": {}}
+        if created["spec"].get("schedulerName") == SCHEDULER:
+            return
+        assert time.monotonic() < deadline, "the webhook never mutated a pod"
+        time.sleep(0.3)
+
+
+class Unusable(RuntimeError):
+    """A kubelet cannot run on this machine (the message says why)."""
+
+
+@contextmanager
+def hami_on_a_node(run: Path) -> Iterator[Hami]:
+    reason = unusable_reason()
+    if reason is not None:
+        raise Unusable(reason)
+    if not LIBVGPU.is_file():  # scripts/check.sh builds it: missing is a failure, not a skip
+        raise RuntimeError(f"{LIBVGPU} is not built (make -C native): the pods mount it")
+    started = time.monotonic()
+    plane = start_control_plane(run / "cp")
+    node = KubeletNode(run, plane)
+    nats = start_nats(run / "nats", port=0)
+    hami = Hami(plane, node, nats, run)
+    try:
+        node.start()
+        extender = free_port()
+        hami.start(
+            "allocator",
+            [
+                "-m",
+                "services.allocator",
+                "--nats",
+                nats.url,
+                "--extender-port",
+                str(extender),
+                "--kubeconfig",
+                str(plane.kubeconfig),
+            ],
+        )
+        _webhook(hami)
+        config = run / "hami-scheduler.yaml"
+        config.write_text(
+            scheduler_configuration(plane.kubeconfig, SCHEDULER, f"http://127.0.0.1:{extender}")
+        )
+        plane.start(
+            SCHEDULER,
+            [
+                str(plane.binaries / "kube-scheduler"),
+                "--config",
+                str(config),
+                "--secure-port",
+                "0",
+                "--v",
+                "2",
+            ],
+        )
+        hami.start_agent()
+        _wait_for_webhook(hami)
+        hami.wait_capacity("10")
+        print(f"\nkubelet node ready in {time.monotonic() - started:.1f}s; logs in {run}")
+        yield hami
+    finally:
+        node.delete_pods()
+        hami.stop()
+        node.stop()
+        plane.stop()
+        nats.stop()
