@@ -36,13 +36,14 @@ from services.nodeagent.kubeletapi.deviceplugin.v1beta1 import api_pb2 as pb
 from services.nodeagent.kubeletapi.deviceplugin.v1beta1 import api_pb2_grpc as pb_grpc
 from shared.errors import HamiError
 from shared.kube.client import KubeClient
-from shared.resources import NVIDIA_ANNOTATION_TYPE
+from shared.resources import BIND_TIME, NVIDIA_ANNOTATION_TYPE
 from shared.runloop import sleep_or_stop
 
 log = logging.getLogger("hami.nodeagent.deviceplugin")
 API_VERSION = "v1beta1"
 KUBELET_SOCKET = "kubelet.sock"
 RECORD_WAIT_S = 5.0
+RECENT_BIND_S = 30.0
 
 
 def socket_name(resource: str) -> str:
@@ -138,10 +139,14 @@ class Allocation:
     async def _candidates(self) -> list[Mapping[str, Any]]:
         pods, _ = await self.kube.list_pods(field_selector=f"spec.nodeName={self.node}")
         pending = handshake.pending_pods(pods, self.node)
-        # Give the ledger watch a moment for pods bound just now (bind writes the record first).
+        # Give the ledger watch a moment for pods bound just now (bind writes the record first);
+        # a pod bound long ago without a record is refused at once.
+        now = time.time()
         for pod in pending:
             uid = str(pod["metadata"].get("uid", ""))
-            if self.records.for_pod(uid) is None:
+            bound = str(pod["metadata"].get("annotations", {}).get(BIND_TIME, ""))
+            recent = bound.isdigit() and now - int(bound) < RECENT_BIND_S
+            if recent and self.records.for_pod(uid) is None:
                 await self.records.wait_for_pod(uid, RECORD_WAIT_S)
         return pending
 
