@@ -35,6 +35,8 @@ from shared.schemas.placement import Holder, PlaceRequest
 
 log = logging.getLogger("hami.extender")
 MAX_PRIORITY = 10
+MAX_BODY = 16 * 1024 * 1024
+"""kube-scheduler sends node names only (nodeCacheCapable): 5,000 names are ~150 KiB."""
 _json = msgspec.json.Encoder()
 
 
@@ -170,6 +172,8 @@ class Extender:
         if reply.outcome != "placed" or reply.allocation is None:
             return {"Error": f"no fit on {node}: {reply.reason}"}
         record = reply.allocation
+        if record.node != node:  # a bind retried for another node: the pod holds devices there
+            return {"Error": f"pod {namespace}/{name} already holds devices on {record.node}"}
         devices = encode_devices(record.containers)
         now = self.clock()
         try:
@@ -200,6 +204,12 @@ class Extender:
         return {"Error": ""}
 
 
+def _bad_request(reason: str) -> web.Response:
+    return web.Response(
+        status=400, body=_json.encode({"Error": reason}), content_type="application/json"
+    )
+
+
 def application(extender: Extender) -> web.Application:
     def route(handler: Callable[[Mapping[str, Any]], Awaitable[Any] | Any]) -> Any:
         async def handle(request: web.Request) -> web.Response:
@@ -210,12 +220,14 @@ def application(extender: Extender) -> web.Application:
                 result = handler(args)
                 if hasattr(result, "__await__"):
                     result = await result
+            except RecursionError:
+                return _bad_request("body is nested too deeply")
             except (InvalidRequest, msgspec.DecodeError) as e:
-                return web.Response(
-                    status=400,
-                    body=_json.encode({"Error": str(e)}),
-                    content_type="application/json",
-                )
+                return _bad_request(str(e))
+            except (TypeError, ValueError, AttributeError, KeyError, IndexError) as e:
+                # A shape the parsers did not expect: refuse this call, keep serving the next.
+                log.exception("extender call not understood", extra={"path": request.path})
+                return _bad_request(f"request not understood: {type(e).__name__}")
             except HamiError as e:  # retryable trouble: say so in the verb's own error field
                 return web.Response(
                     status=200,
@@ -226,7 +238,7 @@ def application(extender: Extender) -> web.Application:
 
         return handle
 
-    app = web.Application(client_max_size=16 * 1024 * 1024)
+    app = web.Application(client_max_size=MAX_BODY)
     app.router.add_post("/filter", route(extender.filter))
     app.router.add_post("/prioritize", route(extender.prioritize))
     app.router.add_post("/bind", route(extender.bind))

@@ -21,6 +21,7 @@ from nats.micro.request import Request
 from services.allocator.core import fragmentation, heat, ledger
 from services.allocator.core.placement import FitMemo, Never, SchedulingSettings, Wait, decide
 from services.allocator.core.state import ClusterState
+from services.allocator.quarantine import Quarantine
 from services.allocator.settings import AllocatorSettings
 from shared import kvwatch
 from shared.errors import HamiError, InvalidRequest, Unavailable
@@ -87,6 +88,7 @@ class Allocator:
         self._lock = asyncio.Lock()
         self.fits = FitMemo()
         """Remembered fits and scores, shared by every decision and the extender's calls."""
+        self.quarantine = Quarantine()
 
     async def restore(self) -> int:
         records = await kvwatch.snapshot(self._allocations)
@@ -95,8 +97,12 @@ class Allocator:
             try:
                 record = allocation_codec.decode(value)
             except InvalidRequest as e:
-                # Keep it: deleting an unreadable record could hand its devices out twice.
-                log.error("unreadable allocation record kept as is", extra={"key": key, "error": e})
+                # Keep it, and what it names out of use: its devices must not be granted twice.
+                self.quarantine.add(key, value)
+                log.error(
+                    "unreadable allocation record: its devices are kept out of use",
+                    extra={"key": key, "error": e, "quarantine": self.quarantine.describe()},
+                )
                 continue
             self.state = ledger.restore(self.state, record, now)
             self.state = fragmentation.observe_request(
@@ -118,7 +124,9 @@ class Allocator:
             log.info(
                 "node joined", extra={"node": inventory.node, "devices": len(inventory.devices)}
             )
-        self.state = ledger.observe_inventory(self.state, inventory, self._clock())
+        self.state = ledger.observe_inventory(
+            self.state, self.quarantine.apply(inventory), self._clock()
+        )
 
     def observe_usage(self, data: bytes) -> None:
         """A usage sample from a node agent (usage feedback: core/heat.py)."""
@@ -148,11 +156,9 @@ class Allocator:
     async def place_request(self, request: PlaceRequest) -> PlaceReply:
         """Decide, record durably, then apply: the one path every API (NATS, extender) takes."""
         async with self._lock:
-            existing = self.state.by_request.get(request.request_id)
+            existing = ledger.retried(self.state, request)
             if existing is not None:
-                return PlaceReply(
-                    outcome="placed", allocation=self.state.allocations[existing].record
-                )
+                return PlaceReply(outcome="placed", allocation=existing)
             now = self._clock()
             self.state = fragmentation.observe_request(self.state, request.containers, now)
             decision = decide(self.state, request, self.scheduling, now, self.fits)
@@ -188,9 +194,7 @@ class Allocator:
         return place_reply_codec.encode(await self.place_request(request))
 
     async def commit(self, data: bytes) -> bytes:
-        request = commit_request_codec.decode(data)
-        if request.lease_ttl_s is not None and request.lease_ttl_s <= 0:
-            raise InvalidRequest(f"lease_ttl_s {request.lease_ttl_s} must be positive")
+        request = commit_request_codec.decode(data)  # the schema bounds lease_ttl_s
         async with self._lock:
             state, record = ledger.set_lease(
                 self.state, request.allocation_id, request.lease_ttl_s, self._clock()
@@ -321,6 +325,7 @@ class Allocator:
                 nodes=tuple(sorted(nodes, key=lambda n: n.node)),
                 devices=tuple(devices),
                 allocations=tuple(allocations),
+                problems=tuple(self.quarantine.describe()),
             )
         )
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import math
 import os
 import signal
 import subprocess
@@ -28,7 +29,7 @@ from shared.embedded_nats import find_nats_server, port_is_free
 from shared.errors import HamiError, InvalidRequest, NoCapacity, Unavailable
 from shared.natsutil import connect
 from shared.quantity import parse_cores, parse_count, parse_memory
-from shared.schemas.placement import ContainerRequest
+from shared.schemas.placement import MAX_LEASE_TTL_S, ContainerRequest
 
 
 def fail(message: str, code: int) -> int:
@@ -165,8 +166,10 @@ def build_run_options(args: argparse.Namespace) -> RunOptions:
         use_uuids=_split(args.gpu_uuid),
         nouse_uuids=_split(args.nouse_gpu_uuid),
     )
-    if args.lease_ttl <= 0:
-        raise InvalidRequest(f"--lease-ttl {args.lease_ttl}: must be positive seconds")
+    if not (math.isfinite(args.lease_ttl) and 1 <= args.lease_ttl <= MAX_LEASE_TTL_S):
+        raise InvalidRequest(
+            f"--lease-ttl {args.lease_ttl}: must be 1..{MAX_LEASE_TTL_S:.0f} seconds"
+        )
     return RunOptions(
         container=container,
         command=list(args.command),

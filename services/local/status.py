@@ -60,4 +60,5 @@ def render(status: StatusReply, nats_url: str, metrics_url: str | None) -> str:
             ]
         )
     out.append(_table(rows) if len(rows) > 1 else "no allocations")
+    out.extend(f"PROBLEM: {problem}" for problem in status.problems)
     return "\n".join(out)

@@ -20,6 +20,9 @@ class TelemetryState:
     allocations: Map[str, AllocationRecord] = field(default_factory=Map)
     usage: Map[str, UsageSample] = field(default_factory=Map)
     """Latest whole-device sample per device uuid."""
+    unreadable: Map[str, str] = field(default_factory=Map)
+    """Bucket entries that could not be decoded ("bucket/key" -> error): each keeps capacity
+    out of use (allocator's quarantine) until an operator repairs it."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,6 +45,7 @@ DESCRIPTIONS = {
     "hami_host_gpu_utilization_ratio": "Device utilisation in percent (0-100, as HAMi reports it).",
     "hami_allocations": "Allocations held.",
     "hami_nodes": "Nodes with a published inventory.",
+    "hami_unreadable_records": "Bucket entries that cannot be read (fix or delete them).",
 }
 
 
@@ -98,3 +102,6 @@ def samples(state: TelemetryState) -> Iterable[Sample]:
                     )
     yield Sample("hami_allocations", {}, len(state.allocations))
     yield Sample("hami_nodes", {}, len(state.nodes))
+    for bucket in ("allocations", "nodes"):
+        count = sum(1 for key in state.unreadable if key.startswith(f"{bucket}/"))
+        yield Sample("hami_unreadable_records", {"bucket": bucket}, count)

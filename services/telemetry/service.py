@@ -84,7 +84,13 @@ async def serve(settings: TelemetrySettings, stop: asyncio.Event) -> None:
         async def mirror(kv: KeyValue, field: str, codec: Codec[Any], quiet_s: float) -> None:
             """Keep one map of the state equal to a bucket's current values."""
             async for key, value in kvwatch.follow(kv, stop, quiet_restart_s=quiet_s):
-                current = getattr(collector.state, field)
+                state = collector.state
+                current = getattr(state, field)
+                unreadable = (
+                    state.unreadable.delete(f"{field}/{key}")
+                    if (f"{field}/{key}" in state.unreadable)
+                    else state.unreadable
+                )
                 try:
                     updated = (
                         (current.delete(key) if key in current else current)
@@ -93,8 +99,9 @@ async def serve(settings: TelemetrySettings, stop: asyncio.Event) -> None:
                     )
                 except InvalidRequest as e:
                     log.warning("malformed entry", extra={"bucket": field, "key": key, "error": e})
-                    continue
-                collector.state = replace(collector.state, **{field: updated})
+                    unreadable = unreadable.set(f"{field}/{key}", str(e))
+                    updated = current.delete(key) if key in current else current
+                collector.state = replace(state, unreadable=unreadable, **{field: updated})
 
         async def on_usage(msg: Msg) -> None:
             try:

@@ -51,12 +51,20 @@ def answer(body: bytes, decide: Decide, settings: WebhookSettings) -> tuple[int,
         review = msgspec.json.decode(body)
     except msgspec.DecodeError as e:
         return 400, {"error": f"body is not JSON: {e}"}
+    except RecursionError:
+        return 400, {"error": "body is nested too deeply"}
     request = review.get("request") if isinstance(review, dict) else None
     if not isinstance(request, dict) or not isinstance(request.get("uid"), str):
         return 400, {"error": "expected an AdmissionReview with request.uid"}
     if review.get("apiVersion") not in ("admission.k8s.io/v1", None):
         return 400, {"error": f"unsupported apiVersion {review.get('apiVersion')!r}; use v1"}
-    return 200, review_response(request["uid"], decide(request, settings))
+    try:
+        verdict = decide(request, settings)
+    except (TypeError, ValueError, AttributeError, KeyError, IndexError, RecursionError) as e:
+        # A shape the core did not expect: refuse this review, keep serving the next.
+        log.exception("admission request not understood", extra={"uid": request["uid"]})
+        return 400, {"error": f"AdmissionReview not understood: {type(e).__name__}"}
+    return 200, review_response(request["uid"], verdict)
 
 
 def application(settings: WebhookSettings) -> web.Application:

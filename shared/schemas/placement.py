@@ -2,28 +2,41 @@
 
 from __future__ import annotations
 
-from typing import Literal
+import hashlib
+from typing import Annotated, Literal
+
+import msgspec
+from msgspec import Meta
 
 from shared.schemas.base import PREFIX, Codec, SubjectSpec, WireStruct
 from shared.schemas.inventory import NodeInventory
+
+# Ranges checked when a message is decoded: out of range is a malformed request (InvalidRequest).
+MAX_LEASE_TTL_S = 7 * 24 * 3600.0
+Name = Annotated[str, Meta(max_length=253)]
+Names = Annotated[tuple[Name, ...], Meta(max_length=256)]
+Id = Annotated[str, Meta(min_length=1, max_length=256)]
+Priority = Annotated[int, Meta(ge=0, le=1)]
+LeaseTtl = Annotated[float, Meta(gt=0, le=MAX_LEASE_TTL_S)]
+"""Finite and positive: NaN and infinity are refused, never taken as "never expires"."""
 
 
 class ContainerRequest(WireStruct, frozen=True, kw_only=True):
     """What one container (or one local job) asks for. A count of 0 asks for no device."""
 
-    name: str = ""
-    kind: str = "nvidia"
-    count: int = 1
-    memory_mib: int | None = None
+    name: Name = ""
+    kind: Name = "nvidia"
+    count: Annotated[int, Meta(ge=0, le=16)] = 1
+    memory_mib: Annotated[int, Meta(ge=1, le=2**40)] | None = None
     """Memory per device in MiB; None with memory_percent None means the whole device."""
-    memory_percent: int | None = None
+    memory_percent: Annotated[int, Meta(ge=1, le=100)] | None = None
     """Memory per device as a percent of that device's allocatable memory."""
-    cores: int = 0
+    cores: Annotated[int, Meta(ge=0, le=100)] = 0
     """Compute per device in percent; 100 asks for the device exclusively."""
-    use_types: tuple[str, ...] = ()
-    nouse_types: tuple[str, ...] = ()
-    use_uuids: tuple[str, ...] = ()
-    nouse_uuids: tuple[str, ...] = ()
+    use_types: Names = ()
+    nouse_types: Names = ()
+    use_uuids: Names = ()
+    nouse_uuids: Names = ()
     numa_bind: bool = False
     """All of this container's devices on one NUMA node."""
 
@@ -32,29 +45,29 @@ class Holder(WireStruct, frozen=True, kw_only=True):
     """Who holds an allocation, for people reading `hami status` and for reconciliation."""
 
     kind: Literal["local", "pod", "external"] = "local"
-    host: str = ""
+    host: Name = ""
     pid: int | None = None
-    command: str = ""
-    namespace: str = ""
-    pod: str = ""
-    pod_uid: str = ""
+    command: Annotated[str, Meta(max_length=4096)] = ""
+    namespace: Name = ""
+    pod: Name = ""
+    pod_uid: Name = ""
 
 
 class PlaceRequest(WireStruct, frozen=True, kw_only=True):
-    request_id: str
+    request_id: Id
     """Chosen by the caller; a retried request with the same id gets the same allocation."""
-    containers: tuple[ContainerRequest, ...]
+    containers: Annotated[tuple[ContainerRequest, ...], Meta(max_length=64)]
     holder: Holder = Holder()
-    lease_ttl_s: float | None = 30.0
+    lease_ttl_s: LeaseTtl | None = 30.0
     """The allocation is released when not renewed for this long; None: held until released."""
-    candidate_nodes: tuple[str, ...] | None = None
+    candidate_nodes: Annotated[tuple[Name, ...], Meta(max_length=100_000)] | None = None
     """Restrict placement to these nodes (e.g. the nodes another scheduler kept)."""
-    node_policy: str | None = None
+    node_policy: Name | None = None
     """binpack, spread, best-fit or fragmentation; None: the allocator's default."""
-    gpu_policy: str | None = None
+    gpu_policy: Name | None = None
     """binpack, spread, best-fit or fragmentation; None: the node policy's own device order
     for best-fit and fragmentation, else the allocator's default."""
-    priority: int = 1
+    priority: Priority = 1
     """0 is high, 1 is low (HAMi's CUDA_TASK_PRIORITY convention)."""
 
 
@@ -78,6 +91,16 @@ class AllocationRecord(WireStruct, frozen=True, kw_only=True):
     priority: int = 1
     created_at: float
     lease_ttl_s: float | None = 30.0
+    request_digest: str = ""
+    """What was asked (request_digest()); a retry with the same request_id must ask the same.
+    Empty in records written before it existed."""
+
+
+def request_digest(request: PlaceRequest) -> str:
+    """The shape of a request: its containers, priority and policies (not its candidates: a
+    retried bind names the node it chose)."""
+    shape = (request.containers, request.priority, request.node_policy, request.gpu_policy)
+    return hashlib.sha256(msgspec.json.encode(shape)).hexdigest()[:32]
 
 
 class PlaceReply(WireStruct, frozen=True, kw_only=True):
@@ -90,7 +113,7 @@ class PlaceReply(WireStruct, frozen=True, kw_only=True):
 
 
 class RenewRequest(WireStruct, frozen=True, kw_only=True):
-    allocation_id: str
+    allocation_id: Id
 
 
 class RenewReply(WireStruct, frozen=True, kw_only=True):
@@ -100,8 +123,8 @@ class RenewReply(WireStruct, frozen=True, kw_only=True):
 
 
 class ReleaseRequest(WireStruct, frozen=True, kw_only=True):
-    allocation_id: str
-    reason: str = "released"
+    allocation_id: Id
+    reason: Annotated[str, Meta(max_length=1024)] = "released"
 
 
 class ReleaseReply(WireStruct, frozen=True, kw_only=True):
@@ -110,8 +133,8 @@ class ReleaseReply(WireStruct, frozen=True, kw_only=True):
 
 
 class CommitRequest(WireStruct, frozen=True, kw_only=True):
-    allocation_id: str
-    lease_ttl_s: float | None = None
+    allocation_id: Id
+    lease_ttl_s: LeaseTtl | None = None
     """The lease from now on; None: held until released (the usual choice once bound)."""
 
 
@@ -143,6 +166,8 @@ class StatusReply(WireStruct, frozen=True, kw_only=True):
     nodes: tuple[NodeInventory, ...]
     devices: tuple[DeviceStatus, ...]
     allocations: tuple[AllocationRecord, ...]
+    problems: tuple[str, ...] = ()
+    """What keeps capacity out of use that an operator must fix (unreadable records)."""
 
 
 PLACE = f"{PREFIX}.alloc.place"

@@ -21,7 +21,7 @@ from shared.embedded_nats import EmbeddedNats, start_nats
 from shared.errors import InvalidRequest, Unavailable
 from shared.natsutil import connect
 from shared.schemas.events import EVENTS, event_codec
-from shared.schemas.placement import ContainerRequest, PlaceRequest
+from shared.schemas.placement import ALLOCATIONS_BUCKET, ContainerRequest, PlaceRequest
 from shared.schemas.usage import USAGE, UsageSample, usage_codec
 
 
@@ -284,3 +284,44 @@ async def test_usage_samples_steer_placement_off_a_busy_device(nats_server: Embe
         await until(lands_elsewhere)
     await node.halt()
     await alloc.halt()
+
+
+@pytest.mark.parametrize("corrupt", ["truncated", "garbage"])
+async def test_an_unreadable_record_keeps_its_devices_out_of_use(
+    nats_server: EmbeddedNats, corrupt: str
+) -> None:
+    url = nats_server.url
+    alloc, node = allocator(url), agent(url, simulate="2xH200")
+    try:
+        async with client_for(url) as (nc, client):
+            await until(lambda: nodes_seen(client))
+            reply = await client.place(place_request("held", cores=100))  # one whole device
+            assert reply.allocation is not None
+            held = reply.allocation.containers[0][0].uuid
+            await alloc.halt()
+            kv = await nc.jetstream().key_value(ALLOCATIONS_BUCKET)
+            raw = (await kv.get(reply.allocation.allocation_id)).value or b""
+            await kv.put(
+                reply.allocation.allocation_id,
+                raw[: len(raw) // 2] if corrupt == "truncated" else b"\x00not json",
+            )
+            alloc = allocator(url)
+            await until(lambda: nodes_seen(client))
+            status = await client.status()
+            [problem] = status.problems
+            assert reply.allocation.allocation_id in problem
+            # "truncated" still names its device: only that one is kept out; "garbage" names
+            # nothing, so nothing is placed until an operator repairs or deletes it.
+            free = [d.uuid for d in status.devices if d.healthy]
+            if corrupt == "truncated":
+                assert held not in free and len(free) == 1
+                again = await client.place(place_request("next", cores=100))
+                assert again.allocation is not None
+                assert again.allocation.containers[0][0].uuid != held
+                third = await client.place(place_request("third", cores=100))
+                assert third.outcome == "wait"
+            else:
+                assert free == []
+    finally:
+        await node.halt()
+        await alloc.halt()

@@ -295,3 +295,15 @@ def test_any_pod_gets_an_answer_and_a_patch_that_applies(obj: dict[str, Any]) ->
 def test_random_bytes_never_crash(body: bytes) -> None:
     status, payload = answer(body, mutate, S)
     assert status in (200, 400) and isinstance(payload, dict)
+
+
+@pytest.mark.parametrize("count", ["1e30", "17", 10**20])
+def test_more_devices_than_a_container_may_have_are_denied(count: object) -> None:
+    verdict = validate(request(pod(gpu(**{"nvidia.com/gpu": count}))), S)
+    assert not verdict.allowed and "more devices than one container may have" in verdict.message
+
+
+def test_deep_nesting_is_a_400_not_a_crash() -> None:
+    deep = b"[" * 100_000 + b"]" * 100_000
+    status, payload = answer(b'{"request": {"uid": "u", "object": ' + deep + b"}}", mutate, S)
+    assert status == 400 and "nested" in payload["error"]

@@ -12,7 +12,7 @@ from services.allocator.core.state import Allocation, ClusterState, NodeRecord
 from shared.errors import InvalidRequest
 from shared.schemas.events import AllocationEvent, EventKind
 from shared.schemas.inventory import NodeInventory
-from shared.schemas.placement import AllocationRecord, PlaceRequest
+from shared.schemas.placement import AllocationRecord, PlaceRequest, request_digest
 
 Events = list[AllocationEvent]
 
@@ -44,7 +44,24 @@ def record_for(
         priority=request.priority,
         created_at=now,
         lease_ttl_s=request.lease_ttl_s,
+        request_digest=request_digest(request),
     )
+
+
+def retried(state: ClusterState, request: PlaceRequest) -> AllocationRecord | None:
+    """The allocation an earlier request with this request_id got, or None. A request_id used
+    again for another request is an error: answering with the old allocation would hand the
+    caller devices it did not ask for."""
+    existing = state.by_request.get(request.request_id)
+    if existing is None:
+        return None
+    record = state.allocations[existing].record
+    if record.request_digest and record.request_digest != request_digest(request):
+        raise InvalidRequest(
+            f"request_id {request.request_id!r} was used for a different request; "
+            "use a new request_id"
+        )
+    return record
 
 
 def _deadline(record: AllocationRecord, now: float) -> float | None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 
@@ -17,7 +18,7 @@ from services.allocator.core.state import (
     NodeRecord,
 )
 from shared.errors import InvalidRequest
-from shared.schemas.placement import ContainerRequest, PlaceRequest
+from shared.schemas.placement import MAX_LEASE_TTL_S, ContainerRequest, PlaceRequest
 
 MAX_DEVICES_PER_CONTAINER = 64
 
@@ -83,8 +84,11 @@ def validate(request: PlaceRequest) -> None:
         policy_named(request.node_policy, field="node policy")
     if request.gpu_policy is not None:
         policy_named(request.gpu_policy, field="gpu policy")
-    if request.lease_ttl_s is not None and request.lease_ttl_s <= 0:
-        raise InvalidRequest(f"lease_ttl_s {request.lease_ttl_s} must be positive")
+    ttl = request.lease_ttl_s
+    if ttl is not None and not (math.isfinite(ttl) and 0 < ttl <= MAX_LEASE_TTL_S):
+        raise InvalidRequest(f"lease_ttl_s {ttl} must be finite, positive, <= {MAX_LEASE_TTL_S}")
+    if request.priority not in (0, 1):
+        raise InvalidRequest(f"priority {request.priority} must be 0 (high) or 1 (low)")
 
 
 def policies_for(

@@ -80,6 +80,12 @@ def validate_pod(pod: Obj, settings: WebhookSettings) -> str | None:
             if number < 0:
                 return f"{where}: {name}={number} must not be negative"
             values[name] = number
+        count = values.get(settings.resources.count, 0)
+        if count > settings.max_devices_per_container:
+            return (
+                f"{where}: {settings.resources.count}={count} is more devices than one container "
+                f"may have ({settings.max_devices_per_container})"
+            )
         if values.get(settings.resources.cores, 0) > 100:
             return (
                 f"{where}: {settings.resources.cores}={values[settings.resources.cores]} "

@@ -20,6 +20,8 @@ class WebhookSettings(msgspec.Struct, frozen=True, kw_only=True):
     """Percent per device when a pod gives only a count (HAMi's defaultCores)."""
     default_gpu_num: int = 1
     """Devices added when a pod gives memory or cores but no count (HAMi's defaultGPUNum)."""
+    max_devices_per_container: int = 16
+    """The most devices one container may ask for (the allocator's limit)."""
     max_device_memory_mib: int = 143771
     """The largest device memory known to the cluster; asking for more is refused."""
     trusted_users: tuple[str, ...] = (

@@ -1,0 +1,82 @@
+"""Placement messages out of their documented ranges are malformed requests, never defaults."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from services.allocator.core.placement import validate
+from services.local.cli import build_run_options, parser
+from shared.errors import InvalidRequest
+from shared.schemas.placement import (
+    ContainerRequest,
+    PlaceRequest,
+    commit_request_codec,
+    place_request_codec,
+    release_request_codec,
+)
+
+
+def place(**fields: object) -> bytes:
+    return json.dumps({"request_id": "r", "containers": [{"count": 1}], **fields}).encode()
+
+
+@pytest.mark.parametrize(
+    "fields",
+    [
+        {"lease_ttl_s": 1e400},
+        {"lease_ttl_s": -1},
+        {"lease_ttl_s": 0},
+        {"lease_ttl_s": 10**9},
+        {"priority": 7},
+        {"priority": -3},
+        {"request_id": ""},
+        {"request_id": "x" * 300},
+        {"containers": [{"count": 17}]},
+        {"containers": [{"cores": 101}]},
+        {"containers": [{"memory_percent": 0}]},
+    ],
+)
+def test_out_of_range_fields_are_refused_at_decode(fields: dict[str, object]) -> None:
+    with pytest.raises(InvalidRequest):
+        place_request_codec.decode(place(**fields))
+
+
+def test_nan_and_inf_never_mean_never_expires() -> None:
+    for ttl in (float("nan"), float("inf")):
+        request = PlaceRequest(request_id="r", containers=(ContainerRequest(),), lease_ttl_s=ttl)
+        with pytest.raises(InvalidRequest, match="finite"):
+            validate(request)
+    with pytest.raises(InvalidRequest):
+        commit_request_codec.decode(b'{"allocation_id": "a", "lease_ttl_s": 1e999}')
+    with pytest.raises(InvalidRequest):
+        release_request_codec.decode(b'{"allocation_id": "a", "reason": "' + b"x" * 2000 + b'"}')
+
+
+@pytest.mark.parametrize("ttl", ["nan", "inf", "-inf", "0", "-5", "0.5"])
+def test_the_cli_refuses_lease_ttls_that_are_not_finite_seconds(ttl: str) -> None:
+    args = parser().parse_args(["run", f"--lease-ttl={ttl}", "--", "true"])
+    with pytest.raises(InvalidRequest, match="--lease-ttl"):
+        build_run_options(args)
+
+
+def test_a_request_id_used_again_for_another_shape_is_an_error() -> None:
+    import msgspec
+
+    from services.allocator.core import ledger
+    from services.allocator.core.fit import NodeFit
+    from services.allocator.core.state import ClusterState
+    from shared.schemas.placement import DeviceGrant
+
+    first = PlaceRequest(request_id="r", containers=(ContainerRequest(cores=10),))
+    grant = DeviceGrant(uuid="g", index=0, model="m", memory_mib=1, cores=10)
+    record = ledger.record_for(first, NodeFit(node="n", containers=((grant,),)), "a1", 0.0)
+    state, _ = ledger.commit(ClusterState(), record, 0.0)
+    assert ledger.retried(state, first) == record
+    assert ledger.retried(state, msgspec.structs.replace(first, candidate_nodes=("n",))) == record
+    other = PlaceRequest(request_id="r", containers=(ContainerRequest(cores=90),))
+    with pytest.raises(InvalidRequest, match="different request"):
+        ledger.retried(state, other)
+    with pytest.raises(InvalidRequest, match="different request"):
+        ledger.retried(state, PlaceRequest(request_id="r", containers=first.containers, priority=0))
