@@ -63,20 +63,34 @@ struct hami_region *hami_region_open(const char *path, const struct hami_limits 
         init_header(mem, limits);
         return mem;
     }
-    int fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0666);
+    /* 0600 whatever the umask: the region is the container's own (its processes share a uid). */
+    int fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
     if (fd < 0) {
         LOG_ERROR("cannot open shared region %s: %s", path, strerror(errno));
         return NULL;
     }
+    struct stat st;
     /* flock is released by the kernel if we die here, so initialisation cannot wedge others. */
-    if (flock(fd, LOCK_EX) != 0 || ftruncate(fd, (off_t)size) != 0) {
-        LOG_ERROR("cannot size shared region %s: %s", path, strerror(errno));
+    if (flock(fd, LOCK_EX) != 0 || fstat(fd, &st) != 0) {
+        LOG_ERROR("cannot lock shared region %s: %s", path, strerror(errno));
         close(fd);
         return NULL;
     }
-    struct stat st;
+    if (st.st_size == 0) { /* ours to create: size and mode it */
+        if (fchmod(fd, 0600) != 0 || ftruncate(fd, (off_t)size) != 0 || fstat(fd, &st) != 0) {
+            LOG_ERROR("cannot size shared region %s: %s", path, strerror(errno));
+            close(fd);
+            return NULL;
+        }
+    } else if ((size_t)st.st_size != size) {
+        /* Another layout (or not a region): never modified, never truncated. */
+        LOG_ERROR("shared region %s is %lld bytes, not the %zu of layout version %u; left as it is",
+                  path, (long long)st.st_size, size, HAMI_REGION_VERSION);
+        close(fd);
+        return NULL;
+    }
     struct hami_region *r = NULL;
-    if (fstat(fd, &st) == 0 && (size_t)st.st_size >= size) {
+    if ((size_t)st.st_size == size) {
         void *mem = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
         if (mem != MAP_FAILED) r = mem;
     }

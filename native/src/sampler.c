@@ -63,7 +63,7 @@ static uint64_t collect(void) {
 }
 
 static void settle(int dev, uint64_t busy, uint64_t now) {
-    struct hami_region *r = hami.region;
+    struct hami_region *r = hami.compute;
     struct hami_bucket b;
     hami_region_lock(r);
     b.tokens_ns = r->tokens_ns[dev];
@@ -95,13 +95,13 @@ void hami_sample_after_launch(CUstream stream) {
     uint64_t busy = collect();
     mark(stream);
     int dev = hami_current_device();
-    if (hami.limits.policy == HAMI_POLICY_DEFAULT && hami.region->relaxed[dev]) return;
+    if (hami.limits.policy == HAMI_POLICY_DEFAULT && hami.compute->relaxed[dev]) return;
     settle(dev, busy, now);
 }
 
 void hami_throttle_launch(CUstream stream) {
     int dev = hami_current_device();
-    struct hami_region *r = hami.region;
+    struct hami_region *r = hami.compute;
     if (hami.limits.policy == HAMI_POLICY_DEFAULT && r->relaxed[dev]) return;
     int slept = 0;
     for (int rounds = 0; rounds < 1000; rounds++) {

@@ -65,10 +65,19 @@ static void init_once(void) {
         LOG_ERROR("HAMI_CONTEXT_RESERVE=%s is malformed; charging 0", reserve);
         hami.context_reserve = 0;
     }
-    hami.region = hami_region_open(getenv("CUDA_DEVICE_MEMORY_SHARED_CACHE"), &hami.limits);
+    const char *shared = getenv("CUDA_DEVICE_MEMORY_SHARED_CACHE");
+    hami.region = hami_region_open(shared, &hami.limits);
+    hami.compute = hami.region;
+    if (hami.compute == NULL) {
+        /* Fail closed: memory is refused where limited (no shared accounting), and the compute
+         * share is still enforced, per process, from a private budget. */
+        LOG_ERROR("shared region unavailable: memory limits refuse allocations, the compute "
+                  "share is enforced per process");
+        hami.compute = hami_region_open(NULL, &hami.limits);
+    }
     int sm = hami.limits.sm_percent;
     hami.throttle = sm > 0 && sm < 100 && hami.limits.policy != HAMI_POLICY_DISABLE &&
-                    hami.limits.priority != 0 && hami.region != NULL;
+                    hami.limits.priority != 0 && hami.compute != NULL;
     LOG_INFO("initialised: cuda=%s nvml=%s sm_limit=%d throttle=%d", cuda ? "yes" : "no",
              nvml ? "yes" : "no", sm, hami.throttle);
     initialising = 0;

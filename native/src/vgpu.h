@@ -9,6 +9,7 @@
 struct hami_state {
     struct hami_limits limits;
     struct hami_region *region; /* NULL: accounting unavailable (fails closed where limited) */
+    struct hami_region *compute; /* the compute budget: the shared region, else a private one */
     uint64_t context_reserve;   /* bytes charged per process per device on first use */
     int throttle;               /* compute limit active for this process */
 };

@@ -246,3 +246,50 @@ def test_hami_finds_the_built_library(native_build: Path) -> None:
     from shared.native import find_libvgpu
 
     assert find_libvgpu() == native_build / "libvgpu.so"
+
+
+def test_the_region_file_is_0600_whatever_the_umask(native_build: Path, tmp_path: Path) -> None:
+    cache = tmp_path / "vgpu.cache"
+    env = preloaded(
+        native_build,
+        {"CUDA_DEVICE_MEMORY_LIMIT_0": "64m", "CUDA_DEVICE_MEMORY_SHARED_CACHE": str(cache)},
+    )
+    subprocess.run(
+        ["sh", "-c", f"umask 000; exec {native_build / 'test_native'} grab {MB} 1"],
+        env=env,
+        capture_output=True,
+        check=True,
+        timeout=30,
+    )
+    assert cache.stat().st_mode & 0o777 == 0o600
+
+
+def test_a_region_of_another_layout_is_left_as_it_is(native_build: Path, tmp_path: Path) -> None:
+    cache = tmp_path / "vgpu.cache"
+    other = b"HAMI" + bytes(1000)
+    cache.write_bytes(other)
+    result = run(
+        native_build,
+        "grab",
+        str(MB),
+        "1",
+        CUDA_DEVICE_MEMORY_LIMIT_0="64m",
+        CUDA_DEVICE_MEMORY_SHARED_CACHE=str(cache),
+    )
+    assert "got 0" in result.stdout  # no shared accounting: limited memory is refused
+    assert cache.read_bytes() == other
+
+
+def test_without_its_shared_region_the_compute_share_still_holds(
+    native_build: Path, tmp_path: Path
+) -> None:
+    unreachable = tmp_path / "missing-dir" / "vgpu.cache"
+    result = run(
+        native_build,
+        "throttle",
+        "2",
+        CUDA_DEVICE_SM_LIMIT="50",
+        CUDA_DEVICE_MEMORY_SHARED_CACHE=str(unreachable),
+    )
+    share = float(result.stdout.split("share ")[1].split()[0])
+    assert 0.42 <= share <= 0.58, result.stdout
