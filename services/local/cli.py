@@ -14,7 +14,13 @@ from pathlib import Path
 
 import msgspec
 
-from services.local.paths import default_state_dir, pid_alive, record_path, running_record
+from services.local.paths import (
+    default_state_dir,
+    pid_alive,
+    prepare_state_dir,
+    record_path,
+    running_record,
+)
 from services.local.run import (
     EXIT_INVALID,
     EXIT_NO_CAPACITY,
@@ -54,7 +60,8 @@ def _nats_url(args: argparse.Namespace) -> str:
 
 def cmd_up(args: argparse.Namespace) -> int:
     state_dir = _state_dir(args)
-    state_dir.mkdir(parents=True, exist_ok=True)
+    os.umask(0o077)
+    prepare_state_dir(state_dir)
     running = running_record(state_dir)
     if running is not None:
         print(f"hami is already running (pid {running.supervisor_pid}, NATS {running.nats_url})")

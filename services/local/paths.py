@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 from pathlib import Path
 
 import msgspec
+
+from shared.errors import Unavailable
+
+LOCK_FILE = "supervisor.lock"
 
 
 def default_state_dir() -> Path:
@@ -65,3 +70,37 @@ def running_record(state_dir: Path) -> LocalRecord | None:
     if record is None or not pid_alive(record.supervisor_pid):
         return None
     return record
+
+
+def prepare_state_dir(state_dir: Path) -> None:
+    """Create it private to this user (0700; the NATS store, logs and credentials live here),
+    or say in one line why it cannot be used (read-only, full, not ours)."""
+    try:
+        state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        state_dir.chmod(0o700)
+        probe = state_dir / f".probe-{os.getpid()}"
+        probe.write_bytes(b"probe")
+        probe.unlink()
+    except OSError as e:
+        raise Unavailable(
+            f"state directory {state_dir} is not usable ({e.strerror or e}); "
+            "pass --state-dir DIR or set HAMI_STATE_DIR"
+        ) from None
+
+
+def hold_state_lock(state_dir: Path) -> int:
+    """An exclusive lock on the state directory for the caller's life (the kernel drops it when
+    the process dies): one supervisor per directory, whatever races to start. Returns the fd."""
+    fd = os.open(state_dir / LOCK_FILE, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        holder = os.read(fd, 32).decode(errors="replace").strip() or "?"
+        os.close(fd)
+        raise Unavailable(
+            f"another `hami up` (pid {holder}) is running on {state_dir}; "
+            "use it, or stop it with `hami down`"
+        ) from None
+    os.ftruncate(fd, 0)
+    os.write(fd, str(os.getpid()).encode())
+    return fd

@@ -16,7 +16,13 @@ from pathlib import Path
 
 import msgspec
 
-from services.local.paths import LocalRecord, record_path, write_record
+from services.local.paths import (
+    LocalRecord,
+    hold_state_lock,
+    prepare_state_dir,
+    record_path,
+    write_record,
+)
 from shared.allocator_client import AllocatorClient
 from shared.embedded_nats import EmbeddedNats, start_nats
 from shared.errors import HamiError, Unavailable
@@ -140,6 +146,9 @@ async def _wait_ready(url: str, node: str, timeout_s: float) -> None:
 
 async def supervise(settings: UpSettings, stop: asyncio.Event) -> None:
     state_dir = Path(settings.state_dir)
+    os.umask(0o077)  # the store, logs and records are this user's alone
+    prepare_state_dir(state_dir)
+    lock = hold_state_lock(state_dir)  # before anything starts: the check-then-start race
     logs = state_dir / "logs"
     logs.mkdir(parents=True, exist_ok=True)
     embedded: EmbeddedNats | None = None
@@ -203,6 +212,7 @@ async def supervise(settings: UpSettings, stop: asyncio.Event) -> None:
         if embedded is not None:
             embedded.stop()
         record_path(state_dir).unlink(missing_ok=True)
+        os.close(lock)
         log.info("local mode stopped")
 
 

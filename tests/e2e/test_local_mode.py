@@ -244,3 +244,60 @@ def _alive(pid: int) -> bool:
         return Path(f"/proc/{pid}/stat").read_text().split()[2] != "Z"
     except OSError:
         return False
+
+
+def test_two_ups_at_once_on_one_state_dir_start_one_supervisor(tmp_path: Path) -> None:
+    hami = Local(tmp_path / "race")
+    argv = [*HAMI, "up", "--simulate", "1xH200", "--nats-port", "0", "--metrics-port", "0"]
+    racers = [
+        subprocess.Popen(
+            argv, env=hami.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        )
+        for _ in range(3)
+    ]
+    results = [(p.wait(90), *p.communicate()) for p in racers]
+    try:
+        started = [r for r in results if r[0] == 0 and "hami is up" in r[1]]
+        assert len(started) == 1, results
+        for code, out, err in results:
+            assert (code == 0 and ("hami is up" in out or "already running" in out)) or (
+                code == 69 and "another `hami up`" in err and len(err.strip().splitlines()) == 1
+            ), (code, out, err)
+        status = hami.status()
+        assert len(status["devices"]) == 1 and len(status["nodes"]) == 1
+        supervisors = [
+            pid
+            for pid in os.listdir("/proc")
+            if pid.isdigit()
+            and str(hami.state_dir).encode() in Path(f"/proc/{pid}/cmdline").read_bytes()
+            and b"services.local.supervisor" in Path(f"/proc/{pid}/cmdline").read_bytes()
+        ]
+        assert len(supervisors) == 1, supervisors
+        assert hami.state_dir.stat().st_mode & 0o777 == 0o700
+        for path in hami.state_dir.rglob("*"):
+            if path.is_file() and not path.is_symlink():
+                assert path.stat().st_mode & 0o077 == 0, path
+    finally:
+        assert hami.hami("down").returncode == 0
+
+
+def test_an_unusable_state_dir_is_one_line(tmp_path: Path) -> None:
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a directory")
+    readonly = tmp_path / "readonly"
+    readonly.mkdir()
+    mounted = os.geteuid() == 0 and (
+        subprocess.run(["mount", "--bind", "-o", "ro", str(readonly), str(readonly)]).returncode
+        == 0
+    )
+    if not mounted:
+        readonly.chmod(0o500)
+    try:
+        for state in (blocker / "state", readonly):
+            result = Local(state).hami("up", "--simulate", "1xH200", "--nats-port", "0")
+            assert result.returncode == 69, result.stderr
+            assert "state directory" in result.stderr and "Traceback" not in result.stderr
+            assert len(result.stderr.strip().splitlines()) == 1
+    finally:
+        if mounted:
+            subprocess.run(["umount", str(readonly)], check=True)
