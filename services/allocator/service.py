@@ -21,16 +21,24 @@ from nats.micro.request import Request
 from services.allocator.core import fragmentation, heat, ledger
 from services.allocator.core.placement import FitMemo, Never, SchedulingSettings, Wait, decide
 from services.allocator.core.state import ClusterState
+from services.allocator.leadership import Leadership
 from services.allocator.quarantine import Quarantine
 from services.allocator.settings import AllocatorSettings
 from shared import kvwatch
 from shared.errors import HamiError, InvalidRequest, Unavailable
 from shared.kube.client import KubeClient
-from shared.natsutil import allocations_bucket, connect, ensure_event_stream, nodes_bucket
+from shared.natsutil import (
+    allocations_bucket,
+    connect,
+    ensure_event_stream,
+    ensure_kv,
+    nodes_bucket,
+)
 from shared.resources import NODE_RELEASED
 from shared.runloop import every, sleep_or_stop
 from shared.schemas.events import AllocationEvent, event_codec, event_subject
 from shared.schemas.inventory import inventory_codec
+from shared.schemas.leader import LEADER_BUCKET
 from shared.schemas.placement import (
     COMMIT,
     DEFAULT_RESERVATION_TTL_S,
@@ -74,6 +82,7 @@ class Allocator:
         js: JetStreamContext,
         allocations: KeyValue,
         clock: Clock = time.time,
+        fence: Callable[[], bool] = lambda: True,
     ) -> None:
         self.settings = settings
         self.scheduling = SchedulingSettings(
@@ -89,6 +98,12 @@ class Allocator:
         self.fits = FitMemo()
         """Remembered fits and scores, shared by every decision and the extender's calls."""
         self.quarantine = Quarantine()
+        self._fence = fence
+        """False once this allocator may no longer write (it lost the leader lease)."""
+
+    def _check_fence(self) -> None:
+        if not self._fence():
+            raise Unavailable("this allocator no longer leads; retry (the new leader answers)")
 
     async def restore(self) -> int:
         records = await kvwatch.snapshot(self._allocations)
@@ -167,6 +182,7 @@ class Allocator:
             if isinstance(decision, Never):
                 return PlaceReply(outcome="never", reason=decision.reason)
             record = ledger.record_for(request, decision.fit, uuid.uuid4().hex, now)
+            self._check_fence()
             try:
                 await self._allocations.create(
                     record.allocation_id, allocation_codec.encode(record)
@@ -201,6 +217,7 @@ class Allocator:
             )
             if record is None:
                 return commit_reply_codec.encode(CommitReply(committed=False))
+            self._check_fence()
             try:
                 await self._allocations.put(record.allocation_id, allocation_codec.encode(record))
             except Exception as e:
@@ -221,6 +238,7 @@ class Allocator:
         async with self._lock:
             if allocation_id not in self.state.allocations:
                 return False
+            self._check_fence()
             try:
                 await self._allocations.delete(allocation_id)
             except Exception as e:
@@ -351,9 +369,7 @@ def endpoint(handler: Handler) -> Callable[[Request], Awaitable[None]]:
     return handle
 
 
-async def _retrying(
-    stop: asyncio.Event, name: str, work: Callable[[], Awaitable[None]]
-) -> None:
+async def _retrying(stop: asyncio.Event, name: str, work: Callable[[], Awaitable[None]]) -> None:
     """Run a long-lived loop again after it fails (the API server restarted, say)."""
     while not stop.is_set():
         try:
@@ -423,51 +439,84 @@ async def serve(
     nc: Client = await connect(settings.nats_url, "hami-allocator")
     try:
         js = nc.jetstream()
-        allocations = await allocations_bucket(js)
-        nodes = await nodes_bucket(js)
         await ensure_event_stream(js)
-        allocator = Allocator(settings, js, allocations)
-        restored = await allocator.restore()
-        log.info("allocations restored", extra={"count": restored})
-        service = await add_service(
-            nc, name="hami-allocator", version="0.1.0", description="HAMi placement API"
+        leadership = Leadership(
+            await ensure_kv(js, LEADER_BUCKET), uuid.uuid4().hex, ttl_s=settings.leader_ttl_s
         )
-        for subject, handler in (
-            (PLACE, allocator.place),
-            (RESERVE, allocator.reserve),
-            (COMMIT, allocator.commit),
-            (RENEW, allocator.renew),
-            (RELEASE, allocator.release),
-            (STATUS, allocator.status),
-        ):
-            await service.add_endpoint(
-                name=subject.rsplit(".", 1)[1], subject=subject, handler=endpoint(handler)
-            )
-
-        async def on_usage(msg: Msg) -> None:
-            allocator.observe_usage(msg.data)
-
-        usage = await nc.subscribe(f"{USAGE}.>", cb=on_usage)
-        if ready is not None:
-            ready()
-        log.info("allocator serving", extra={"nats": settings.nats_url})
+        if not await leadership.acquire(stop):
+            return
         try:
-            async with asyncio.TaskGroup() as tasks:
-                tasks.create_task(_watch_nodes(allocator, nodes, stop), name="watch-nodes")
-                tasks.create_task(
-                    every(
-                        stop, settings.sweep_interval_s, "expire-leases", allocator.expire_leases
-                    ),
-                    name="expire-leases",
-                )
-                if settings.extender_port is not None:
-                    tasks.create_task(
-                        _serve_extender(allocator, settings, stop, extender_started),
-                        name="extender",
-                    )
-                await stop.wait()
+            await _lead(settings, stop, ready, extender_started, nc, leadership)
         finally:
-            await usage.unsubscribe()
-            await service.stop()
+            await leadership.resign()
     finally:
         await nc.drain()
+
+
+async def _lead(
+    settings: AllocatorSettings,
+    stop: asyncio.Event,
+    ready: Callable[[], None] | None,
+    extender_started: Callable[[int], None] | None,
+    nc: Client,
+    leadership: Leadership,
+) -> None:
+    """Serve while this allocator holds the leader lease (state restored from the bucket
+    first); a lost lease ends it with Unavailable, so the process restarts as a standby."""
+    js = nc.jetstream()
+    allocations = await allocations_bucket(js)
+    nodes = await nodes_bucket(js)
+    allocator = Allocator(settings, js, allocations, fence=leadership.holds)
+    restored = await allocator.restore()
+    log.info("allocations restored", extra={"count": restored, "term": leadership.term})
+    service = await add_service(
+        nc, name="hami-allocator", version="0.1.0", description="HAMi placement API"
+    )
+    for subject, handler in (
+        (PLACE, allocator.place),
+        (RESERVE, allocator.reserve),
+        (COMMIT, allocator.commit),
+        (RENEW, allocator.renew),
+        (RELEASE, allocator.release),
+        (STATUS, allocator.status),
+    ):
+        await service.add_endpoint(
+            name=subject.rsplit(".", 1)[1], subject=subject, handler=endpoint(handler)
+        )
+
+    async def on_usage(msg: Msg) -> None:
+        allocator.observe_usage(msg.data)
+
+    usage = await nc.subscribe(f"{USAGE}.>", cb=on_usage)
+    serving = asyncio.Event()  # set on stop, and when the lease is lost
+
+    async def keep_lease() -> None:
+        await leadership.keep(stop)
+        serving.set()
+
+    async def until_stopped() -> None:
+        await stop.wait()
+        serving.set()
+
+    if ready is not None:
+        ready()
+    log.info("allocator serving", extra={"nats": settings.nats_url})
+    try:
+        async with asyncio.TaskGroup() as tasks:
+            tasks.create_task(keep_lease(), name="leader-lease")
+            tasks.create_task(until_stopped(), name="stop")
+            tasks.create_task(_watch_nodes(allocator, nodes, serving), name="watch-nodes")
+            tasks.create_task(
+                every(serving, settings.sweep_interval_s, "expire-leases", allocator.expire_leases),
+                name="expire-leases",
+            )
+            if settings.extender_port is not None:
+                tasks.create_task(
+                    _serve_extender(allocator, settings, serving, extender_started),
+                    name="extender",
+                )
+    finally:
+        await usage.unsubscribe()
+        await service.stop()
+    if not stop.is_set():
+        raise Unavailable("this allocator lost the leader lease; restart to stand by")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import math
 import os
 
 import msgspec
@@ -32,12 +33,19 @@ class AllocatorSettings(msgspec.Struct, frozen=True, kw_only=True):
     """How often allocations are checked against the pods that hold them (Kubernetes mode)."""
     kubeconfig: str | None = None
     """Kubeconfig for binding pods; None with the extender on: in-cluster configuration."""
+    leader_ttl_s: float = 10.0
+    """The leader lease: a standby takes over this long after the leader stopped renewing."""
 
     def __post_init__(self) -> None:
         policy_named(self.node_policy, field="--node-policy")
         policy_named(self.gpu_policy, field="--gpu-policy")
-        if self.node_ttl_s <= 0 or self.sweep_interval_s <= 0:
-            raise ValueError("--node-ttl and --sweep-interval must be positive")
+        for name, value in (
+            ("--node-ttl", self.node_ttl_s),
+            ("--sweep-interval", self.sweep_interval_s),
+            ("--leader-ttl", self.leader_ttl_s),
+        ):
+            if not (math.isfinite(value) and value > 0):
+                raise ValueError(f"{name} {value} must be a finite positive number of seconds")
 
 
 def parse_settings(argv: list[str] | None = None) -> AllocatorSettings:
@@ -62,6 +70,9 @@ def parse_settings(argv: list[str] | None = None) -> AllocatorSettings:
     parser.add_argument("--extender-host", default=defaults.extender_host)
     parser.add_argument("--extender-port", type=int, default=None)
     parser.add_argument("--kubeconfig", default=env.get("KUBECONFIG"))
+    parser.add_argument(
+        "--leader-ttl", dest="leader_ttl_s", type=float, default=defaults.leader_ttl_s
+    )
     args = parser.parse_args(argv)
     try:
         return AllocatorSettings(**vars(args))

@@ -79,7 +79,16 @@ def child_specs(settings: UpSettings, url: str, logs: Path) -> list[Child]:
     return [
         Child(
             "allocator",
-            [*python, "services.allocator", *common, "--node-ttl", str(settings.node_ttl_s)],
+            # A short leader lease: an allocator restarted after kill -9 waits it out once.
+            [
+                *python,
+                "services.allocator",
+                *common,
+                "--node-ttl",
+                str(settings.node_ttl_s),
+                "--leader-ttl",
+                "3",
+            ],
             logs / "allocator.log",
         ),
         Child("nodeagent", agent, logs / "nodeagent.log"),

@@ -1,6 +1,6 @@
 """Every wire schema of the project, and the registry of subjects that docs/nats-api.md shows."""
 
-from shared.schemas import events, inventory, placement, usage
+from shared.schemas import events, inventory, leader, placement, usage
 from shared.schemas.base import SubjectSpec
 
 ALL_SUBJECTS: tuple[SubjectSpec, ...] = (
@@ -8,4 +8,5 @@ ALL_SUBJECTS: tuple[SubjectSpec, ...] = (
     *events.SUBJECTS,
     *inventory.SUBJECTS,
     *usage.SUBJECTS,
+    *leader.SUBJECTS,
 )
