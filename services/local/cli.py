@@ -21,6 +21,7 @@ from services.local.paths import (
     record_path,
     running_record,
 )
+from services.local.proctree import LEFTOVER_POLICIES
 from services.local.run import (
     EXIT_INVALID,
     EXIT_NO_CAPACITY,
@@ -183,6 +184,7 @@ def build_run_options(args: argparse.Namespace) -> RunOptions:
         priority=0 if args.priority == "high" else 1,
         wait=args.wait,
         lease_ttl_s=args.lease_ttl,
+        leftovers=args.leftovers,
     )
 
 
@@ -247,6 +249,13 @@ def parser() -> argparse.ArgumentParser:
         type=float,
         default=30.0,
         help="seconds after which a dead `hami run` loses its devices",
+    )
+    run.add_argument(
+        "--leftovers",
+        choices=LEFTOVER_POLICIES,
+        default="kill",
+        help="processes the job leaves when its main process exits: kill them (default) or "
+        "wait for them; the devices are released only after",
     )
     run.add_argument("--nats")
     run.add_argument("command", nargs=argparse.REMAINDER, help="-- CMD ARGS...")

@@ -16,6 +16,7 @@ from pathlib import Path
 from nats.aio.client import Client
 
 from services.local.jobenv import job_environment
+from services.local.proctree import become_subreaper, end_leftovers
 from shared.allocator_client import AllocatorClient
 from shared.errors import HamiError, InvalidRequest, NoCapacity, Unavailable
 from shared.native import find_libvgpu
@@ -45,6 +46,8 @@ class RunOptions:
     wait: bool = True
     lease_ttl_s: float = 30.0
     retry_interval_s: float = 5.0
+    leftovers: str = "kill"
+    """What happens to processes the job leaves when its main process exits: kill or wait."""
 
 
 def say(message: str) -> None:
@@ -132,6 +135,7 @@ async def run_job(nc: Client, options: RunOptions, state_dir: Path) -> int:
     cache_dir.mkdir(parents=True, exist_ok=True)
     cache_path = cache_dir / f"{record.allocation_id}.cache"
     env = job_environment(os.environ, record, cache_path=cache_path, libvgpu=find_libvgpu())
+    subreaper = become_subreaper()
     try:
         child = await asyncio.create_subprocess_exec(
             *options.command, env=env, preexec_fn=lambda: die_with_parent(signal.SIGKILL)
@@ -141,6 +145,8 @@ async def run_job(nc: Client, options: RunOptions, state_dir: Path) -> int:
         raise InvalidRequest(f"cannot start {options.command[0]!r}: {e.strerror}") from e
     loop = asyncio.get_running_loop()
     forwarded = list(FORWARDED)
+    if not subreaper:
+        say("cannot track the job's process tree here; processes it leaves may keep running")
     if not _stdin_is_terminal():
         # From a terminal, Ctrl-C already reaches the job (same process group); forward it
         # only when it was sent to us alone.
@@ -152,6 +158,11 @@ async def run_job(nc: Client, options: RunOptions, state_dir: Path) -> int:
     lease = asyncio.create_task(keep_lease(client, record, child, options.lease_ttl_s / 3))
     try:
         code = await child.wait()
+        # The share lives as long as any process of the job: none may keep running with it.
+        left = await end_leftovers(options.leftovers)
+        if left:
+            verb = "ended" if options.leftovers == "kill" else "waited for"
+            say(f"{verb} {left} process(es) the job left running")
     finally:
         lease.cancel()
         for sig in (*forwarded, signal.SIGINT):

@@ -301,3 +301,33 @@ def test_an_unusable_state_dir_is_one_line(tmp_path: Path) -> None:
     finally:
         if mounted:
             subprocess.run(["umount", str(readonly)], check=True)
+
+
+def test_a_job_cannot_outlive_its_share(local: Local) -> None:
+    pidfile = local.state_dir / "background.pid"
+    result = local.hami("run", "--", "sh", "-c", f"sleep 40 & echo $! > {pidfile}")
+    assert result.returncode == 0, result.stderr
+    assert "ended 1 process(es) the job left running" in result.stderr
+    background = int(pidfile.read_text())
+    wait_for(lambda: not _alive(background), 5, "the background process to be ended")
+    assert local.status()["allocations"] == []
+
+
+def test_leftovers_wait_keeps_the_share_until_the_last_process_exits(local: Local) -> None:
+    marker = local.state_dir / "done"
+    started = time.monotonic()
+    job = subprocess.Popen(
+        [*HAMI, "run", "--leftovers", "wait", "--", "sh", "-c", f"(sleep 3; touch {marker}) &"],
+        env=local.env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    wait_for(lambda: local.status()["allocations"], 10, "the allocation")
+    time.sleep(1)
+    assert job.poll() is None and local.status()["allocations"]  # still held for the leftover
+    _, err = job.communicate(timeout=30)
+    assert job.returncode == 0 and marker.exists(), err
+    assert time.monotonic() - started >= 3
+    assert "waited for 2 process(es)" in err  # the subshell and its sleep
+    assert local.status()["allocations"] == []
