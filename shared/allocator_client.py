@@ -67,19 +67,27 @@ class AllocatorClient:
     async def reserve(self, request: PlaceRequest) -> PlaceReply:
         return await self._call(RESERVE, place_request_codec.encode(request), place_reply_codec)
 
-    async def commit(self, allocation_id: str, lease_ttl_s: float | None = None) -> CommitReply:
+    async def commit(
+        self, allocation_id: str, lease_ttl_s: float | None = None, secret: str | None = None
+    ) -> CommitReply:
         payload = commit_request_codec.encode(
-            CommitRequest(allocation_id=allocation_id, lease_ttl_s=lease_ttl_s)
+            CommitRequest(
+                allocation_id=allocation_id, lease_ttl_s=lease_ttl_s, holder_secret=secret
+            )
         )
         return await self._call(COMMIT, payload, commit_reply_codec)
 
-    async def renew(self, allocation_id: str) -> RenewReply:
-        payload = renew_request_codec.encode(RenewRequest(allocation_id=allocation_id))
+    async def renew(self, allocation_id: str, secret: str | None = None) -> RenewReply:
+        payload = renew_request_codec.encode(
+            RenewRequest(allocation_id=allocation_id, holder_secret=secret)
+        )
         return await self._call(RENEW, payload, renew_reply_codec)
 
-    async def release(self, allocation_id: str, reason: str = "released") -> ReleaseReply:
+    async def release(
+        self, allocation_id: str, reason: str = "released", secret: str | None = None
+    ) -> ReleaseReply:
         payload = release_request_codec.encode(
-            ReleaseRequest(allocation_id=allocation_id, reason=reason)
+            ReleaseRequest(allocation_id=allocation_id, reason=reason, holder_secret=secret)
         )
         return await self._call(RELEASE, payload, release_reply_codec)
 

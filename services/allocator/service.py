@@ -212,6 +212,7 @@ class Allocator:
     async def commit(self, data: bytes) -> bytes:
         request = commit_request_codec.decode(data)  # the schema bounds lease_ttl_s
         async with self._lock:
+            ledger.check_holder(self.state, request.allocation_id, request.holder_secret)
             state, record = ledger.set_lease(
                 self.state, request.allocation_id, request.lease_ttl_s, self._clock()
             )
@@ -231,6 +232,7 @@ class Allocator:
     async def renew(self, data: bytes) -> bytes:
         request = renew_request_codec.decode(data)
         async with self._lock:
+            ledger.check_holder(self.state, request.allocation_id, request.holder_secret)
             self.state, left, ok = ledger.renew(self.state, request.allocation_id, self._clock())
         return renew_reply_codec.encode(RenewReply(ok=ok, expires_in_s=left))
 
@@ -259,6 +261,7 @@ class Allocator:
 
     async def release(self, data: bytes) -> bytes:
         request = release_request_codec.decode(data)
+        ledger.check_holder(self.state, request.allocation_id, request.holder_secret)
         released = await self._release(request.allocation_id, expired=False, reason=request.reason)
         return release_reply_codec.encode(ReleaseReply(released=released))
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import secrets
 import shlex
 import signal
 import socket
@@ -54,7 +55,9 @@ def say(message: str) -> None:
     print(f"hami run: {message}", file=sys.stderr, flush=True)
 
 
-async def acquire(nc: Client, client: AllocatorClient, options: RunOptions) -> AllocationRecord:
+async def acquire(
+    nc: Client, client: AllocatorClient, options: RunOptions, secret: str
+) -> AllocationRecord:
     request = PlaceRequest(
         request_id=uuid.uuid4().hex,
         containers=(options.container,),
@@ -66,6 +69,7 @@ async def acquire(nc: Client, client: AllocatorClient, options: RunOptions) -> A
         ),
         lease_ttl_s=options.lease_ttl_s,
         priority=options.priority,
+        holder_secret=secret,
     )
     released = asyncio.Event()
 
@@ -112,13 +116,14 @@ async def keep_lease(
     record: AllocationRecord,
     child: asyncio.subprocess.Process,
     interval_s: float,
+    secret: str,
 ) -> None:
     """Renew until cancelled. If the allocation is gone, the job must stop: its devices may
     already belong to someone else."""
     while True:
         await asyncio.sleep(interval_s)
         try:
-            reply = await client.renew(record.allocation_id)
+            reply = await client.renew(record.allocation_id, secret)
         except HamiError:
             continue  # allocator restarting: it restores leases with a fresh deadline
         if not reply.ok:
@@ -130,7 +135,8 @@ async def keep_lease(
 
 async def run_job(nc: Client, options: RunOptions, state_dir: Path) -> int:
     client = AllocatorClient(nc)
-    record = await acquire(nc, client, options)
+    secret = secrets.token_hex(16)  # only this process can renew or release what it gets
+    record = await acquire(nc, client, options, secret)
     cache_dir = state_dir / "containers"
     cache_dir.mkdir(parents=True, exist_ok=True)
     cache_path = cache_dir / f"{record.allocation_id}.cache"
@@ -141,7 +147,7 @@ async def run_job(nc: Client, options: RunOptions, state_dir: Path) -> int:
             *options.command, env=env, preexec_fn=lambda: die_with_parent(signal.SIGKILL)
         )
     except OSError as e:
-        await client.release(record.allocation_id, reason="command failed to start")
+        await client.release(record.allocation_id, reason="command failed to start", secret=secret)
         raise InvalidRequest(f"cannot start {options.command[0]!r}: {e.strerror}") from e
     loop = asyncio.get_running_loop()
     forwarded = list(FORWARDED)
@@ -155,7 +161,7 @@ async def run_job(nc: Client, options: RunOptions, state_dir: Path) -> int:
         loop.add_signal_handler(signal.SIGINT, lambda: None)
     for sig in forwarded:
         loop.add_signal_handler(sig, child.send_signal, sig)
-    lease = asyncio.create_task(keep_lease(client, record, child, options.lease_ttl_s / 3))
+    lease = asyncio.create_task(keep_lease(client, record, child, options.lease_ttl_s / 3, secret))
     try:
         code = await child.wait()
         # The share lives as long as any process of the job: none may keep running with it.
@@ -168,7 +174,9 @@ async def run_job(nc: Client, options: RunOptions, state_dir: Path) -> int:
         for sig in (*forwarded, signal.SIGINT):
             loop.remove_signal_handler(sig)
         try:
-            await client.release(record.allocation_id, reason=f"job exited ({child.returncode})")
+            await client.release(
+                record.allocation_id, reason=f"job exited ({child.returncode})", secret=secret
+            )
         except HamiError as e:
             say(f"release failed ({e}); the lease expires in {options.lease_ttl_s:.0f}s")
         cache_path.unlink(missing_ok=True)

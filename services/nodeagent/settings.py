@@ -73,9 +73,7 @@ def parse_settings(argv: list[str] | None = None) -> NodeAgentSettings:
         help="serve the kubelet device plugin and per-container usage (Kubernetes nodes)",
     )
     parser.add_argument("--kubeconfig", default=env.get("KUBECONFIG") or None)
-    parser.add_argument(
-        "--resource-name", default=env.get("HAMI_RESOURCE_NAME", d.resource_name)
-    )
+    parser.add_argument("--resource-name", default=env.get("HAMI_RESOURCE_NAME", d.resource_name))
     parser.add_argument("--plugin-dir", default=env.get("HAMI_PLUGIN_DIR", d.plugin_dir))
     parser.add_argument(
         "--pod-resources-socket",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import hmac
 from typing import Annotated, Literal
 
 import msgspec
@@ -17,6 +18,7 @@ Name = Annotated[str, Meta(max_length=253)]
 Names = Annotated[tuple[Name, ...], Meta(max_length=256)]
 Id = Annotated[str, Meta(min_length=1, max_length=256)]
 Priority = Annotated[int, Meta(ge=0, le=1)]
+Secret = Annotated[str, Meta(min_length=16, max_length=128)]
 LeaseTtl = Annotated[float, Meta(gt=0, le=MAX_LEASE_TTL_S)]
 """Finite and positive: NaN and infinity are refused, never taken as "never expires"."""
 
@@ -69,6 +71,9 @@ class PlaceRequest(WireStruct, frozen=True, kw_only=True):
     for best-fit and fragmentation, else the allocator's default."""
     priority: Priority = 1
     """0 is high, 1 is low (HAMi's CUDA_TASK_PRIORITY convention)."""
+    holder_secret: Secret | None = None
+    """Chosen by the caller and kept to itself: renew, release and commit of the allocation
+    must present it (the record keeps only its digest). None: anyone with the id may."""
 
 
 class DeviceGrant(WireStruct, frozen=True, kw_only=True):
@@ -94,6 +99,19 @@ class AllocationRecord(WireStruct, frozen=True, kw_only=True):
     request_digest: str = ""
     """What was asked (request_digest()); a retry with the same request_id must ask the same.
     Empty in records written before it existed."""
+    holder_digest: str = ""
+    """secret_digest() of the placer's holder_secret; empty: no secret was given."""
+
+
+def secret_digest(secret: str | None) -> str:
+    return "" if secret is None else hashlib.sha256(secret.encode()).hexdigest()
+
+
+def holds(record: AllocationRecord, secret: str | None) -> bool:
+    """Whether a caller presenting ``secret`` may renew, release or commit ``record``."""
+    return not record.holder_digest or hmac.compare_digest(
+        record.holder_digest, secret_digest(secret)
+    )
 
 
 def request_digest(request: PlaceRequest) -> str:
@@ -114,6 +132,7 @@ class PlaceReply(WireStruct, frozen=True, kw_only=True):
 
 class RenewRequest(WireStruct, frozen=True, kw_only=True):
     allocation_id: Id
+    holder_secret: Secret | None = None
 
 
 class RenewReply(WireStruct, frozen=True, kw_only=True):
@@ -125,6 +144,7 @@ class RenewReply(WireStruct, frozen=True, kw_only=True):
 class ReleaseRequest(WireStruct, frozen=True, kw_only=True):
     allocation_id: Id
     reason: Annotated[str, Meta(max_length=1024)] = "released"
+    holder_secret: Secret | None = None
 
 
 class ReleaseReply(WireStruct, frozen=True, kw_only=True):
@@ -134,6 +154,7 @@ class ReleaseReply(WireStruct, frozen=True, kw_only=True):
 
 class CommitRequest(WireStruct, frozen=True, kw_only=True):
     allocation_id: Id
+    holder_secret: Secret | None = None
     lease_ttl_s: LeaseTtl | None = None
     """The lease from now on; None: held until released (the usual choice once bound)."""
 

@@ -9,6 +9,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import msgspec
 import pytest
 from nats.aio.client import Client
 
@@ -322,6 +323,33 @@ async def test_an_unreadable_record_keeps_its_devices_out_of_use(
                 assert third.outcome == "wait"
             else:
                 assert free == []
+    finally:
+        await node.halt()
+        await alloc.halt()
+
+
+async def test_only_the_holder_renews_or_releases_its_allocation(nats_server: EmbeddedNats) -> None:
+    url = nats_server.url
+    alloc, node = allocator(url), agent(url, simulate="1xH200")
+    try:
+        async with client_for(url) as (_, client):
+            await until(lambda: nodes_seen(client))
+            secret = "s" * 32
+            request = PlaceRequest(
+                request_id="mine", containers=(ContainerRequest(cores=10),), holder_secret=secret
+            )
+            reply = await client.place(request)
+            assert reply.allocation is not None
+            allocation = reply.allocation.allocation_id
+            for guess in (None, "x" * 32):
+                with pytest.raises(InvalidRequest, match="held by someone else"):
+                    await client.release(allocation, secret=guess)
+                with pytest.raises(InvalidRequest, match="held by someone else"):
+                    await client.renew(allocation, secret=guess)
+            with pytest.raises(InvalidRequest, match="another holder"):
+                await client.place(msgspec.structs.replace(request, holder_secret=None))
+            assert (await client.renew(allocation, secret=secret)).ok
+            assert (await client.release(allocation, secret=secret)).released
     finally:
         await node.halt()
         await alloc.halt()

@@ -12,7 +12,13 @@ from services.allocator.core.state import Allocation, ClusterState, NodeRecord
 from shared.errors import InvalidRequest
 from shared.schemas.events import AllocationEvent, EventKind
 from shared.schemas.inventory import NodeInventory
-from shared.schemas.placement import AllocationRecord, PlaceRequest, request_digest
+from shared.schemas.placement import (
+    AllocationRecord,
+    PlaceRequest,
+    holds,
+    request_digest,
+    secret_digest,
+)
 
 Events = list[AllocationEvent]
 
@@ -45,6 +51,7 @@ def record_for(
         created_at=now,
         lease_ttl_s=request.lease_ttl_s,
         request_digest=request_digest(request),
+        holder_digest=secret_digest(request.holder_secret),
     )
 
 
@@ -56,6 +63,8 @@ def retried(state: ClusterState, request: PlaceRequest) -> AllocationRecord | No
     if existing is None:
         return None
     record = state.allocations[existing].record
+    if not holds(record, request.holder_secret):
+        raise InvalidRequest(f"request_id {request.request_id!r} belongs to another holder")
     if record.request_digest and record.request_digest != request_digest(request):
         raise InvalidRequest(
             f"request_id {request.request_id!r} was used for a different request; "
@@ -146,3 +155,19 @@ def orphaned(state: ClusterState, live_pod_uids: set[str], listed_at: float) -> 
         and a.record.created_at < listed_at
         and a.record.holder.pod_uid not in live_pod_uids
     ]
+
+
+def check_holder(state: ClusterState, allocation_id: str, secret: str | None) -> None:
+    """Renew, release and commit over the API come from the holder only: the one who gave a
+    secret when placing it. A pod's devices are the allocator's to release (the pod is gone or
+    has finished), never the API's. An unknown id passes: the operation answers it is gone."""
+    held = state.allocations.get(allocation_id)
+    if held is None:
+        return
+    if held.record.holder.kind == "pod":
+        raise InvalidRequest(
+            f"allocation {allocation_id} belongs to pod {held.record.holder.namespace}/"
+            f"{held.record.holder.pod}; it is released when the pod is deleted or finishes"
+        )
+    if not holds(held.record, secret):
+        raise InvalidRequest(f"allocation {allocation_id} is held by someone else")
