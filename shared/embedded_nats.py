@@ -61,9 +61,15 @@ class EmbeddedNats:
 
 
 def start_nats(
-    state_dir: Path, *, host: str = "127.0.0.1", port: int = 4222, ready_timeout_s: float = 15.0
+    state_dir: Path,
+    *,
+    host: str = "127.0.0.1",
+    port: int = 4222,
+    ready_timeout_s: float = 15.0,
+    authorization: str = "",
 ) -> EmbeddedNats:
-    """Start nats-server with JetStream, its store under ``state_dir/nats``.
+    """Start nats-server with JetStream, its store under ``state_dir/nats``; ``authorization``
+    is a configuration block (shared.natsauth) that makes it refuse unknown clients.
 
     ``port`` 0 picks a free port. Raises Unavailable with a one-line remedy on a busy port, a
     missing binary or a server that dies on start.
@@ -84,7 +90,10 @@ def start_nats(
     config = state_dir / "nats-server.conf"
     # Sync every JetStream write to disk: an allocation acknowledged to a job must survive a
     # crash of the server or the machine, and local-mode write rates are tiny.
-    config.write_text(f'jetstream {{\n  store_dir: "{store_dir}"\n  sync_interval: always\n}}\n')
+    fd = os.open(config, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)  # it may hold passwords
+    with os.fdopen(fd, "w") as f:
+        f.write(f'jetstream {{\n  store_dir: "{store_dir}"\n  sync_interval: always\n}}\n')
+        f.write(authorization)
     log = log_path.open("ab")
     args = [
         str(binary),

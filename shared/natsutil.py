@@ -12,10 +12,11 @@ import nats
 from nats.aio.client import Client
 from nats.js import JetStreamContext
 from nats.js.api import KeyValueConfig, RetentionPolicy, StorageType, StreamConfig
-from nats.js.errors import BadRequestError
+from nats.js.errors import BadRequestError, BucketNotFoundError
 from nats.js.kv import KeyValue
 
 from shared.errors import Unavailable
+from shared.natsauth import Credentials
 from shared.schemas.events import EVENTS, EVENTS_STREAM
 from shared.schemas.inventory import NODES_BUCKET
 from shared.schemas.placement import ALLOCATIONS_BUCKET
@@ -24,7 +25,12 @@ log = logging.getLogger("hami.nats")
 
 
 async def connect(
-    url: str, name: str, *, connect_timeout_s: float = 3.0, reconnect: bool = True
+    url: str,
+    name: str,
+    *,
+    connect_timeout_s: float = 3.0,
+    reconnect: bool = True,
+    credentials: Credentials | None = None,
 ) -> Client:
     """Connect, or raise Unavailable with what to do. With ``reconnect`` the client keeps
     trying forever after a first success (a restarted local NATS comes back)."""
@@ -40,6 +46,8 @@ async def connect(
         "reconnect_time_wait": 0.5,
         "error_cb": on_error,
     }
+    if credentials is not None:
+        options["user"], options["password"] = credentials.user, credentials.password
     unreachable = Unavailable(
         f"cannot reach NATS at {url}: start HAMi with `hami up` or pass --nats URL"
     )
@@ -66,7 +74,21 @@ async def _accepts_tcp(url: str, timeout_s: float) -> bool:
     return True
 
 
-async def ensure_kv(js: JetStreamContext, bucket: str, *, history: int = 1) -> KeyValue:
+async def ensure_kv(
+    js: JetStreamContext, bucket: str, *, history: int = 1, create: bool = True
+) -> KeyValue:
+    """The bucket, created if missing; a reader (``create`` False: it may not send a create
+    at all) waits for its owner to create it."""
+    waited = False
+    while True:
+        with contextlib.suppress(BucketNotFoundError):
+            return await js.key_value(bucket)
+        if create:
+            break
+        if not waited:
+            log.info("waiting for the bucket to be created", extra={"bucket": bucket})
+            waited = True
+        await asyncio.sleep(0.5)
     try:
         return await js.create_key_value(
             KeyValueConfig(bucket=bucket, history=history, storage=StorageType.FILE)
@@ -76,12 +98,12 @@ async def ensure_kv(js: JetStreamContext, bucket: str, *, history: int = 1) -> K
         return await js.key_value(bucket)
 
 
-async def nodes_bucket(js: JetStreamContext) -> KeyValue:
-    return await ensure_kv(js, NODES_BUCKET)
+async def nodes_bucket(js: JetStreamContext, *, create: bool = True) -> KeyValue:
+    return await ensure_kv(js, NODES_BUCKET, create=create)
 
 
-async def allocations_bucket(js: JetStreamContext) -> KeyValue:
-    return await ensure_kv(js, ALLOCATIONS_BUCKET)
+async def allocations_bucket(js: JetStreamContext, *, create: bool = True) -> KeyValue:
+    return await ensure_kv(js, ALLOCATIONS_BUCKET, create=create)
 
 
 async def ensure_event_stream(js: JetStreamContext) -> None:

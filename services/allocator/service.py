@@ -27,6 +27,7 @@ from services.allocator.settings import AllocatorSettings
 from shared import kvwatch
 from shared.errors import HamiError, InvalidRequest, Unavailable
 from shared.kube.client import KubeClient
+from shared.natsauth import credentials_of
 from shared.natsutil import (
     allocations_bucket,
     connect,
@@ -439,7 +440,9 @@ async def serve(
     ready: Callable[[], None] | None = None,
     extender_started: Callable[[int], None] | None = None,
 ) -> None:
-    nc: Client = await connect(settings.nats_url, "hami-allocator")
+    nc: Client = await connect(
+        settings.nats_url, "hami-allocator", credentials=credentials_of(settings.nats_credentials)
+    )
     try:
         js = nc.jetstream()
         await ensure_event_stream(js)

@@ -14,6 +14,8 @@ from services.allocator.core.policies import policy_named
 class AllocatorSettings(msgspec.Struct, frozen=True, kw_only=True):
     nats_url: str = "nats://127.0.0.1:4222"
     """NATS server to serve on."""
+    nats_credentials: str | None = None
+    """A JSON file {user, password} (shared.natsauth); None: connect without."""
     node_policy: str = "binpack"
     """Default node policy when a request names none (binpack | spread | best-fit |
     fragmentation)."""
@@ -54,6 +56,9 @@ def parse_settings(argv: list[str] | None = None) -> AllocatorSettings:
     parser = argparse.ArgumentParser(prog="hami-allocator", description="HAMi allocator")
     parser.add_argument(
         "--nats", dest="nats_url", default=env.get("HAMI_NATS_URL", defaults.nats_url)
+    )
+    parser.add_argument(
+        "--nats-credentials", default=os.environ.get("HAMI_NATS_CREDENTIALS") or None
     )
     parser.add_argument("--node-policy", default=env.get("HAMI_NODE_POLICY", defaults.node_policy))
     parser.add_argument("--gpu-policy", default=env.get("HAMI_GPU_POLICY", defaults.gpu_policy))

@@ -34,6 +34,7 @@ from services.local.supervisor import UpSettings
 from shared.allocator_client import AllocatorClient
 from shared.embedded_nats import find_nats_server, port_is_free
 from shared.errors import HamiError, InvalidRequest, NoCapacity, Unavailable
+from shared.natsauth import CREDENTIALS_DIR, Credentials, credentials_file, load_credentials
 from shared.natsutil import connect
 from shared.quantity import parse_cores, parse_count, parse_memory
 from shared.schemas.placement import MAX_LEASE_TTL_S, ContainerRequest
@@ -141,9 +142,21 @@ def cmd_down(args: argparse.Namespace) -> int:
     return 0
 
 
+def _credentials(args: argparse.Namespace) -> Credentials | None:
+    """HAMI_NATS_CREDENTIALS if set, else the client credentials `hami up` made (readable by
+    the user who started it alone), else none (a NATS joined with --nats without auth)."""
+    explicit = os.environ.get("HAMI_NATS_CREDENTIALS")
+    if explicit:
+        return load_credentials(explicit)
+    path = credentials_file(_state_dir(args) / CREDENTIALS_DIR, "client")
+    if getattr(args, "nats", None) or not path.exists():
+        return None
+    return load_credentials(path)
+
+
 async def _status(args: argparse.Namespace) -> int:
     url = _nats_url(args)
-    nc = await connect(url, "hami-status", reconnect=False)
+    nc = await connect(url, "hami-status", reconnect=False, credentials=_credentials(args))
     try:
         status = await AllocatorClient(nc).status()
     finally:
@@ -190,7 +203,7 @@ def build_run_options(args: argparse.Namespace) -> RunOptions:
 
 async def _run(args: argparse.Namespace) -> int:
     options = build_run_options(args)
-    nc = await connect(_nats_url(args), "hami-run")
+    nc = await connect(_nats_url(args), "hami-run", credentials=_credentials(args))
     try:
         code = await run_job(nc, options, _state_dir(args))
     finally:

@@ -23,9 +23,11 @@ from services.local.paths import (
     record_path,
     write_record,
 )
+from shared import natsauth
 from shared.allocator_client import AllocatorClient
 from shared.embedded_nats import EmbeddedNats, start_nats
 from shared.errors import HamiError, Unavailable
+from shared.natsauth import CREDENTIALS_DIR, Credentials, credentials_file, load_credentials
 from shared.natsutil import connect
 from shared.proc import die_with_parent
 
@@ -60,13 +62,23 @@ class Child:
     started_at: float = field(default=0.0)
 
 
-def child_specs(settings: UpSettings, url: str, logs: Path) -> list[Child]:
+def child_specs(
+    settings: UpSettings, url: str, logs: Path, credentials: Path | None = None
+) -> list[Child]:
     python = [sys.executable, "-m"]
-    common = ["--nats", url, "--log-level", settings.log_level]
+
+    def common(user: str) -> list[str]:
+        auth = (
+            []
+            if credentials is None
+            else ["--nats-credentials", str(credentials_file(credentials, user))]
+        )
+        return ["--nats", url, "--log-level", settings.log_level, *auth]
+
     agent = [
         *python,
         "services.nodeagent",
-        *common,
+        *common("nodeagent"),
         "--node",
         settings.node_name,
         "--split-count",
@@ -83,7 +95,7 @@ def child_specs(settings: UpSettings, url: str, logs: Path) -> list[Child]:
             [
                 *python,
                 "services.allocator",
-                *common,
+                *common("allocator"),
                 "--node-ttl",
                 str(settings.node_ttl_s),
                 "--leader-ttl",
@@ -94,7 +106,13 @@ def child_specs(settings: UpSettings, url: str, logs: Path) -> list[Child]:
         Child("nodeagent", agent, logs / "nodeagent.log"),
         Child(
             "telemetry",
-            [*python, "services.telemetry", *common, "--metrics-port", str(settings.metrics_port)],
+            [
+                *python,
+                "services.telemetry",
+                *common("telemetry"),
+                "--metrics-port",
+                str(settings.metrics_port),
+            ],
             logs / "telemetry.log",
         ),
     ]
@@ -131,8 +149,10 @@ async def _stop(child: Child, grace_s: float) -> None:
         await process.wait()
 
 
-async def _wait_ready(url: str, node: str, timeout_s: float) -> None:
-    nc = await connect(url, "hami-up-probe", reconnect=False)
+async def _wait_ready(
+    url: str, node: str, timeout_s: float, credentials: Credentials | None
+) -> None:
+    nc = await connect(url, "hami-up-probe", reconnect=False, credentials=credentials)
     try:
         client = AllocatorClient(nc, timeout_s=1.0)
         deadline = time.monotonic() + timeout_s
@@ -161,14 +181,19 @@ async def supervise(settings: UpSettings, stop: asyncio.Event) -> None:
     logs = state_dir / "logs"
     logs.mkdir(parents=True, exist_ok=True)
     embedded: EmbeddedNats | None = None
+    credentials: Path | None = None
     if settings.nats_url is None:
-        embedded = start_nats(state_dir, port=settings.nats_port)
+        # Our own server: one identity per service, other local users refused.
+        credentials = state_dir / CREDENTIALS_DIR
+        authorization = natsauth.generate(credentials, settings.node_name)
+        embedded = start_nats(state_dir, port=settings.nats_port, authorization=authorization)
         url = embedded.url
     else:
         url = settings.nats_url
+        authorization = ""
     if settings.metrics_port == 0:
         settings = msgspec.structs.replace(settings, metrics_port=free_port())
-    children = child_specs(settings, url, logs)
+    children = child_specs(settings, url, logs, credentials)
     record = LocalRecord(
         supervisor_pid=os.getpid(),
         nats_url=url,
@@ -185,7 +210,12 @@ async def supervise(settings: UpSettings, stop: asyncio.Event) -> None:
         for child in children:
             await _spawn(child)
         save()
-        await _wait_ready(url, settings.node_name, timeout_s=30.0)
+        client = (
+            None
+            if credentials is None
+            else load_credentials(credentials_file(credentials, "client"))
+        )
+        await _wait_ready(url, settings.node_name, timeout_s=30.0, credentials=client)
         record.ready = True
         save()
         log.info("local mode ready", extra={"nats": url, "node": settings.node_name})
@@ -193,7 +223,7 @@ async def supervise(settings: UpSettings, stop: asyncio.Event) -> None:
             if embedded is not None and embedded.process.poll() is not None:
                 log.error("nats-server exited; restarting it on the same port and store")
                 port = int(url.rsplit(":", 1)[1])
-                embedded = start_nats(state_dir, port=port)
+                embedded = start_nats(state_dir, port=port, authorization=authorization)
             for child in children:
                 assert child.process is not None
                 if child.process.returncode is None:

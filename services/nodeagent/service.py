@@ -19,6 +19,7 @@ from services.nodeagent.devices import DeviceManager, open_device_manager
 from services.nodeagent.podusage import ContainerUsage
 from services.nodeagent.settings import NodeAgentSettings
 from shared.kube.client import KubeClient
+from shared.natsauth import credentials_of
 from shared.natsutil import allocations_bucket, connect, nodes_bucket
 from shared.runloop import every
 from shared.schemas.base import node_token
@@ -130,7 +131,7 @@ async def _kubernetes_node(
         nc,
         grace_s=settings.region_grace_s,
     )
-    allocations = await allocations_bucket(nc.jetstream())
+    allocations = await allocations_bucket(nc.jetstream(), create=False)
     tasks.create_task(records.follow(allocations, stop), name="follow-allocations")
     tasks.create_task(
         serve_device_plugin(allocation, Path(settings.plugin_dir), settings.resource_name, stop),
@@ -145,7 +146,11 @@ async def _kubernetes_node(
 
 async def serve(settings: NodeAgentSettings, stop: asyncio.Event) -> None:
     manager = open_device_manager(settings.simulate, settings.node_name)
-    nc = await connect(settings.nats_url, f"hami-nodeagent-{settings.node_name}")
+    nc = await connect(
+        settings.nats_url,
+        f"hami-nodeagent-{settings.node_name}",
+        credentials=credentials_of(settings.nats_credentials),
+    )
     kube: KubeClient | None = None
     try:
         agent = NodeAgent(settings, manager, nc, await nodes_bucket(nc.jetstream()))

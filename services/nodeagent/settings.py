@@ -13,6 +13,8 @@ from shared.limitenv import CORE_POLICIES
 
 class NodeAgentSettings(msgspec.Struct, frozen=True, kw_only=True):
     nats_url: str = "nats://127.0.0.1:4222"
+    nats_credentials: str | None = None
+    """A JSON file {user, password} (shared.natsauth); None: connect without."""
     node: str = ""
     """Node name; the host name when empty."""
     simulate: str | None = None
@@ -49,6 +51,9 @@ def parse_settings(argv: list[str] | None = None) -> NodeAgentSettings:
     d = NodeAgentSettings()
     parser = argparse.ArgumentParser(prog="hami-nodeagent", description="HAMi node agent")
     parser.add_argument("--nats", dest="nats_url", default=env.get("HAMI_NATS_URL", d.nats_url))
+    parser.add_argument(
+        "--nats-credentials", default=os.environ.get("HAMI_NATS_CREDENTIALS") or None
+    )
     parser.add_argument("--node", default=env.get("HAMI_NODE_NAME", d.node))
     parser.add_argument("--simulate", default=env.get("HAMI_SIMULATE") or None)
     parser.add_argument(

@@ -20,6 +20,7 @@ from prometheus_client.registry import Collector, CollectorRegistry
 from services.telemetry.core import DESCRIPTIONS, TelemetryState, samples
 from shared import kvwatch
 from shared.errors import InvalidRequest
+from shared.natsauth import credentials_of
 from shared.natsutil import allocations_bucket, connect, nodes_bucket
 from shared.schemas.base import Codec
 from shared.schemas.inventory import inventory_codec
@@ -35,6 +36,8 @@ class TelemetrySettings(msgspec.Struct, frozen=True, kw_only=True):
     """Loopback by default: metrics name pods and nodes."""
     metrics_port: int = 9395
     log_level: str = "INFO"
+    nats_credentials: str | None = None
+    """A JSON file {user, password} (shared.natsauth); None: connect without."""
 
 
 def parse_settings(argv: list[str] | None = None) -> TelemetrySettings:
@@ -45,6 +48,9 @@ def parse_settings(argv: list[str] | None = None) -> TelemetrySettings:
     parser.add_argument("--metrics-host", default=d.metrics_host)
     parser.add_argument(
         "--metrics-port", type=int, default=int(env.get("HAMI_METRICS_PORT", d.metrics_port))
+    )
+    parser.add_argument(
+        "--nats-credentials", default=os.environ.get("HAMI_NATS_CREDENTIALS") or None
     )
     parser.add_argument("--log-level", default=env.get("HAMI_LOG_LEVEL", d.log_level))
     return TelemetrySettings(**vars(parser.parse_args(argv)))
@@ -76,10 +82,13 @@ async def serve(settings: TelemetrySettings, stop: asyncio.Event) -> None:
     registry.register(collector)
     server, thread = start_http_server(settings.metrics_port, settings.metrics_host, registry)
     log.info("metrics served", extra={"address": f"{settings.metrics_host}:{server.server_port}"})
-    nc = await connect(settings.nats_url, "hami-telemetry")
+    nc = await connect(
+        settings.nats_url, "hami-telemetry", credentials=credentials_of(settings.nats_credentials)
+    )
     try:
         js = nc.jetstream()
-        nodes, allocations = await nodes_bucket(js), await allocations_bucket(js)
+        nodes = await nodes_bucket(js, create=False)
+        allocations = await allocations_bucket(js, create=False)
 
         async def mirror(kv: KeyValue, field: str, codec: Codec[Any], quiet_s: float) -> None:
             """Keep one map of the state equal to a bucket's current values."""

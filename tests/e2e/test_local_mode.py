@@ -331,3 +331,48 @@ def test_leftovers_wait_keeps_the_share_until_the_last_process_exits(local: Loca
     assert time.monotonic() - started >= 3
     assert "waited for 2 process(es)" in err  # the subshell and its sleep
     assert local.status()["allocations"] == []
+
+
+def test_local_nats_knows_each_service_and_refuses_everyone_else(local: Local) -> None:
+    import asyncio
+
+    from shared.errors import Unavailable
+    from shared.natsauth import load_credentials
+    from shared.natsutil import connect
+
+    url = local.record()["nats_url"]
+    creds = local.state_dir / "credentials"
+
+    async def can_write(user: str | None, subject: str) -> bool:
+        credentials = None if user is None else load_credentials(creds / f"{user}.json")
+        nc = await connect(url, "probe", reconnect=False, credentials=credentials)
+        try:
+            await nc.request(subject, b"{}", timeout=1.5)  # a KV put waits for the store's ack
+            return True
+        except Exception:
+            return False
+        finally:
+            await nc.close()
+
+    async def refused_anonymously() -> bool:
+        try:
+            nc = await connect(url, "anonymous", reconnect=False)
+        except Unavailable:
+            return True
+        await nc.close()
+        return False
+
+    async def probe() -> None:
+        assert await refused_anonymously()
+        # A job client may not write the ledger, nor announce a node.
+        assert not await can_write("client", "$KV.hami_allocations.forged")
+        assert not await can_write("client", "$KV.hami_nodes.fake-node")
+        # A node agent announces its own node only, and never writes allocations.
+        assert not await can_write("nodeagent", "$KV.hami_allocations.forged")
+        assert not await can_write("nodeagent", "$KV.hami_nodes.fake-node")
+        assert not await can_write("telemetry", "$KV.hami_allocations.forged")
+        assert await can_write("client", "hami.v1.alloc.status")  # the API is open to it
+
+    asyncio.run(probe())
+    keys = [a["allocation_id"] for a in local.status()["allocations"]]
+    assert keys == [] and "forged" not in json.dumps(local.status())
