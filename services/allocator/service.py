@@ -84,6 +84,7 @@ class Allocator:
         allocations: KeyValue,
         clock: Clock = time.time,
         fence: Callable[[], bool] = lambda: True,
+        term: Callable[[], int] = lambda: 0,
     ) -> None:
         self.settings = settings
         self.scheduling = SchedulingSettings(
@@ -100,6 +101,7 @@ class Allocator:
         """Remembered fits and scores, shared by every decision and the extender's calls."""
         self.quarantine = Quarantine()
         self._fence = fence
+        self._term = term
         """False once this allocator may no longer write (it lost the leader lease)."""
 
     def _check_fence(self) -> None:
@@ -182,7 +184,9 @@ class Allocator:
                 return PlaceReply(outcome="wait", reason=decision.reason)
             if isinstance(decision, Never):
                 return PlaceReply(outcome="never", reason=decision.reason)
-            record = ledger.record_for(request, decision.fit, uuid.uuid4().hex, now)
+            record = msgspec.structs.replace(
+                ledger.record_for(request, decision.fit, uuid.uuid4().hex, now), term=self._term()
+            )
             self._check_fence()
             try:
                 await self._allocations.create(
@@ -472,7 +476,9 @@ async def _lead(
     js = nc.jetstream()
     allocations = await allocations_bucket(js)
     nodes = await nodes_bucket(js)
-    allocator = Allocator(settings, js, allocations, fence=leadership.holds)
+    allocator = Allocator(
+        settings, js, allocations, fence=leadership.holds, term=lambda: leadership.term
+    )
     restored = await allocator.restore()
     log.info("allocations restored", extra={"count": restored, "term": leadership.term})
     service = await add_service(

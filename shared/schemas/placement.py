@@ -101,6 +101,8 @@ class AllocationRecord(WireStruct, frozen=True, kw_only=True):
     Empty in records written before it existed."""
     holder_digest: str = ""
     """secret_digest() of the placer's holder_secret; empty: no secret was given."""
+    term: int = 0
+    """The leader term of the allocator that wrote it (hami_leader): who decided, for audits."""
 
 
 def secret_digest(secret: str | None) -> str:
