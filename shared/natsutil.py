@@ -8,7 +8,6 @@ import logging
 from typing import Any
 from urllib.parse import urlsplit
 
-import nats
 from nats.aio.client import Client
 from nats.js import JetStreamContext
 from nats.js.api import KeyValueConfig, RetentionPolicy, StorageType, StreamConfig
@@ -54,10 +53,19 @@ async def connect(
     # nats-py keeps retrying a refused first connection; a plain TCP probe answers at once.
     if not await _accepts_tcp(url, connect_timeout_s):
         raise unreachable
+    nc = Client()
     try:
-        return await asyncio.wait_for(nats.connect(url, **options), 2 * connect_timeout_s)
+        await asyncio.wait_for(nc.connect(url, **options), 2 * connect_timeout_s)
     except Exception as e:  # nats raises several unrelated types for "cannot connect"
+        with contextlib.suppress(Exception):  # a refused client still holds its socket
+            await nc.close()
+        if "authorization" in str(e).lower():
+            raise Unavailable(
+                f"NATS at {url} refused this client: it needs the credentials of a HAMi "
+                "service or user (`hami up` keeps them in its state directory)"
+            ) from e
         raise unreachable from e
+    return nc
 
 
 async def _accepts_tcp(url: str, timeout_s: float) -> bool:

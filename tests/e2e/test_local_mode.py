@@ -335,6 +335,7 @@ def test_leftovers_wait_keeps_the_share_until_the_last_process_exits(local: Loca
 
 def test_local_nats_knows_each_service_and_refuses_everyone_else(local: Local) -> None:
     import asyncio
+    import gc
 
     from shared.errors import Unavailable
     from shared.natsauth import load_credentials
@@ -364,6 +365,7 @@ def test_local_nats_knows_each_service_and_refuses_everyone_else(local: Local) -
 
     async def probe() -> None:
         assert await refused_anonymously()
+        gc.collect()  # a refused client must not leave its socket open (a ResourceWarning)
         # A job client may not write the ledger, nor announce a node.
         assert not await can_write("client", "$KV.hami_allocations.forged")
         assert not await can_write("client", "$KV.hami_nodes.fake-node")

@@ -198,16 +198,26 @@ def _raised(pod: dict[str, object]) -> str:
     return f"{uuid_},{kind},140000,{cores}:;"
 
 
+def registrations(hami: Hami) -> int:
+    return hami.log("nodeagent").count("deviceplugin: registered ")
+
+
+def wait_registered_again(hami: Hami, before: int) -> None:
+    """Until then the kubelet holds the devices unhealthy and refuses containers that ask for
+    them (UnexpectedAdmissionError): new pods start once the plugin is back."""
+    deadline = time.monotonic() + 60
+    while registrations(hami) <= before:
+        assert time.monotonic() < deadline, "the device plugin did not register again"
+        time.sleep(0.3)
+    hami.wait_capacity("10")
+
+
 def test_after_a_kubelet_restart_the_plugin_registers_again(hami: Hami) -> None:
-    registered = hami.log("nodeagent").count("deviceplugin: registered ")
+    before = registrations(hami)
     hami.node.stop_kubelet()
     hami.node.start_kubelet()
     hami.node.wait_ready()
-    deadline = time.monotonic() + 60
-    while hami.log("nodeagent").count("deviceplugin: registered ") <= registered:
-        assert time.monotonic() < deadline, "the device plugin did not register again"
-        time.sleep(0.5)
-    hami.wait_capacity("10")
+    wait_registered_again(hami, before)
     pod = name("after-restart")
     hami.create_pod(pod, SHARE, "echo $CUDA_DEVICE_MEMORY_LIMIT_0")
     assert hami.wait_pod(pod, ("Succeeded", "Failed"))["status"]["phase"] == "Succeeded"
@@ -219,16 +229,10 @@ def test_a_killed_agent_leaves_running_pods_alone_and_new_pods_start(hami: Hami)
     running = name("survivor")
     hami.create_pod(running, SHARE, "sleep 3600")
     hami.wait_pod(running, ("Running",))
-    registered = hami.log("nodeagent").count("deviceplugin: registered ")
+    before = registrations(hami)
     hami.kill_agent()
     hami.start_agent()
-    # Until the new agent registers, the kubelet holds the devices unhealthy and would refuse
-    # a container (UnexpectedAdmissionError): new pods start once it is back.
-    deadline = time.monotonic() + 60
-    while hami.log("nodeagent").count("deviceplugin: registered ") <= registered:
-        assert time.monotonic() < deadline, "the restarted agent did not register"
-        time.sleep(0.3)
-    hami.wait_capacity("10")
+    wait_registered_again(hami, before)
     pod = name("after-kill")
     hami.create_pod(pod, SHARE, "echo $CUDA_DEVICE_MEMORY_LIMIT_0")
     assert hami.wait_pod(pod, ("Succeeded", "Failed"))["status"]["phase"] == "Succeeded"
