@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 import uuid
@@ -196,6 +197,12 @@ class Allocator:
                 raise HamiError("allocation id collision", id=record.allocation_id) from e
             except Exception as e:
                 raise Unavailable("cannot record the allocation durably; retry") from e
+            if not self._fence():
+                # The lease ran out while the write was on its way: a successor may not have
+                # seen it. Take it back rather than let it stand beside the successor's grants.
+                with contextlib.suppress(Exception):
+                    await self._allocations.delete(record.allocation_id)
+                raise Unavailable("this allocator no longer leads; retry (the new leader answers)")
             self.state, events = ledger.commit(self.state, record, now)
         log.info(
             "placed",
@@ -455,6 +462,9 @@ async def serve(
         )
         if not await leadership.acquire(stop):
             return
+        # A deposed leader's last write may still be on its way (it stopped writing a margin
+        # before its lease ran out): let it land before the state is read back.
+        await sleep_or_stop(stop, leadership.margin_s)
         try:
             await _lead(settings, stop, ready, extender_started, nc, leadership)
         finally:
@@ -507,7 +517,11 @@ async def _lead(
         serving.set()
 
     async def until_stopped() -> None:
-        await stop.wait()
+        stopping = asyncio.ensure_future(stop.wait())
+        lost = asyncio.ensure_future(serving.wait())
+        await asyncio.wait((stopping, lost), return_when=asyncio.FIRST_COMPLETED)
+        for waiter in (stopping, lost):
+            waiter.cancel()
         serving.set()
 
     if ready is not None:

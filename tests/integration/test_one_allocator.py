@@ -48,9 +48,12 @@ def start_allocator(url: str, log: Path) -> subprocess.Popen[bytes]:
         )
 
 
+@pytest.mark.parametrize("fault", ["kill", "stop"])
 async def test_the_standby_takes_over_and_nothing_is_granted_twice(
-    nats_server: EmbeddedNats, tmp_path: Path
+    nats_server: EmbeddedNats, tmp_path: Path, fault: str
 ) -> None:
+    """kill: the leader dies (-9). stop: it is paused (SIGSTOP) past its lease, the standby
+    takes over, and then it wakes up in the middle of the burst."""
     url = nats_server.url
     stop = asyncio.Event()
     agent = asyncio.create_task(
@@ -121,14 +124,22 @@ async def test_the_standby_takes_over_and_nothing_is_granted_twice(
         workers = [asyncio.create_task(job(n)) for n in range(6)]
         checker = asyncio.create_task(check())
         await asyncio.sleep(3)
-        first.send_signal(signal.SIGKILL)
+        first.send_signal(signal.SIGKILL if fault == "kill" else signal.SIGSTOP)
         killed_at = time.monotonic()
-        first.wait()
+        if fault == "kill":
+            first.wait()
         deadline = killed_at + 15
         while not any(t > killed_at + 0.5 for t in placed_at):
             assert time.monotonic() < deadline, (tmp_path / "second.log").read_text()[-2000:]
             await asyncio.sleep(0.1)
         took_over = min(t for t in placed_at if t > killed_at + 0.5) - killed_at
+        if fault == "stop":  # the deposed leader wakes up while the burst goes on
+            first.send_signal(signal.SIGCONT)
+            deadline = time.monotonic() + 15
+            while first.poll() is None:  # it finds its lease taken and stops
+                assert time.monotonic() < deadline, "the deposed leader kept running"
+                await asyncio.sleep(0.1)
+            assert "lost the leader lease" in (tmp_path / "first.log").read_text()
         await asyncio.sleep(2)
         running = False
         await asyncio.gather(*workers, checker)
