@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -329,7 +330,8 @@ def test_leftovers_wait_keeps_the_share_until_the_last_process_exits(local: Loca
     _, err = job.communicate(timeout=30)
     assert job.returncode == 0 and marker.exists(), err
     assert time.monotonic() - started >= 3
-    assert "waited for 2 process(es)" in err  # the subshell and its sleep
+    # The subshell, and its sleep once it has forked it: the count depends on that moment.
+    assert re.search(r"waited for [12] process\(es\)", err), err
     assert local.status()["allocations"] == []
 
 
