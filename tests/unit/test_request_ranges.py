@@ -80,3 +80,44 @@ def test_a_request_id_used_again_for_another_shape_is_an_error() -> None:
         ledger.retried(state, other)
     with pytest.raises(InvalidRequest, match="different request"):
         ledger.retried(state, PlaceRequest(request_id="r", containers=first.containers, priority=0))
+
+
+def test_a_decision_among_candidates_looks_only_at_them() -> None:
+    from immutables import Map
+
+    from services.allocator.core import ledger
+    from services.allocator.core.placement import Placed, SchedulingSettings, decide
+    from services.allocator.core.state import ClusterState
+    from shared.schemas.inventory import DeviceInfo, NodeInventory
+
+    state = ClusterState()
+    for i in range(3):
+        device = DeviceInfo(
+            uuid=f"GPU-{i}", index=0, model="m", memory_mib=1000, physical_memory_mib=1000
+        )
+        inventory = NodeInventory(node=f"n{i}", agent_id="a", devices=(device,))
+        state = ledger.observe_inventory(state, inventory, 0.0)
+
+    class Guarded:
+        """Answers lookups by name; walking every node fails the test."""
+
+        def __init__(self, nodes: Map) -> None:  # type: ignore[type-arg]
+            self._nodes = nodes
+
+        def get(self, name: str, default: object = None) -> object:
+            return self._nodes.get(name, default)
+
+        def __getitem__(self, name: str) -> object:
+            return self._nodes[name]
+
+        def values(self) -> object:
+            raise AssertionError("walked every node of the cluster")
+
+    from dataclasses import replace
+
+    state = replace(state, nodes=Guarded(state.nodes))
+    request = PlaceRequest(
+        request_id="r", containers=(ContainerRequest(),), candidate_nodes=("n2", "n2", "gone")
+    )
+    decision = decide(state, request, SchedulingSettings(), 1.0)
+    assert isinstance(decision, Placed) and decision.fit.node == "n2"

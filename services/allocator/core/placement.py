@@ -106,6 +106,19 @@ def live_nodes(state: ClusterState, now: float, ttl: float) -> list[NodeRecord]:
     return [record for record in state.nodes.values() if now - record.last_seen <= ttl]
 
 
+def live_among(
+    state: ClusterState, names: Iterable[str], now: float, ttl: float
+) -> list[NodeRecord]:
+    """The live nodes among ``names``, in the order given (each once): O(candidates), never a
+    walk over the cluster."""
+    out = []
+    for name in dict.fromkeys(names):
+        record = state.nodes.get(name)
+        if record is not None and now - record.last_seen <= ttl:
+            out.append(record)
+    return out
+
+
 BOUNDED_FITS = 16
 """With a load-ordered policy, a search stops after this many nodes that fit: in load order
 they are the best candidates, and the cost no longer grows with the cluster."""
@@ -200,10 +213,11 @@ def decide(
         # tried and has its reason. No second pass.
         nodes = [state.nodes[name] for name in reasons]
     else:
-        nodes = live_nodes(state, now, settings.node_ttl_s)
-        if request.candidate_nodes is not None:
-            allowed = set(request.candidate_nodes)
-            nodes = [n for n in nodes if n.name in allowed]
+        nodes = (
+            live_nodes(state, now, settings.node_ttl_s)
+            if request.candidate_nodes is None
+            else live_among(state, request.candidate_nodes, now, settings.node_ttl_s)
+        )
         fit, reasons = best_fit(nodes, state, request.containers, node_policy, gpu_policy, memo)
         if fit is not None:
             return Placed(fit)
