@@ -121,3 +121,24 @@ def test_a_decision_among_candidates_looks_only_at_them() -> None:
     )
     decision = decide(state, request, SchedulingSettings(), 1.0)
     assert isinstance(decision, Placed) and decision.fit.node == "n2"
+
+
+def test_the_load_index_keeps_every_bucket_in_name_order() -> None:
+    import random
+
+    from services.allocator.core.index import LoadIndex
+
+    rng = random.Random(7)
+    index, loads = LoadIndex(), {}
+    names = [f"node-{i:05d}" for i in range(600)]
+    for _ in range(5000):
+        name = rng.choice(names)
+        if rng.random() < 0.15 and name in loads:
+            index, _ = index.without(name), loads.pop(name)
+        else:
+            load = rng.choice([0.0, 0.0, 0.0, 0.5, 0.9])
+            index, loads[name] = index.with_load(name, load), load
+    expected = sorted(loads, key=lambda n: (int(loads[n] * 100), n))
+    assert list(index.ordered(most_loaded_first=False)) == expected
+    by_bucket_desc = sorted(loads, key=lambda n: (-int(loads[n] * 100), n))
+    assert list(index.ordered(most_loaded_first=True)) == by_bucket_desc
