@@ -21,10 +21,22 @@ int hami_current_device(void) {
     return dev >= 0 && dev < HAMI_MAX_DEVICES ? dev : 0;
 }
 
+/* Larger than any device: refused whatever the limit, so no size can wrap the arithmetic
+ * below or the region's counters. */
+#define MAX_CHARGE (1ULL << 50)
+#define TOO_LARGE UINT64_MAX
+
 /* What the driver really takes: small blocks are packed, large ones use 2 MiB pages. */
 static uint64_t charged_bytes(uint64_t bytes) {
+    if (bytes > MAX_CHARGE) return TOO_LARGE;
     uint64_t align = bytes < PAGE ? SMALL_ALIGN : PAGE;
     return (bytes + align - 1) / align * align;
+}
+
+/* a * b, or TOO_LARGE when it overflows or passes MAX_CHARGE. */
+static uint64_t product(uint64_t a, uint64_t b) {
+    uint64_t p;
+    return __builtin_mul_overflow(a, b, &p) || p > MAX_CHARGE ? TOO_LARGE : p;
 }
 
 static void charge_context_once(int dev) {
@@ -42,6 +54,7 @@ static CUresult reserve(int dev, uint64_t bytes, int *oversub) {
     const struct hami_limits *l = &hami.limits;
     *oversub = 0;
     if (l->memory_invalid[dev]) return CUDA_ERROR_OUT_OF_MEMORY; /* fail closed, logged at init */
+    if (bytes == TOO_LARGE) return CUDA_ERROR_OUT_OF_MEMORY;     /* no device has this much */
     if (hami.region == NULL) return l->memory[dev] == 0 ? CUDA_SUCCESS : CUDA_ERROR_OUT_OF_MEMORY;
     charge_context_once(dev);
     if (hami_region_reserve(hami.region, dev, bytes, l->memory[dev], 0) == 0) return CUDA_SUCCESS;
@@ -132,7 +145,8 @@ EXPORT CUresult cuMemAllocPitch_v2(CUdeviceptr *dptr, size_t *pitch, size_t widt
     if (dptr == NULL || pitch == NULL || width == 0 || height == 0)
         return hami_real.cuMemAllocPitch_v2(dptr, pitch, width, height, elem);
     /* The pitch is only known afterwards: reserve the worst case (width rounded to 512). */
-    uint64_t bytes = charged_bytes(((uint64_t)width + 511) / 512 * 512 * height);
+    uint64_t row = width > MAX_CHARGE ? TOO_LARGE : ((uint64_t)width + 511) / 512 * 512;
+    uint64_t bytes = charged_bytes(product(row, height));
     int dev = hami_current_device(), over = 0;
     CUresult rc = reserve(dev, bytes, &over);
     if (rc != CUDA_SUCCESS) return rc;
@@ -241,8 +255,9 @@ EXPORT CUresult cuArrayCreate_v2(CUarray *arr, const CUDA_ARRAY_DESCRIPTOR *desc
     hami_init();
     REAL_OR_FAIL(cuArrayCreate_v2);
     if (arr == NULL || desc == NULL) return hami_real.cuArrayCreate_v2(arr, desc);
-    uint64_t bytes = (uint64_t)desc->Width * (desc->Height ? desc->Height : 1) *
-                     desc->NumChannels * format_bytes(desc->Format);
+    uint64_t bytes = product(product(product(desc->Width, desc->Height ? desc->Height : 1),
+                                     desc->NumChannels),
+                             format_bytes(desc->Format));
     return array_alloc(arr, bytes, make_2d, desc);
 }
 
@@ -250,9 +265,10 @@ EXPORT CUresult cuArray3DCreate_v2(CUarray *arr, const CUDA_ARRAY3D_DESCRIPTOR *
     hami_init();
     REAL_OR_FAIL(cuArray3DCreate_v2);
     if (arr == NULL || desc == NULL) return hami_real.cuArray3DCreate_v2(arr, desc);
-    uint64_t bytes = (uint64_t)desc->Width * (desc->Height ? desc->Height : 1) *
-                     (desc->Depth ? desc->Depth : 1) * desc->NumChannels *
-                     format_bytes(desc->Format);
+    uint64_t plane = product(desc->Width, desc->Height ? desc->Height : 1);
+    uint64_t bytes = product(product(product(plane, desc->Depth ? desc->Depth : 1),
+                                     desc->NumChannels),
+                             format_bytes(desc->Format));
     return array_alloc(arr, bytes, make_3d, desc);
 }
 
@@ -372,4 +388,43 @@ EXPORT CUresult cuGraphLaunch_ptsz(CUgraphExec g, CUstream s) {
     hami_init();
     REAL_OR_FAIL(cuGraphLaunch_ptsz);
     LAUNCH(s, hami_real.cuGraphLaunch_ptsz(g, s));
+}
+
+/* ---- the pre-3.2 generation ----
+ * libcuda still exports cuMemAlloc, cuMemAllocPitch, cuArrayCreate, cuArray3DCreate,
+ * cuMemGetInfo and cuDeviceTotalMem with 32-bit sizes and pointers (cuda.h maps the names to
+ * the _v2 functions for everything compiled since CUDA 3.2). Reached by dlsym or
+ * cuGetProcAddress with an old version, they would take memory uncharged: refused instead. */
+
+static CUresult legacy(const char *name) {
+    static int told;
+    if (!__atomic_exchange_n(&told, 1, __ATOMIC_RELAXED))
+        LOG_ERROR("%s (the pre-CUDA-3.2 entry point) is refused under HAMi; use the _v2 API", name);
+    return CUDA_ERROR_NOT_SUPPORTED;
+}
+
+EXPORT CUresult cuMemAlloc(CUdeviceptr_v1 *dptr, unsigned int bytes) {
+    (void)dptr, (void)bytes;
+    return legacy("cuMemAlloc");
+}
+EXPORT CUresult cuMemAllocPitch(CUdeviceptr_v1 *dptr, unsigned int *pitch, unsigned int width,
+                                unsigned int height, unsigned int elem) {
+    (void)dptr, (void)pitch, (void)width, (void)height, (void)elem;
+    return legacy("cuMemAllocPitch");
+}
+EXPORT CUresult cuArrayCreate(CUarray *arr, const CUDA_ARRAY_DESCRIPTOR_v1 *desc) {
+    (void)arr, (void)desc;
+    return legacy("cuArrayCreate");
+}
+EXPORT CUresult cuArray3DCreate(CUarray *arr, const CUDA_ARRAY3D_DESCRIPTOR_v1 *desc) {
+    (void)arr, (void)desc;
+    return legacy("cuArray3DCreate");
+}
+EXPORT CUresult cuMemGetInfo(unsigned int *free_bytes, unsigned int *total_bytes) {
+    (void)free_bytes, (void)total_bytes;
+    return legacy("cuMemGetInfo");
+}
+EXPORT CUresult cuDeviceTotalMem(unsigned int *bytes, CUdevice dev) {
+    (void)bytes, (void)dev;
+    return legacy("cuDeviceTotalMem");
 }

@@ -38,6 +38,18 @@
     X(cuMemGetInfo_v2, CUresult, (size_t *free_bytes, size_t *total_bytes),                      \
       (free_bytes, total_bytes))                                                                 \
     X(cuDeviceTotalMem_v2, CUresult, (size_t *bytes, CUdevice dev), (bytes, dev))                \
+    /* The pre-3.2 generation, still exported by libcuda with 32-bit sizes: refused (cuda_hooks.c). */ \
+    X(cuMemAlloc, CUresult, (CUdeviceptr_v1 *dptr, unsigned int bytes), (dptr, bytes))         \
+    X(cuMemAllocPitch, CUresult,                                                                 \
+      (CUdeviceptr_v1 *dptr, unsigned int *pitch, unsigned int width, unsigned int height,       \
+       unsigned int elem),                                                                       \
+      (dptr, pitch, width, height, elem))                                                        \
+    X(cuArrayCreate, CUresult, (CUarray *arr, const CUDA_ARRAY_DESCRIPTOR_v1 *desc), (arr, desc)) \
+    X(cuArray3DCreate, CUresult, (CUarray *arr, const CUDA_ARRAY3D_DESCRIPTOR_v1 *desc),         \
+      (arr, desc))                                                                               \
+    X(cuMemGetInfo, CUresult, (unsigned int *free_bytes, unsigned int *total_bytes),             \
+      (free_bytes, total_bytes))                                                                 \
+    X(cuDeviceTotalMem, CUresult, (unsigned int *bytes, CUdevice dev), (bytes, dev))             \
     X(cuLaunchKernel, CUresult,                                                                  \
       (CUfunction f, unsigned int gx, unsigned int gy, unsigned int gz, unsigned int bx,         \
        unsigned int by, unsigned int bz, unsigned int shmem, CUstream s, void **params,          \

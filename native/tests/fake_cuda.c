@@ -224,6 +224,22 @@ EXPORT CUresult cuCtxSynchronize(void) {
     return CUDA_SUCCESS;
 }
 
+/* ---- the pre-3.2 generation, as libcuda still exports it: 32-bit sizes and pointers ----
+ * (cuda.h: "CUresult CUDAAPI cuMemAlloc(CUdeviceptr_v1 *dptr, unsigned int bytesize)" under
+ * __CUDA_API_VERSION_INTERNAL; cuGetProcAddress hands these out for versions before 3020). */
+EXPORT CUresult cuMemAlloc(CUdeviceptr_v1 *p, unsigned int n) {
+    CUdeviceptr wide = 0;
+    CUresult rc = fake_alloc(&wide, n, current);
+    if (rc == CUDA_SUCCESS && p != NULL) *p = (CUdeviceptr_v1)wide;
+    return rc;
+}
+EXPORT CUresult cuMemGetInfo(unsigned int *free_b, unsigned int *total_b) {
+    if (free_b == NULL || total_b == NULL) return CUDA_ERROR_INVALID_VALUE;
+    *total_b = (unsigned int)total_bytes();
+    *free_b = (unsigned int)(total_bytes() - used[current]);
+    return CUDA_SUCCESS;
+}
+
 /* ---- cuGetProcAddress, as the real driver: by name, version and stream flavour ---- */
 EXPORT CUresult cuGetProcAddress(const char *symbol, void **pfn, int version, cuuint64_t flags);
 EXPORT CUresult cuGetProcAddress_v2(const char *symbol, void **pfn, int version, cuuint64_t flags,
@@ -233,10 +249,11 @@ static void *lookup(const char *s, int version, cuuint64_t flags) {
     int ptds = (flags & CU_GET_PROC_ADDRESS_PER_THREAD_DEFAULT_STREAM) != 0;
     if (!strcmp(s, "cuGetProcAddress")) return version >= 12000 ? (void *)cuGetProcAddress_v2
                                                                : (void *)cuGetProcAddress;
-    if (!strcmp(s, "cuMemAlloc")) return (void *)cuMemAlloc_v2;
+    if (!strcmp(s, "cuMemAlloc")) return version < 3020 ? (void *)cuMemAlloc : (void *)cuMemAlloc_v2;
     if (!strcmp(s, "cuMemAllocPitch")) return (void *)cuMemAllocPitch_v2;
     if (!strcmp(s, "cuMemFree")) return (void *)cuMemFree_v2;
-    if (!strcmp(s, "cuMemGetInfo")) return (void *)cuMemGetInfo_v2;
+    if (!strcmp(s, "cuMemGetInfo"))
+        return version < 3020 ? (void *)cuMemGetInfo : (void *)cuMemGetInfo_v2;
     if (!strcmp(s, "cuDeviceTotalMem")) return (void *)cuDeviceTotalMem_v2;
     if (!strcmp(s, "cuMemAllocManaged")) return (void *)cuMemAllocManaged;
     if (!strcmp(s, "cuMemCreate")) return (void *)cuMemCreate;

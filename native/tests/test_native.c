@@ -134,6 +134,39 @@ static void scenario_paths(void) {
     CHECK(dlsym(RTLD_NEXT, "malloc") == dlsym(RTLD_DEFAULT, "malloc"));
 }
 
+/* A hostile tenant's routes around the _v2 API: the pre-3.2 generation by link, dlsym and
+ * cuGetProcAddress with an old version, and sizes that wrap the arithmetic. */
+typedef CUresult (*legacy_alloc_fn)(CUdeviceptr_v1 *, unsigned int);
+static void scenario_legacy(void) {
+    CUdeviceptr_v1 small = 0;
+    CHECK(cuMemAlloc(&small, 8u << 20) == CUDA_ERROR_NOT_SUPPORTED); /* link time */
+    unsigned int free32 = 0, total32 = 0;
+    CHECK(cuMemGetInfo(&free32, &total32) == CUDA_ERROR_NOT_SUPPORTED);
+    void *cuda = dlopen("libcuda.so.1", RTLD_NOW);
+    legacy_alloc_fn by_name = (legacy_alloc_fn)dlsym(cuda, "cuMemAlloc");
+    CHECK(by_name != NULL && by_name(&small, 8u << 20) == CUDA_ERROR_NOT_SUPPORTED);
+    gpa2_fn gpa = (gpa2_fn)dlsym(cuda, "cuGetProcAddress_v2");
+    void *old = NULL;
+    CHECK(gpa("cuMemAlloc", &old, 3000, 0, NULL) == CUDA_SUCCESS);
+    CHECK(old != NULL && ((legacy_alloc_fn)old)(&small, 8u << 20) == CUDA_ERROR_NOT_SUPPORTED);
+    /* Sizes that would wrap: refused, nothing charged, the counters intact afterwards. */
+    CUdeviceptr p = 0;
+    size_t pitch = 0;
+    CHECK(cuMemAlloc_v2(&p, SIZE_MAX) == CUDA_ERROR_OUT_OF_MEMORY);
+    CHECK(cuMemAlloc_v2(&p, SIZE_MAX - (1u << 20)) == CUDA_ERROR_OUT_OF_MEMORY);
+    CHECK(cuMemAllocPitch_v2(&p, &pitch, (size_t)1 << 40, (size_t)1 << 40, 4) ==
+          CUDA_ERROR_OUT_OF_MEMORY);
+    CUDA_ARRAY3D_DESCRIPTOR huge = {.Width = (size_t)1 << 30, .Height = (size_t)1 << 30,
+                                    .Depth = (size_t)1 << 30, .Format = CU_AD_FORMAT_FLOAT,
+                                    .NumChannels = 4};
+    CUarray arr = NULL;
+    CHECK(cuArray3DCreate_v2(&arr, &huge) == CUDA_ERROR_OUT_OF_MEMORY);
+    size_t free_b = 0, total_b = 0;
+    CHECK(cuMemGetInfo_v2(&free_b, &total_b) == CUDA_SUCCESS);
+    CHECK(free_b == total_b); /* nothing was charged */
+    CHECK(cuMemAlloc_v2(&p, 8u << 20) == CUDA_SUCCESS && cuMemFree_v2(p) == CUDA_SUCCESS);
+}
+
 static void scenario_meminfo(void) {
     CUdeviceptr a = 0;
     CHECK(cuMemAlloc_v2(&a, 16 * MB) == CUDA_SUCCESS);
@@ -231,6 +264,7 @@ int main(int argc, char **argv) {
     cuInit(0);
     if (!strcmp(s, "paths")) scenario_paths();
     else if (!strcmp(s, "meminfo")) scenario_meminfo();
+    else if (!strcmp(s, "legacy")) scenario_legacy();
     else if (!strcmp(s, "grab") && argc == 4) scenario_grab(atol(argv[2]), atoi(argv[3]));
     else if (!strcmp(s, "oversub")) scenario_oversub();
     else if (!strcmp(s, "refused")) scenario_refused();

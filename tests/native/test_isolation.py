@@ -293,3 +293,8 @@ def test_without_its_shared_region_the_compute_share_still_holds(
     )
     share = float(result.stdout.split("share ")[1].split()[0])
     assert 0.42 <= share <= 0.58, result.stdout
+
+
+@pytest.mark.parametrize("limit", ["64m", "0"])
+def test_legacy_entry_points_and_wrapping_sizes_are_refused(native_build: Path, limit: str) -> None:
+    ok(run(native_build, "legacy", CUDA_DEVICE_MEMORY_LIMIT_0=limit))
