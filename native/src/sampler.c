@@ -1,18 +1,25 @@
 /* Measuring the container's GPU time with CUDA events, and waiting when its budget is spent.
  *
- * About once per millisecond per thread a marker event is recorded after a launch; the GPU time
- * between two consecutive completed markers of one stream is work done for us. Before the
- * throttle sleeps it records a marker (so every launch so far is covered); after the sleep, if
- * the stream has drained, the chain restarts at a marker recorded before the next launch, so
- * the idle time of the sleep is never counted as work. */
+ * One chain of marker events per process, whatever stream or thread launched: about once per
+ * millisecond a marker is recorded after a launch. The chain keeps the marker that completed
+ * latest (its "frontier"); a newly completed marker that lies after the frontier moves it, and
+ * the time it moved (cuEventElapsedTime works across streams of a context) is work done on the
+ * device. Work of several streams that overlaps is counted once (as device time, which is what
+ * a share of the device means); idle time between markers is counted too, which throttles a
+ * sparse job slightly more than needed, never less. Before the throttle sleeps it records a
+ * marker (so every launch so far is covered); after the sleep, if everything drained, the chain
+ * restarts at a marker recorded before the next launch, so the sleep is not counted as work.
+ * The chain is shared by all threads (one lock), so a new thread per launch, many streams or
+ * the per-thread default stream cannot slip work past it, and no thread leaves events behind. */
 #define _GNU_SOURCE
+#include <pthread.h>
 #include <time.h>
 
 #include "log.h"
 #include "throttle.h"
 #include "vgpu.h"
 
-#define SAMPLE_NS 1000000ULL   /* record an event at most this often per thread */
+#define SAMPLE_NS 1000000ULL   /* record an event at most this often per process */
 #define BURST_NS 20000000LL    /* bucket cap: 20 ms of GPU time */
 #define RING 64
 
@@ -21,12 +28,25 @@ struct marker {
     CUstream stream;
 };
 
-static __thread struct marker ring[RING];
-static __thread int head, count;          /* pending markers, oldest at head */
-static __thread struct marker last_done;  /* newest completed marker of the chain */
-static __thread uint64_t last_sample_ns;
-static __thread CUevent spare[RING];
-static __thread int spares;
+static pthread_mutex_t chain_lock = PTHREAD_MUTEX_INITIALIZER;
+static struct marker ring[RING];
+static int head, count;          /* pending markers, oldest at head */
+static struct marker last_done;  /* the frontier: the completed marker that finished last */
+static uint64_t last_sample_ns;
+static CUevent spare[RING];
+static int spares;
+
+/* After fork the child has no CUDA context and maybe a lock held by a thread that is gone. */
+static void reset_chain(void) {
+    pthread_mutex_init(&chain_lock, NULL);
+    head = count = spares = 0;
+    last_done = (struct marker){NULL, NULL};
+    last_sample_ns = 0;
+}
+
+__attribute__((constructor)) static void chain_atfork(void) {
+    pthread_atfork(NULL, NULL, reset_chain);
+}
 
 static CUevent take_event(void) {
     if (spares > 0) return spare[--spares];
@@ -42,22 +62,25 @@ static void give_event(CUevent e) {
     else if (hami_real.cuEventDestroy_v2 != NULL) hami_real.cuEventDestroy_v2(e);
 }
 
-/* GPU time completed since the last call, in ns. */
+/* GPU time completed since the last call, in ns (chain_lock held). */
 static uint64_t collect(void) {
     uint64_t busy = 0;
     while (count > 0) {
         struct marker m = ring[head];
         if (hami_real.cuEventQuery(m.event) != CUDA_SUCCESS) break;
-        if (last_done.event != NULL && last_done.stream == m.stream) {
-            float ms = 0;
-            if (hami_real.cuEventElapsedTime(&ms, last_done.event, m.event) == CUDA_SUCCESS &&
-                ms > 0)
-                busy += (uint64_t)(ms * 1e6);
-        }
-        give_event(last_done.event);
-        last_done = m;
         head = (head + 1) % RING;
         count--;
+        float ms = 0;
+        if (last_done.event == NULL) {
+            last_done = m;
+        } else if (hami_real.cuEventElapsedTime(&ms, last_done.event, m.event) == CUDA_SUCCESS &&
+                   ms > 0) {
+            busy += (uint64_t)(ms * 1e6); /* the frontier moved: that much device time */
+            give_event(last_done.event);
+            last_done = m;
+        } else {
+            give_event(m.event); /* finished before the frontier: already counted */
+        }
     }
     return busy;
 }
@@ -90,13 +113,26 @@ static void mark(CUstream stream) {
 void hami_sample_after_launch(CUstream stream) {
     if (hami_real.cuEventRecord == NULL || hami_real.cuEventQuery == NULL) return;
     uint64_t now = hami_now_ns();
-    if (now - last_sample_ns < SAMPLE_NS) return;
+    if (now - __atomic_load_n(&last_sample_ns, __ATOMIC_RELAXED) < SAMPLE_NS) return;
+    pthread_mutex_lock(&chain_lock);
+    if (now - last_sample_ns < SAMPLE_NS) { /* another thread sampled meanwhile */
+        pthread_mutex_unlock(&chain_lock);
+        return;
+    }
     last_sample_ns = now;
     uint64_t busy = collect();
     mark(stream);
+    pthread_mutex_unlock(&chain_lock);
     int dev = hami_current_device();
     if (hami.limits.policy == HAMI_POLICY_DEFAULT && hami.compute->relaxed[dev]) return;
     settle(dev, busy, now);
+}
+
+static uint64_t collect_locked(void) {
+    pthread_mutex_lock(&chain_lock);
+    uint64_t busy = collect();
+    pthread_mutex_unlock(&chain_lock);
+    return busy;
 }
 
 void hami_throttle_launch(CUstream stream) {
@@ -112,16 +148,21 @@ void hami_throttle_launch(CUstream stream) {
         hami_bucket_refill(&b, now, hami.limits.sm_percent, BURST_NS);
         uint64_t wait = hami_bucket_wait_ns(&b, hami.limits.sm_percent);
         if (wait == 0) break;
-        if (!slept) mark(stream); /* cover every launch made so far */
+        if (!slept) { /* cover every launch made so far */
+            pthread_mutex_lock(&chain_lock);
+            mark(stream);
+            pthread_mutex_unlock(&chain_lock);
+        }
         slept = 1;
         if (wait > 50000000ULL) wait = 50000000ULL;
         struct timespec ts = {(time_t)(wait / 1000000000ULL), (long)(wait % 1000000000ULL)};
         nanosleep(&ts, NULL);
         /* While we wait, work already queued completes: count it, or we would wait forever. */
-        settle(dev, collect(), hami_now_ns());
+        settle(dev, collect_locked(), hami_now_ns());
     }
     if (slept && hami_real.cuEventQuery != NULL) {
-        settle(dev, collect(), hami_now_ns());
+        pthread_mutex_lock(&chain_lock);
+        uint64_t busy = collect();
         if (count == 0 && (last_done.event == NULL ||
                            hami_real.cuEventQuery(last_done.event) == CUDA_SUCCESS)) {
             /* Drained while we slept: restart the chain before this launch. */
@@ -130,5 +171,7 @@ void hami_throttle_launch(CUstream stream) {
             mark(stream);
             last_sample_ns = hami_now_ns();
         }
+        pthread_mutex_unlock(&chain_lock);
+        settle(dev, busy, hami_now_ns());
     }
 }

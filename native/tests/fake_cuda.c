@@ -192,9 +192,12 @@ EXPORT CUresult cuGraphLaunch(CUgraphExec g, CUstream s) { (void)g; (void)s; ret
 EXPORT CUresult cuGraphLaunch_ptsz(CUgraphExec g, CUstream s) { return cuGraphLaunch(g, s); }
 
 struct fake_event { uint64_t at; };
+static long events_live;
+EXPORT long fake_events_live(void) { return __atomic_load_n(&events_live, __ATOMIC_RELAXED); }
 EXPORT CUresult cuEventCreate(CUevent *e, unsigned int flags) {
     (void)flags;
     *e = (CUevent)calloc(1, sizeof(struct fake_event));
+    if (*e) __atomic_add_fetch(&events_live, 1, __ATOMIC_RELAXED);
     return *e ? CUDA_SUCCESS : CUDA_ERROR_OUT_OF_MEMORY;
 }
 EXPORT CUresult cuEventRecord(CUevent e, CUstream s) {
@@ -212,7 +215,11 @@ EXPORT CUresult cuEventElapsedTime(float *ms, CUevent a, CUevent b) {
     *ms = (float)((double)(int64_t)(((struct fake_event *)b)->at - ((struct fake_event *)a)->at) / 1e6);
     return CUDA_SUCCESS;
 }
-EXPORT CUresult cuEventDestroy_v2(CUevent e) { free(e); return CUDA_SUCCESS; }
+EXPORT CUresult cuEventDestroy_v2(CUevent e) {
+    if (e) __atomic_sub_fetch(&events_live, 1, __ATOMIC_RELAXED);
+    free(e);
+    return CUDA_SUCCESS;
+}
 EXPORT CUresult cuCtxSynchronize(void) {
     uint64_t until = busy_until_ns, now = now_ns();
     if (until > now) {

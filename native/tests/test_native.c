@@ -5,6 +5,7 @@
 #include <cuda.h>
 #include <dlfcn.h>
 #include <nvml.h>
+#include <pthread.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -16,6 +17,7 @@
 #include "check.h"
 
 extern uint64_t fake_kernel_ns_total(void);
+extern long fake_events_live(void);
 extern uint64_t fake_managed_allocs(void);
 extern void fake_set_device(int d);
 
@@ -238,6 +240,34 @@ static void scenario_throttle(double seconds) {
     printf("share %.3f launches %d\n", (double)(fake_kernel_ns_total() - k0) / 1e9 / wall, n);
 }
 
+/* The same loop spread over many streams, or with every launch from a thread of its own: the
+ * share is the container's per device, whatever the launch pattern. */
+static void *launch_once(void *stream) {
+    CHECK(cuLaunchKernel(NULL, 1, 1, 1, 1, 1, 1, 0, (CUstream)stream, NULL, NULL) == CUDA_SUCCESS);
+    return NULL;
+}
+
+static void scenario_throttle_pattern(const char *pattern, double seconds) {
+    double start = now_s();
+    uint64_t k0 = fake_kernel_ns_total();
+    int n = 0;
+    while (now_s() - start < seconds) {
+        void *stream = (void *)(uintptr_t)(1 + n % 8);
+        if (!strcmp(pattern, "threads")) {
+            pthread_t t;
+            CHECK(pthread_create(&t, NULL, launch_once, stream) == 0);
+            pthread_join(t, NULL);
+        } else {
+            launch_once(stream);
+        }
+        n++;
+    }
+    cuCtxSynchronize();
+    double wall = now_s() - start;
+    printf("share %.3f launches %d events %ld\n",
+           (double)(fake_kernel_ns_total() - k0) / 1e9 / wall, n, fake_events_live());
+}
+
 static void scenario_launch_refused(void) {
     CHECK(cuLaunchKernel(NULL, 1, 1, 1, 1, 1, 1, 0, NULL, NULL, NULL) == CUDA_ERROR_NOT_PERMITTED);
 }
@@ -269,6 +299,10 @@ int main(int argc, char **argv) {
     else if (!strcmp(s, "oversub")) scenario_oversub();
     else if (!strcmp(s, "refused")) scenario_refused();
     else if (!strcmp(s, "throttle") && argc == 3) scenario_throttle(atof(argv[2]));
+    else if (!strcmp(s, "throttle-streams") && argc == 3)
+        scenario_throttle_pattern("streams", atof(argv[2]));
+    else if (!strcmp(s, "throttle-threads") && argc == 3)
+        scenario_throttle_pattern("threads", atof(argv[2]));
     else if (!strcmp(s, "launch-refused")) scenario_launch_refused();
     else if (!strcmp(s, "launch-rate") && argc == 3) scenario_launch_rate(atoi(argv[2]));
     else if (!strcmp(s, "alloc-rate") && argc == 3) scenario_alloc_rate(atoi(argv[2]));

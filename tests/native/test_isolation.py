@@ -298,3 +298,15 @@ def test_without_its_shared_region_the_compute_share_still_holds(
 @pytest.mark.parametrize("limit", ["64m", "0"])
 def test_legacy_entry_points_and_wrapping_sizes_are_refused(native_build: Path, limit: str) -> None:
     ok(run(native_build, "legacy", CUDA_DEVICE_MEMORY_LIMIT_0=limit))
+
+
+@pytest.mark.parametrize("pattern", ["throttle-streams", "throttle-threads"])
+def test_the_share_holds_over_many_streams_and_a_thread_per_launch(
+    native_build: Path, pattern: str
+) -> None:
+    result = run(native_build, pattern, "2", CUDA_DEVICE_SM_LIMIT="50")
+    fields = result.stdout.split()
+    share = float(fields[fields.index("share") + 1])
+    events = int(fields[fields.index("events") + 1])
+    assert 0.42 <= share <= 0.58, result.stdout + result.stderr
+    assert events <= 2 * 64 + 1, result.stdout  # no thread leaves its events behind
