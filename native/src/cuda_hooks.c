@@ -93,7 +93,7 @@ static void forget(uint64_t key) {
             unreserve(dev_, charge_, over_);                                                      \
             return rc_;                                                                           \
         }                                                                                         \
-        hami_track_put((uint64_t)*(dptr), (struct hami_alloc){charge_, dev_, over_});             \
+        hami_track_put((uint64_t)*(dptr), (struct hami_alloc){charge_, dev_, over_, 0, 0});       \
         return rc_;                                                                               \
     } while (0)
 
@@ -155,7 +155,7 @@ EXPORT CUresult cuMemAllocPitch_v2(CUdeviceptr *dptr, size_t *pitch, size_t widt
         unreserve(dev, bytes, over);
         return rc;
     }
-    hami_track_put((uint64_t)*dptr, (struct hami_alloc){bytes, dev, over});
+    hami_track_put((uint64_t)*dptr, (struct hami_alloc){bytes, dev, over, 0, 0});
     return rc;
 }
 
@@ -193,7 +193,7 @@ EXPORT CUresult cuMemCreate(CUmemGenericAllocationHandle *handle, size_t size,
         return hami_real.cuMemCreate(handle, size, prop, flags);
     int dev = prop->location.id >= 0 && prop->location.id < HAMI_MAX_DEVICES ? prop->location.id : 0;
     int over = 0;
-    CUresult rc = reserve(dev, size, &over);
+    CUresult rc = reserve(dev, size > MAX_CHARGE ? TOO_LARGE : size, &over);
     if (rc != CUDA_SUCCESS) return rc;
     if (over) { /* physical device memory cannot be host-backed here: refuse instead */
         unreserve(dev, size, over);
@@ -204,15 +204,59 @@ EXPORT CUresult cuMemCreate(CUmemGenericAllocationHandle *handle, size_t size,
         unreserve(dev, size, 0);
         return rc;
     }
-    hami_track_put((uint64_t)*handle, (struct hami_alloc){size, dev, 0});
+    hami_track_put((uint64_t)*handle, (struct hami_alloc){size, dev, 0, 0, 0});
     return rc;
+}
+
+/* VMM: the physical memory lives until its handle is released AND its last mapping is gone
+ * (releasing a handle that is still mapped is legal, and NVIDIA's samples do it): it stays
+ * charged until both. Mappings are tracked by address, tagged apart from allocations. */
+#define MAPPING_TAG (1ULL << 63)
+
+static int released_now(struct hami_alloc *a, void *ctx) {
+    (void)ctx;
+    a->released = 1;
+    return a->maps > 0; /* still mapped: keep it (and its charge) */
+}
+
+static int mapped_more(struct hami_alloc *a, void *delta) {
+    a->maps += *(int *)delta;
+    return !(a->released && a->maps <= 0);
 }
 
 EXPORT CUresult cuMemRelease(CUmemGenericAllocationHandle handle) {
     hami_init();
     REAL_OR_FAIL(cuMemRelease);
     CUresult rc = hami_real.cuMemRelease(handle);
-    if (rc == CUDA_SUCCESS) forget((uint64_t)handle);
+    struct hami_alloc a;
+    if (rc == CUDA_SUCCESS && hami_track_update((uint64_t)handle, released_now, NULL, &a) &&
+        a.maps <= 0)
+        unreserve(a.dev, a.bytes, a.oversub);
+    return rc;
+}
+
+EXPORT CUresult cuMemMap(CUdeviceptr ptr, size_t size, size_t offset,
+                         CUmemGenericAllocationHandle handle, unsigned long long flags) {
+    hami_init();
+    REAL_OR_FAIL(cuMemMap);
+    CUresult rc = hami_real.cuMemMap(ptr, size, offset, handle, flags);
+    int one = 1;
+    struct hami_alloc a;
+    if (rc == CUDA_SUCCESS && hami_track_update((uint64_t)handle, mapped_more, &one, &a))
+        hami_track_put((uint64_t)ptr | MAPPING_TAG, (struct hami_alloc){(uint64_t)handle, -1, 0,
+                                                                        0, 0});
+    return rc;
+}
+
+EXPORT CUresult cuMemUnmap(CUdeviceptr ptr, size_t size) {
+    hami_init();
+    REAL_OR_FAIL(cuMemUnmap);
+    CUresult rc = hami_real.cuMemUnmap(ptr, size);
+    struct hami_alloc mapping, a;
+    int minus = -1;
+    if (rc == CUDA_SUCCESS && hami_track_take((uint64_t)ptr | MAPPING_TAG, &mapping) &&
+        hami_track_update(mapping.bytes, mapped_more, &minus, &a) && a.released && a.maps <= 0)
+        unreserve(a.dev, a.bytes, a.oversub);
     return rc;
 }
 
@@ -240,7 +284,7 @@ static CUresult array_alloc(CUarray *arr, uint64_t bytes, CUresult (*make)(CUarr
         unreserve(dev, bytes, 0);
         return rc;
     }
-    hami_track_put((uint64_t)(uintptr_t)*arr, (struct hami_alloc){bytes, dev, 0});
+    hami_track_put((uint64_t)(uintptr_t)*arr, (struct hami_alloc){bytes, dev, 0, 0, 0});
     return rc;
 }
 

@@ -31,6 +31,11 @@
        unsigned long long flags),                                                                \
       (handle, size, prop, flags))                                                               \
     X(cuMemRelease, CUresult, (CUmemGenericAllocationHandle handle), (handle))                   \
+    X(cuMemMap, CUresult,                                                                        \
+      (CUdeviceptr ptr, size_t size, size_t offset, CUmemGenericAllocationHandle handle,         \
+       unsigned long long flags),                                                                \
+      (ptr, size, offset, handle, flags))                                                        \
+    X(cuMemUnmap, CUresult, (CUdeviceptr ptr, size_t size), (ptr, size))                         \
     X(cuArrayCreate_v2, CUresult, (CUarray *arr, const CUDA_ARRAY_DESCRIPTOR *desc), (arr, desc)) \
     X(cuArray3DCreate_v2, CUresult, (CUarray *arr, const CUDA_ARRAY3D_DESCRIPTOR *desc),         \
       (arr, desc))                                                                               \

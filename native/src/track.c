@@ -89,3 +89,26 @@ int hami_track_take(uint64_t key, struct hami_alloc *out) {
     pthread_mutex_unlock(&lock);
     return found;
 }
+
+int hami_track_update(uint64_t key, int (*fn)(struct hami_alloc *, void *), void *ctx,
+                      struct hami_alloc *out) {
+    int found = 0;
+    pthread_mutex_lock(&lock);
+    if (capacity != 0) {
+        size_t i = slot_of(key);
+        while (table[i].key != 0) {
+            if (table[i].key == key && !table[i].tombstone) {
+                found = 1;
+                if (!fn(&table[i].value, ctx)) {
+                    table[i].tombstone = 1;
+                    live--;
+                }
+                *out = table[i].value;
+                break;
+            }
+            i = (i + 1) & (capacity - 1);
+        }
+    }
+    pthread_mutex_unlock(&lock);
+    return found;
+}

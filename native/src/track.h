@@ -9,10 +9,16 @@ struct hami_alloc {
     uint64_t bytes;
     int32_t dev;
     int32_t oversub; /* 1: host-backed fallback, counted apart */
+    int32_t maps;     /* VMM handles: live mappings of it */
+    int32_t released; /* VMM handles: cuMemRelease was called while it was still mapped */
 };
 
 void hami_track_put(uint64_t key, struct hami_alloc value);
 /* Remove and return the entry; 0 when it was not tracked. */
 int hami_track_take(uint64_t key, struct hami_alloc *out);
+/* Change the live entry under the lock: fn returns 1 to keep it, 0 to remove it; *out gets
+ * the entry as fn left it. Returns 0 when the key is not tracked. */
+int hami_track_update(uint64_t key, int (*fn)(struct hami_alloc *, void *), void *ctx,
+                      struct hami_alloc *out);
 
 #endif

@@ -125,6 +125,18 @@ EXPORT CUresult cuMemCreate(CUmemGenericAllocationHandle *h, size_t n,
     return rc;
 }
 EXPORT CUresult cuMemRelease(CUmemGenericAllocationHandle h) { return fake_free(h); }
+/* "cuMemMap: maps the memory represented by handle at ptr"; "cuMemRelease: the memory is
+ * freed when the handle and all its mappings are gone" (driver API reference, VMM). The test
+ * driver frees the host backing at release; the accounting under test is the library's. */
+EXPORT CUresult cuMemMap(CUdeviceptr ptr, size_t size, size_t offset,
+                         CUmemGenericAllocationHandle h, unsigned long long flags) {
+    (void)size, (void)offset, (void)flags;
+    return ptr != 0 && h != 0 ? CUDA_SUCCESS : CUDA_ERROR_INVALID_VALUE;
+}
+EXPORT CUresult cuMemUnmap(CUdeviceptr ptr, size_t size) {
+    (void)size;
+    return ptr != 0 ? CUDA_SUCCESS : CUDA_ERROR_INVALID_VALUE;
+}
 EXPORT CUresult cuArrayCreate_v2(CUarray *a, const CUDA_ARRAY_DESCRIPTOR *d) {
     CUdeviceptr p = 0;
     CUresult rc = fake_alloc(&p, d->Width * (d->Height ? d->Height : 1) * d->NumChannels * 4,

@@ -169,6 +169,42 @@ static void scenario_legacy(void) {
     CHECK(cuMemAlloc_v2(&p, 8u << 20) == CUDA_SUCCESS && cuMemFree_v2(p) == CUDA_SUCCESS);
 }
 
+/* VMM as NVIDIA's samples use it: create, map, release the handle while mapped, use, unmap.
+ * The memory stays charged until the last mapping goes. */
+static size_t free_now(void) {
+    size_t free_b = 0, total_b = 0;
+    CHECK(cuMemGetInfo_v2(&free_b, &total_b) == CUDA_SUCCESS);
+    return free_b;
+}
+
+static void scenario_vmm(void) {
+    CUmemAllocationProp prop;
+    memset(&prop, 0, sizeof(prop));
+    prop.type = CU_MEM_ALLOCATION_TYPE_PINNED;
+    prop.location.type = CU_MEM_LOCATION_TYPE_DEVICE;
+    size_t before = free_now();
+    CUmemGenericAllocationHandle h = 0;
+    CHECK(cuMemCreate(&h, 32u << 20, &prop, 0) == CUDA_SUCCESS);
+    CUdeviceptr va = 0x7f0000000000ULL, va2 = 0x7f0010000000ULL;
+    CHECK(cuMemMap(va, 32u << 20, 0, h, 0) == CUDA_SUCCESS);
+    CHECK(cuMemMap(va2, 32u << 20, 0, h, 0) == CUDA_SUCCESS);
+    CHECK(cuMemRelease(h) == CUDA_SUCCESS); /* still mapped twice: still charged */
+    CHECK(free_now() == before - (32u << 20));
+    CHECK(cuMemUnmap(va, 32u << 20) == CUDA_SUCCESS);
+    CHECK(free_now() == before - (32u << 20));
+    CUdeviceptr p = 0; /* the limit still counts it: 64 MiB - 32 MiB mapped leaves 32 */
+    CHECK(cuMemAlloc_v2(&p, 40u << 20) == CUDA_ERROR_OUT_OF_MEMORY);
+    CHECK(cuMemUnmap(va2, 32u << 20) == CUDA_SUCCESS); /* the last mapping: now it is gone */
+    CHECK(free_now() == before);
+    /* Unmapped before release: uncharged at the release, exactly once. */
+    CHECK(cuMemCreate(&h, 16u << 20, &prop, 0) == CUDA_SUCCESS);
+    CHECK(cuMemMap(va, 16u << 20, 0, h, 0) == CUDA_SUCCESS);
+    CHECK(cuMemUnmap(va, 16u << 20) == CUDA_SUCCESS);
+    CHECK(free_now() == before - (16u << 20));
+    CHECK(cuMemRelease(h) == CUDA_SUCCESS);
+    CHECK(free_now() == before);
+}
+
 static void scenario_meminfo(void) {
     CUdeviceptr a = 0;
     CHECK(cuMemAlloc_v2(&a, 16 * MB) == CUDA_SUCCESS);
@@ -295,6 +331,7 @@ int main(int argc, char **argv) {
     if (!strcmp(s, "paths")) scenario_paths();
     else if (!strcmp(s, "meminfo")) scenario_meminfo();
     else if (!strcmp(s, "legacy")) scenario_legacy();
+    else if (!strcmp(s, "vmm")) scenario_vmm();
     else if (!strcmp(s, "grab") && argc == 4) scenario_grab(atol(argv[2]), atoi(argv[3]));
     else if (!strcmp(s, "oversub")) scenario_oversub();
     else if (!strcmp(s, "refused")) scenario_refused();

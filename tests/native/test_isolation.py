@@ -310,3 +310,16 @@ def test_the_share_holds_over_many_streams_and_a_thread_per_launch(
     events = int(fields[fields.index("events") + 1])
     assert 0.42 <= share <= 0.58, result.stdout + result.stderr
     assert events <= 2 * 64 + 1, result.stdout  # no thread leaves its events behind
+
+
+def test_vmm_memory_stays_charged_until_its_last_mapping_goes(
+    native_build: Path, tmp_path: Path
+) -> None:
+    ok(
+        run(
+            native_build,
+            "vmm",
+            CUDA_DEVICE_MEMORY_LIMIT_0="64m",
+            CUDA_DEVICE_MEMORY_SHARED_CACHE=str(tmp_path / "vgpu.cache"),
+        )
+    )
