@@ -10,16 +10,16 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Awaitable, Callable, Mapping
-from typing import Any
+from typing import Any, Protocol
 
 import msgspec
 from aiohttp import web
 
 from services.allocator.core.fit import REASONS
 from services.allocator.core.kinds import DEFAULT_KINDS
-from services.allocator.core.placement import filter_nodes, node_scores
+from services.allocator.core.placement import FitMemo, SchedulingSettings, filter_nodes, node_scores
 from services.allocator.core.podspec import PodRequest, encode_devices, parse_pod
-from services.allocator.service import Allocator
+from services.allocator.core.state import ClusterState
 from shared.errors import HamiError, InvalidRequest
 from shared.kube.client import KubeClient
 from shared.resources import (
@@ -31,7 +31,7 @@ from shared.resources import (
     DEVICES_TO_ALLOCATE,
     ResourceNames,
 )
-from shared.schemas.placement import Holder, PlaceRequest
+from shared.schemas.placement import Holder, PlaceReply, PlaceRequest
 
 log = logging.getLogger("hami.extender")
 MAX_PRIORITY = 10
@@ -93,6 +93,19 @@ def place_request_for(
         gpu_policy=request.gpu_policy,
         priority=request.priority,
     )
+
+
+class Allocator(Protocol):
+    """What the extender needs of the allocator service (services/allocator/service.py): its
+    state to read, and placement and release to call. The HTTP verbs map to these only."""
+
+    state: ClusterState
+    scheduling: SchedulingSettings
+    fits: FitMemo
+
+    async def place_request(self, request: PlaceRequest) -> PlaceReply: ...
+
+    async def release_allocation(self, allocation_id: str, reason: str) -> bool: ...
 
 
 class Extender:

@@ -11,6 +11,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 import msgspec
+from aiohttp import web
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
@@ -22,6 +23,7 @@ from nats.micro.request import Request
 from services.allocator.core import fragmentation, heat, ledger
 from services.allocator.core.placement import FitMemo, Never, SchedulingSettings, Wait, decide
 from services.allocator.core.state import ClusterState
+from services.allocator.extender import Extender, application
 from services.allocator.leadership import Leadership
 from services.allocator.quarantine import Quarantine
 from services.allocator.settings import AllocatorSettings
@@ -409,11 +411,6 @@ async def _serve_extender(
     stop: asyncio.Event,
     started: Callable[[int], None] | None,
 ) -> None:
-    from aiohttp import web
-
-    from services.allocator.extender import Extender, application
-    from shared.kube.client import KubeClient
-
     kube = await KubeClient.from_kubeconfig(settings.kubeconfig)
     reconcile = asyncio.create_task(
         every(

@@ -38,6 +38,7 @@ from shared.natsauth import CREDENTIALS_DIR, Credentials, credentials_file, load
 from shared.natsutil import connect
 from shared.quantity import parse_cores, parse_count, parse_memory
 from shared.schemas.placement import MAX_LEASE_TTL_S, ContainerRequest
+from shared.simspec import parse_spec
 
 
 def fail(message: str, code: int) -> int:
@@ -79,9 +80,7 @@ def cmd_up(args: argparse.Namespace) -> int:
         log_level=args.log_level,
     )
     if args.simulate:
-        from services.nodeagent.core.simulate import parse_simulation
-
-        parse_simulation(args.simulate, settings.node_name)  # refuse a bad spec before starting
+        parse_spec(args.simulate)  # refuse a bad spec before starting anything
     if args.nats is None:
         find_nats_server()
         if args.nats_port and not port_is_free("127.0.0.1", args.nats_port):
