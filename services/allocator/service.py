@@ -437,7 +437,9 @@ async def _serve_extender(
         await stop.wait()
     finally:
         await reconcile
-        await follow
+        follow.cancel()  # a read-only watch that may wait minutes for its next event
+        with contextlib.suppress(asyncio.CancelledError):
+            await follow
         await runner.cleanup()
         await kube.close()
 
