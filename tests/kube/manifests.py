@@ -8,6 +8,8 @@ from typing import Any
 
 import yaml
 
+from tests.e2e.controlplane.cluster import ControlPlane
+
 DEPLOY = Path(__file__).resolve().parents[2] / "deploy/kustomize/base"
 ADMISSION = DEPLOY / "webhook/admission.yaml"
 SCHEDULER_CONFIG = DEPLOY / "scheduler/kube-scheduler-config.yaml"
@@ -28,6 +30,26 @@ def webhook_configurations(port: int, ca: bytes) -> list[dict[str, Any]]:
                 "caBundle": base64.b64encode(ca).decode(),
             }
     return docs
+
+
+def start_hami_scheduler(
+    plane: ControlPlane, name: str, extender_url: str, directory: Path
+) -> None:
+    """A second kube-scheduler named ``name``, wired to the extender as deploy/ shows."""
+    config = directory / f"{name}.yaml"
+    config.write_text(scheduler_configuration(plane.kubeconfig, name, extender_url))
+    plane.start(
+        name,
+        [
+            str(plane.binaries / "kube-scheduler"),
+            "--config",
+            str(config),
+            "--secure-port",
+            "0",
+            "--v",
+            "2",
+        ],
+    )
 
 
 def scheduler_configuration(kubeconfig: Path, scheduler: str, extender_url: str) -> str:

@@ -23,7 +23,7 @@ from shared.allocator_client import AllocatorClient
 from shared.embedded_nats import EmbeddedNats
 from shared.natsutil import connect
 from tests.e2e.controlplane.cluster import ControlPlane
-from tests.kube.manifests import pod_manifest, scheduler_configuration
+from tests.kube.manifests import pod_manifest, start_hami_scheduler
 
 pytestmark = pytest.mark.slow
 NODES = ("gpu-node-0", "gpu-node-1", "gpu-node-2")
@@ -71,22 +71,7 @@ async def hami(
     assert waiter in done, "the extender did not start in 60 s"
     # A second kube-scheduler, wired to us exactly as deploy/ shows, with its own name.
     scheduler = f"hami-scheduler-{uuid.uuid4().hex[:4]}"
-    path = tmp_path / "scheduler.yaml"
-    path.write_text(
-        scheduler_configuration(control_plane.kubeconfig, scheduler, f"http://127.0.0.1:{ports[0]}")
-    )
-    control_plane.start(
-        scheduler,
-        [
-            str(control_plane.binaries / "kube-scheduler"),
-            "--config",
-            str(path),
-            "--secure-port",
-            "0",
-            "--v",
-            "2",
-        ],
-    )
+    start_hami_scheduler(control_plane, scheduler, f"http://127.0.0.1:{ports[0]}", tmp_path)
     nc = await connect(nats_server.url, "test")
     client = AllocatorClient(nc)
     for _ in range(200):

@@ -23,7 +23,7 @@ from shared.embedded_nats import EmbeddedNats, start_nats
 from tests.e2e.controlplane.cluster import ControlPlane, free_port, start_control_plane
 from tests.e2e.kubelet.images import BUSYBOX
 from tests.e2e.kubelet.node import KubeletNode, unusable_reason
-from tests.kube.manifests import WEBHOOK_RESOURCES, scheduler_configuration, webhook_configurations
+from tests.kube.manifests import WEBHOOK_RESOURCES, start_hami_scheduler, webhook_configurations
 
 REPO = Path(__file__).resolve().parents[3]
 LIBVGPU = REPO / "native" / "build" / "libvgpu.so"
@@ -259,22 +259,7 @@ def hami_on_a_node(run: Path) -> Iterator[Hami]:
             ],
         )
         _webhook(hami)
-        config = run / "hami-scheduler.yaml"
-        config.write_text(
-            scheduler_configuration(plane.kubeconfig, SCHEDULER, f"http://127.0.0.1:{extender}")
-        )
-        plane.start(
-            SCHEDULER,
-            [
-                str(plane.binaries / "kube-scheduler"),
-                "--config",
-                str(config),
-                "--secure-port",
-                "0",
-                "--v",
-                "2",
-            ],
-        )
+        start_hami_scheduler(plane, SCHEDULER, f"http://127.0.0.1:{extender}", run)
         hami.start_agent()
         _wait_for_webhook(hami)
         hami.wait_capacity("10")
