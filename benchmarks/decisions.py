@@ -28,7 +28,8 @@ from services.allocator.core import ledger
 from services.allocator.core.fragmentation import observe_request
 from services.allocator.core.placement import FitMemo, Placed, SchedulingSettings, decide
 from services.allocator.core.state import ClusterState
-from services.allocator.extender import Extender, application
+from services.allocator.extender import Extender
+from services.allocator.extenderhttp import local_application as application
 from shared.schemas.inventory import DeviceInfo, NodeInventory
 from shared.schemas.placement import ContainerRequest, PlaceRequest
 

@@ -83,10 +83,11 @@ async def _accepts_tcp(url: str, timeout_s: float) -> bool:
 
 
 async def ensure_kv(
-    js: JetStreamContext, bucket: str, *, history: int = 1, create: bool = True
+    js: JetStreamContext, bucket: str, *, history: int = 1, create: bool = True, replicas: int = 1
 ) -> KeyValue:
-    """The bucket, created if missing; a reader (``create`` False: it may not send a create
-    at all) waits for its owner to create it."""
+    """The bucket, created if missing (``replicas`` copies: 3 on a 3-server NATS cluster, so
+    losing a server loses nothing); a reader (``create`` False: it may not send a create at
+    all) waits for its owner to create it."""
     waited = False
     while True:
         with contextlib.suppress(BucketNotFoundError):
@@ -99,22 +100,26 @@ async def ensure_kv(
         await asyncio.sleep(0.5)
     try:
         return await js.create_key_value(
-            KeyValueConfig(bucket=bucket, history=history, storage=StorageType.FILE)
+            KeyValueConfig(
+                bucket=bucket, history=history, storage=StorageType.FILE, replicas=replicas
+            )
         )
     except BadRequestError:
         # Exists with a different configuration (e.g. an operator changed history): use it.
         return await js.key_value(bucket)
 
 
-async def nodes_bucket(js: JetStreamContext, *, create: bool = True) -> KeyValue:
-    return await ensure_kv(js, NODES_BUCKET, create=create)
+async def nodes_bucket(js: JetStreamContext, *, create: bool = True, replicas: int = 1) -> KeyValue:
+    return await ensure_kv(js, NODES_BUCKET, create=create, replicas=replicas)
 
 
-async def allocations_bucket(js: JetStreamContext, *, create: bool = True) -> KeyValue:
-    return await ensure_kv(js, ALLOCATIONS_BUCKET, create=create)
+async def allocations_bucket(
+    js: JetStreamContext, *, create: bool = True, replicas: int = 1
+) -> KeyValue:
+    return await ensure_kv(js, ALLOCATIONS_BUCKET, create=create, replicas=replicas)
 
 
-async def ensure_event_stream(js: JetStreamContext) -> None:
+async def ensure_event_stream(js: JetStreamContext, *, replicas: int = 1) -> None:
     config = StreamConfig(
         name=EVENTS_STREAM,
         subjects=[f"{EVENTS}.>"],
@@ -122,6 +127,7 @@ async def ensure_event_stream(js: JetStreamContext) -> None:
         retention=RetentionPolicy.LIMITS,
         max_age=24 * 3600.0,
         duplicate_window=120.0,
+        num_replicas=replicas,
     )
     try:
         await js.add_stream(config)

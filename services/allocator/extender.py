@@ -13,10 +13,9 @@ from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, Protocol
 
 import msgspec
-from aiohttp import web
 
 from services.allocator.core.fit import REASONS
-from services.allocator.core.kinds import DEFAULT_KINDS
+from services.allocator.core.kinds import DEFAULT_KINDS, KindRegistry
 from services.allocator.core.placement import FitMemo, SchedulingSettings, filter_nodes, node_scores
 from services.allocator.core.podspec import PodRequest, encode_devices, parse_pod
 from services.allocator.core.state import ClusterState
@@ -66,9 +65,9 @@ def naming_the_resource(reason: str, names: ResourceNames) -> str:
     return f"Insufficient {names.count}: {reason}"
 
 
-def _resources_of(request: PodRequest) -> ResourceNames:
-    kind = next((c.kind for c in request.containers if c.count), DEFAULT_KINDS.kinds[0].name)
-    return DEFAULT_KINDS.named(kind).resources
+def _resources_of(request: PodRequest, kinds: KindRegistry) -> ResourceNames:
+    kind = next((c.kind for c in request.containers if c.count), kinds.kinds[0].name)
+    return kinds.named(kind).resources
 
 
 def place_request_for(
@@ -110,9 +109,15 @@ class Allocator(Protocol):
 
 class Extender:
     def __init__(
-        self, allocator: Allocator, kube: KubeClient | None, clock: Callable[[], float] = time.time
+        self,
+        allocator: Allocator,
+        kube: KubeClient | None,
+        clock: Callable[[], float] = time.time,
+        kinds: KindRegistry = DEFAULT_KINDS,
     ) -> None:
         self.allocator = allocator
+        self.kinds = kinds
+        """The resource names pods are read by (the device configuration's)."""
         self.kube = kube
         self.clock = clock
         self.fits = allocator.fits  # one memo: bind's decision reuses filter's answers
@@ -120,7 +125,7 @@ class Extender:
     def filter(self, args: Mapping[str, Any]) -> dict[str, Any]:
         pod = _pod_of(args)
         names = _node_names(args)
-        request = parse_pod(pod)
+        request = parse_pod(pod, self.kinds)
         if not request.wants_devices:
             return {
                 "NodeNames": names,
@@ -136,7 +141,7 @@ class Extender:
             names,
             self.fits,
         )
-        names_of = _resources_of(request)
+        names_of = _resources_of(request, self.kinds)
         return {
             "NodeNames": passed,
             "FailedNodes": {n: naming_the_resource(r, names_of) for n, r in failed.items()},
@@ -149,7 +154,7 @@ class Extender:
     def prioritize(self, args: Mapping[str, Any]) -> list[dict[str, Any]]:
         pod = _pod_of(args)
         names = _node_names(args)
-        request = parse_pod(pod)
+        request = parse_pod(pod, self.kinds)
         if not request.wants_devices:
             return [{"Host": n, "Score": 0} for n in names]
         scores = node_scores(
@@ -181,7 +186,9 @@ class Extender:
         pod = await self.kube.get_pod(namespace, name)
         if pod["metadata"].get("uid") != uid:
             return {"Error": f"pod {namespace}/{name} was recreated (uid changed)"}
-        reply = await self.allocator.place_request(place_request_for(pod, parse_pod(pod), (node,)))
+        reply = await self.allocator.place_request(
+            place_request_for(pod, parse_pod(pod, self.kinds), (node,))
+        )
         if reply.outcome != "placed" or reply.allocation is None:
             return {"Error": f"no fit on {node}: {reply.reason}"}
         record = reply.allocation
@@ -217,42 +224,40 @@ class Extender:
         return {"Error": ""}
 
 
-def _bad_request(reason: str) -> web.Response:
-    return web.Response(
-        status=400, body=_json.encode({"Error": reason}), content_type="application/json"
-    )
+def _error(status: int, reason: str) -> tuple[int, bytes]:
+    return status, _json.encode({"Error": reason})
 
 
-def application(extender: Extender) -> web.Application:
-    def route(handler: Callable[[Mapping[str, Any]], Awaitable[Any] | Any]) -> Any:
-        async def handle(request: web.Request) -> web.Response:
-            try:
-                args = msgspec.json.decode(await request.read())
-                if not isinstance(args, Mapping):
-                    raise InvalidRequest("expected a JSON object")
-                result = handler(args)
-                if hasattr(result, "__await__"):
-                    result = await result
-            except RecursionError:
-                return _bad_request("body is nested too deeply")
-            except (InvalidRequest, msgspec.DecodeError) as e:
-                return _bad_request(str(e))
-            except (TypeError, ValueError, AttributeError, KeyError, IndexError) as e:
-                # A shape the parsers did not expect: refuse this call, keep serving the next.
-                log.exception("extender call not understood", extra={"path": request.path})
-                return _bad_request(f"request not understood: {type(e).__name__}")
-            except HamiError as e:  # retryable trouble: say so in the verb's own error field
-                return web.Response(
-                    status=200,
-                    body=_json.encode({"Error": str(e)}),
-                    content_type="application/json",
-                )
-            return web.Response(body=_json.encode(result), content_type="application/json")
+Verb = str
+"""filter, prioritize or bind."""
 
-        return handle
 
-    app = web.Application(client_max_size=MAX_BODY)
-    app.router.add_post("/filter", route(extender.filter))
-    app.router.add_post("/prioritize", route(extender.prioritize))
-    app.router.add_post("/bind", route(extender.bind))
-    return app
+async def answer(extender: Extender, verb: Verb, body: bytes) -> tuple[int, bytes]:
+    """One extender call, as (HTTP status, JSON body): the same answer whether kube-scheduler
+    called this allocator or a standby forwarded the call (services/allocator/extenderhttp.py)."""
+    handlers: dict[str, Callable[[Mapping[str, Any]], Awaitable[Any] | Any]] = {
+        "filter": extender.filter,
+        "prioritize": extender.prioritize,
+        "bind": extender.bind,
+    }
+    handler = handlers.get(verb)
+    if handler is None:
+        return _error(404, f"no extender verb {verb!r}")
+    try:
+        args = msgspec.json.decode(body)
+        if not isinstance(args, Mapping):
+            raise InvalidRequest("expected a JSON object")
+        result = handler(args)
+        if hasattr(result, "__await__"):
+            result = await result
+    except RecursionError:
+        return _error(400, "body is nested too deeply")
+    except (InvalidRequest, msgspec.DecodeError) as e:
+        return _error(400, str(e))
+    except (TypeError, ValueError, AttributeError, KeyError, IndexError) as e:
+        # A shape the parsers did not expect: refuse this call, keep serving the next.
+        log.exception("extender call not understood", extra={"verb": verb})
+        return _error(400, f"request not understood: {type(e).__name__}")
+    except HamiError as e:  # retryable trouble: say so in the verb's own error field
+        return _error(200, str(e))
+    return 200, _json.encode(result)

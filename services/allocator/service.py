@@ -7,7 +7,7 @@ import contextlib
 import logging
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from typing import Any
 
 import msgspec
@@ -23,7 +23,8 @@ from nats.micro.request import Request
 from services.allocator.core import fragmentation, heat, ledger
 from services.allocator.core.placement import FitMemo, Never, SchedulingSettings, Wait, decide
 from services.allocator.core.state import ClusterState
-from services.allocator.extender import Extender, application
+from services.allocator.extender import Extender
+from services.allocator.extenderhttp import ExtenderRouter, answer_forwarded, application
 from services.allocator.leadership import Leadership
 from services.allocator.quarantine import Quarantine
 from services.allocator.settings import AllocatorSettings
@@ -410,8 +411,10 @@ async def _serve_extender(
     settings: AllocatorSettings,
     stop: asyncio.Event,
     started: Callable[[int], None] | None,
+    router: ExtenderRouter,
 ) -> None:
-    kube = await KubeClient.from_kubeconfig(settings.kubeconfig)
+    """While leading: the extender answers here, forwarded calls too, and pods are followed."""
+    kube = await KubeClient.from_config(settings.kubeconfig)
     reconcile = asyncio.create_task(
         every(
             stop,
@@ -425,23 +428,41 @@ async def _serve_extender(
         _retrying(stop, "follow-pods", lambda: allocator.follow_pods(kube, stop)),
         name="follow-pods",
     )
-    runner = web.AppRunner(application(Extender(allocator, kube)), access_log=None)
-    await runner.setup()
+    extender = Extender(allocator, kube, kinds=settings.kinds)
+    forwarded = asyncio.create_task(answer_forwarded(router.nc, extender, stop), name="forwarded")
+    router.local = extender
     try:
-        site = web.TCPSite(runner, settings.extender_host, settings.extender_port or 0)
-        await site.start()
-        port = runner.addresses[0][1]
-        log.info("extender serving", extra={"address": f"{settings.extender_host}:{port}"})
-        if started is not None:
-            started(port)
+        if started is not None and router.port is not None:
+            started(router.port)
         await stop.wait()
     finally:
+        router.local = None
+        await forwarded
         await reconcile
         follow.cancel()  # a read-only watch that may wait minutes for its next event
         with contextlib.suppress(asyncio.CancelledError):
             await follow
-        await runner.cleanup()
         await kube.close()
+
+
+@contextlib.asynccontextmanager
+async def _extender_http(
+    settings: AllocatorSettings, router: ExtenderRouter
+) -> AsyncIterator[None]:
+    """The extender's HTTP API from the start, leader or not (services/allocator/extenderhttp)."""
+    if settings.extender_port is None:
+        yield
+        return
+    runner = web.AppRunner(application(router.call, router.healthy), access_log=None)
+    await runner.setup()
+    try:
+        site = web.TCPSite(runner, settings.extender_host, settings.extender_port or 0)
+        await site.start()
+        router.port = runner.addresses[0][1]
+        log.info("extender serving", extra={"address": f"{settings.extender_host}:{router.port}"})
+        yield
+    finally:
+        await runner.cleanup()
 
 
 async def serve(
@@ -455,19 +476,23 @@ async def serve(
     )
     try:
         js = nc.jetstream()
-        await ensure_event_stream(js)
+        await ensure_event_stream(js, replicas=settings.nats_replicas)
         leadership = Leadership(
-            await ensure_kv(js, LEADER_BUCKET), uuid.uuid4().hex, ttl_s=settings.leader_ttl_s
+            await ensure_kv(js, LEADER_BUCKET, replicas=settings.nats_replicas),
+            uuid.uuid4().hex,
+            ttl_s=settings.leader_ttl_s,
         )
-        if not await leadership.acquire(stop):
-            return
-        # A deposed leader's last write may still be on its way (it stopped writing a margin
-        # before its lease ran out): let it land before the state is read back.
-        await sleep_or_stop(stop, leadership.margin_s)
-        try:
-            await _lead(settings, stop, ready, extender_started, nc, leadership)
-        finally:
-            await leadership.resign()
+        router = ExtenderRouter(nc)
+        async with _extender_http(settings, router):
+            if not await leadership.acquire(stop):
+                return
+            # A deposed leader's last write may still be on its way (it stopped writing a
+            # margin before its lease ran out): let it land before the state is read back.
+            await sleep_or_stop(stop, leadership.margin_s)
+            try:
+                await _lead(settings, stop, ready, extender_started, nc, leadership, router)
+            finally:
+                await leadership.resign()
     finally:
         await nc.drain()
 
@@ -479,12 +504,13 @@ async def _lead(
     extender_started: Callable[[int], None] | None,
     nc: Client,
     leadership: Leadership,
+    router: ExtenderRouter,
 ) -> None:
     """Serve while this allocator holds the leader lease (state restored from the bucket
     first); a lost lease ends it with Unavailable, so the process restarts as a standby."""
     js = nc.jetstream()
-    allocations = await allocations_bucket(js)
-    nodes = await nodes_bucket(js)
+    allocations = await allocations_bucket(js, replicas=settings.nats_replicas)
+    nodes = await nodes_bucket(js, replicas=settings.nats_replicas)
     allocator = Allocator(
         settings, js, allocations, fence=leadership.holds, term=lambda: leadership.term
     )
@@ -537,7 +563,7 @@ async def _lead(
             )
             if settings.extender_port is not None:
                 tasks.create_task(
-                    _serve_extender(allocator, settings, serving, extender_started),
+                    _serve_extender(allocator, settings, serving, extender_started, router),
                     name="extender",
                 )
     finally:

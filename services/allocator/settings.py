@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import math
 import os
 
 import msgspec
 
+from services.allocator.core.kinds import DEFAULT_KINDS, NVIDIA, KindRegistry
 from services.allocator.core.policies import policy_named
+from shared.deviceconfig import load_device_config
+from shared.errors import InvalidRequest
+from shared.resources import ResourceNames
 
 
 class AllocatorSettings(msgspec.Struct, frozen=True, kw_only=True):
@@ -16,6 +21,8 @@ class AllocatorSettings(msgspec.Struct, frozen=True, kw_only=True):
     """NATS server to serve on."""
     nats_credentials: str | None = None
     """A JSON file {user, password} (shared.natsauth); None: connect without."""
+    nats_replicas: int = 1
+    """Copies of the buckets and streams this service creates (3 on a 3-server cluster)."""
     node_policy: str = "binpack"
     """Default node policy when a request names none (binpack | spread | best-fit |
     fragmentation)."""
@@ -37,6 +44,15 @@ class AllocatorSettings(msgspec.Struct, frozen=True, kw_only=True):
     """Kubeconfig for binding pods; None with the extender on: in-cluster configuration."""
     leader_ttl_s: float = 10.0
     """The leader lease: a standby takes over this long after the leader stopped renewing."""
+    resources: ResourceNames = ResourceNames()
+    """The resource names pods are read by: HAMi's, or the device configuration's
+    (`--device-config`, shared.deviceconfig)."""
+
+    @property
+    def kinds(self) -> KindRegistry:
+        if self.resources == NVIDIA.resources:
+            return DEFAULT_KINDS
+        return KindRegistry((dataclasses.replace(NVIDIA, resources=self.resources),))
 
     def __post_init__(self) -> None:
         policy_named(self.node_policy, field="--node-policy")
@@ -78,8 +94,23 @@ def parse_settings(argv: list[str] | None = None) -> AllocatorSettings:
     parser.add_argument(
         "--leader-ttl", dest="leader_ttl_s", type=float, default=defaults.leader_ttl_s
     )
+    parser.add_argument(
+        "--device-config", default=env.get("HAMI_DEVICE_CONFIG") or None, metavar="FILE"
+    )
+    parser.add_argument(
+        "--nats-replicas", type=int, default=int(env.get("HAMI_NATS_REPLICAS", "1"))
+    )
     args = parser.parse_args(argv)
+    if not 1 <= args.nats_replicas <= 5:
+        parser.error(f"--nats-replicas {args.nats_replicas}: NATS keeps 1 to 5 copies")
+    values = vars(args)
+    device_config = values.pop("device_config")
+    if device_config is not None:
+        try:
+            values["resources"] = load_device_config(device_config).nvidia.resources
+        except InvalidRequest as e:  # one line naming the key; the old pods keep serving
+            raise SystemExit(f"hami-allocator: {e}") from None
     try:
-        return AllocatorSettings(**vars(args))
+        return AllocatorSettings(**values)
     except Exception as e:
         parser.error(str(e))

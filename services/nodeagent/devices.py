@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from services.nodeagent.core.readings import DeviceReading, DriverInfo, UsageReading
+from shared.errors import Unavailable
 
 log = logging.getLogger("hami.nodeagent.devices")
 
@@ -139,8 +140,11 @@ class SimulatedDeviceManager:
         pass
 
 
-def open_device_manager(simulate: str | None, node: str) -> DeviceManager:
-    """NVML when asked for nothing else and it answers; simulated devices otherwise."""
+def open_device_manager(
+    simulate: str | None, node: str, *, require_nvml: bool = False
+) -> DeviceManager:
+    """NVML when asked for nothing else and it answers; simulated devices otherwise, unless
+    ``require_nvml`` (a cluster's GPU node must not advertise devices it does not have)."""
     from services.nodeagent.core.simulate import parse_simulation
 
     if simulate:
@@ -150,10 +154,14 @@ def open_device_manager(simulate: str | None, node: str) -> DeviceManager:
     try:
         manager = NvmlDeviceManager(pynvml)
     except pynvml.NVMLError as e:
+        if require_nvml:
+            raise Unavailable(f"NVML unavailable on {node}: {e}; is the NVIDIA runtime set?") from e
         log.warning("NVML unavailable, simulating one H200", extra={"error": str(e)})
         return SimulatedDeviceManager(parse_simulation("1xH200", node))
     if not manager.devices():
-        log.warning("NVML found no device, simulating one H200")
         manager.close()
+        if require_nvml:
+            raise Unavailable(f"NVML found no device on {node}")
+        log.warning("NVML found no device, simulating one H200")
         return SimulatedDeviceManager(parse_simulation("1xH200", node))
     return manager

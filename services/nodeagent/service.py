@@ -145,7 +145,9 @@ async def _kubernetes_node(
 
 
 async def serve(settings: NodeAgentSettings, stop: asyncio.Event) -> None:
-    manager = open_device_manager(settings.simulate, settings.node_name)
+    manager = open_device_manager(
+        settings.simulate, settings.node_name, require_nvml=settings.require_nvml
+    )
     nc = await connect(
         settings.nats_url,
         f"hami-nodeagent-{settings.node_name}",
@@ -153,7 +155,12 @@ async def serve(settings: NodeAgentSettings, stop: asyncio.Event) -> None:
     )
     kube: KubeClient | None = None
     try:
-        agent = NodeAgent(settings, manager, nc, await nodes_bucket(nc.jetstream()))
+        agent = NodeAgent(
+            settings,
+            manager,
+            nc,
+            await nodes_bucket(nc.jetstream(), replicas=settings.nats_replicas),
+        )
         await agent.heartbeat()  # the device plugin advertises what the first beat read
         async with asyncio.TaskGroup() as tasks:
             tasks.create_task(

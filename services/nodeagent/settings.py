@@ -8,6 +8,8 @@ import socket
 
 import msgspec
 
+from shared.deviceconfig import load_device_config
+from shared.errors import InvalidRequest
 from shared.limitenv import CORE_POLICIES
 
 
@@ -15,10 +17,14 @@ class NodeAgentSettings(msgspec.Struct, frozen=True, kw_only=True):
     nats_url: str = "nats://127.0.0.1:4222"
     nats_credentials: str | None = None
     """A JSON file {user, password} (shared.natsauth); None: connect without."""
+    nats_replicas: int = 1
+    """Copies of the buckets and streams this service creates (3 on a 3-server cluster)."""
     node: str = ""
     """Node name; the host name when empty."""
     simulate: str | None = None
     """Simulated devices, e.g. ``2xH200,1xT4``; None: NVML (one simulated H200 without it)."""
+    require_nvml: bool = False
+    """Without `simulate`: stop when NVML has no device, instead of simulating one H200."""
     split_count: int = 10
     memory_scaling: float = 1.0
     core_scaling: float = 1.0
@@ -40,6 +46,9 @@ class NodeAgentSettings(msgspec.Struct, frozen=True, kw_only=True):
     """GPU_CORE_UTILIZATION_POLICY for containers: default, force or disable."""
     region_grace_s: float = 60.0
     """A region whose container the kubelet does not list is removed after this long."""
+    device_config: str | None = None
+    """HAMi's device configuration file (shared.deviceconfig): split count, scaling, core
+    policy and resource name for this node, below flags and environment."""
 
     @property
     def node_name(self) -> str:
@@ -57,10 +66,14 @@ def parse_settings(argv: list[str] | None = None) -> NodeAgentSettings:
     parser.add_argument("--node", default=env.get("HAMI_NODE_NAME", d.node))
     parser.add_argument("--simulate", default=env.get("HAMI_SIMULATE") or None)
     parser.add_argument(
-        "--split-count", type=int, default=int(env.get("HAMI_SPLIT_COUNT", d.split_count))
+        "--require-nvml",
+        action="store_true",
+        default=env.get("HAMI_REQUIRE_NVML", "") == "true",
+        help="stop when NVML has no device instead of simulating one (Kubernetes GPU nodes)",
     )
-    parser.add_argument("--memory-scaling", type=float, default=d.memory_scaling)
-    parser.add_argument("--core-scaling", type=float, default=d.core_scaling)
+    parser.add_argument("--split-count", type=int, default=None)
+    parser.add_argument("--memory-scaling", type=float, default=None)
+    parser.add_argument("--core-scaling", type=float, default=None)
     parser.add_argument(
         "--heartbeat-interval",
         dest="heartbeat_interval_s",
@@ -78,7 +91,7 @@ def parse_settings(argv: list[str] | None = None) -> NodeAgentSettings:
         help="serve the kubelet device plugin and per-container usage (Kubernetes nodes)",
     )
     parser.add_argument("--kubeconfig", default=env.get("KUBECONFIG") or None)
-    parser.add_argument("--resource-name", default=env.get("HAMI_RESOURCE_NAME", d.resource_name))
+    parser.add_argument("--resource-name", default=env.get("HAMI_RESOURCE_NAME"))
     parser.add_argument("--plugin-dir", default=env.get("HAMI_PLUGIN_DIR", d.plugin_dir))
     parser.add_argument(
         "--pod-resources-socket",
@@ -87,14 +100,54 @@ def parse_settings(argv: list[str] | None = None) -> NodeAgentSettings:
     parser.add_argument("--vgpu-root", default=env.get("HAMI_VGPU_ROOT", d.vgpu_root))
     parser.add_argument("--libvgpu", default=env.get("HAMI_NODE_LIBVGPU", d.libvgpu))
     parser.add_argument(
-        "--core-policy",
-        choices=CORE_POLICIES,
-        default=env.get("GPU_CORE_UTILIZATION_POLICY", d.core_policy),
+        "--core-policy", choices=CORE_POLICIES, default=env.get("GPU_CORE_UTILIZATION_POLICY")
     )
     parser.add_argument(
         "--region-grace", dest="region_grace_s", type=float, default=d.region_grace_s
     )
+    parser.add_argument(
+        "--device-config", default=env.get("HAMI_DEVICE_CONFIG") or None, metavar="FILE"
+    )
+    parser.add_argument(
+        "--nats-replicas", type=int, default=int(env.get("HAMI_NATS_REPLICAS", "1"))
+    )
     args = parser.parse_args(argv)
+    if not 1 <= args.nats_replicas <= 5:
+        parser.error(f"--nats-replicas {args.nats_replicas}: NATS keeps 1 to 5 copies")
+    try:
+        _fill_from_device_config(args, d, env)
+    except InvalidRequest as e:  # one line naming the key; the old pods keep serving
+        raise SystemExit(f"hami-nodeagent: {e}") from None
     if args.core_policy not in CORE_POLICIES:
         parser.error(f"--core-policy {args.core_policy!r}: expected one of {CORE_POLICIES}")
+    if args.split_count < 1:
+        parser.error(f"--split-count {args.split_count} must be at least 1")
+    scaling = (("--memory-scaling", args.memory_scaling), ("--core-scaling", args.core_scaling))
+    for flag, value in scaling:
+        if not value > 0:
+            parser.error(f"{flag} {value} must be positive")
     return NodeAgentSettings(**vars(args))
+
+
+def _fill_from_device_config(
+    args: argparse.Namespace, d: NodeAgentSettings, env: os._Environ[str]
+) -> None:
+    """Flags > environment > the device configuration (this node's entry) > defaults."""
+    config = None
+    if args.device_config:
+        node = args.node or socket.gethostname()
+        config = load_device_config(args.device_config).for_node(node)
+    from_env = {"split_count": env.get("HAMI_SPLIT_COUNT")}
+    from_config = {
+        "split_count": config.device_split_count if config else None,
+        "memory_scaling": config.device_memory_scaling if config else None,
+        "core_scaling": config.device_core_scaling if config else None,
+        "core_policy": config.gpu_core_policy if config else None,
+        "resource_name": config.resource_count_name if config else None,
+    }
+    for name, value in from_config.items():
+        if getattr(args, name) is not None:
+            continue
+        chosen = from_env.get(name) or value
+        default = getattr(d, name)
+        setattr(args, name, default if chosen is None else type(default)(chosen))

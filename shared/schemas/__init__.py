@@ -1,6 +1,6 @@
 """Every wire schema of the project, and the registry of subjects that docs/nats-api.md shows."""
 
-from shared.schemas import events, inventory, leader, placement, usage
+from shared.schemas import events, extender, inventory, leader, placement, usage
 from shared.schemas.base import SubjectSpec
 
 ALL_SUBJECTS: tuple[SubjectSpec, ...] = (
@@ -9,4 +9,5 @@ ALL_SUBJECTS: tuple[SubjectSpec, ...] = (
     *inventory.SUBJECTS,
     *usage.SUBJECTS,
     *leader.SUBJECTS,
+    *extender.SUBJECTS,
 )

@@ -16,7 +16,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from services.allocator.extender import Extender
-from services.allocator.extender import application as extender_app
+from services.allocator.extenderhttp import local_application as extender_app
 from services.allocator.service import Allocator
 from services.allocator.settings import AllocatorSettings
 from services.webhook.core.settings import WebhookSettings
