@@ -55,11 +55,13 @@ def _reader(bucket: str) -> list[str]:
     ]
 
 
-def permissions(user: str, node: str) -> dict[str, object]:
-    """The subjects ``user`` may publish to and subscribe to (nats-server's syntax)."""
+def permissions(user: str, node: str | None) -> dict[str, object]:
+    """The subjects ``user`` may publish to and subscribe to (nats-server's syntax). ``node``:
+    the one node a node agent speaks for (local mode); None: any node (a cluster, where the
+    node agents share one user)."""
     inbox = {"allow": ["_INBOX.>"]}
     common = ["$JS.API.INFO", "$JS.FC.>"]
-    token = node_token(node)
+    token = "*" if node is None else node_token(node)
     if user == "allocator":  # the core: it owns the buckets and serves the API
         return {"publish": {"allow": [">"]}, "subscribe": {"allow": [">"]}}
     if user == "nodeagent":

@@ -179,6 +179,74 @@ class KubeClient:
             _raise_for(e, f"binding pod {namespace}/{name} to {node}")
             raise
 
+    async def get_secret(self, namespace: str, name: str) -> Obj:
+        try:
+            return await self._raw(
+                self.core.read_namespaced_secret(name, namespace, _preload_content=False)
+            )
+        except ApiException as e:
+            _raise_for(e, f"secret {namespace}/{name}")
+            raise
+
+    async def create_secret(self, namespace: str, body: Obj) -> Obj:
+        """Conflict when it exists already (another replica created it first)."""
+        try:
+            return await self._raw(
+                self.core.create_namespaced_secret(namespace, body, _preload_content=False)
+            )
+        except ApiException as e:
+            _raise_for(e, f"secret {namespace}/{body['metadata']['name']}")
+            raise
+
+    async def set_webhook_ca_bundle(self, kind: str, name: str, ca_bundle: str) -> bool:
+        """Put ``ca_bundle`` (base64 PEM) into every webhook of the Mutating- or
+        ValidatingWebhookConfiguration ``name``; False when it was there already."""
+        api = client.AdmissionregistrationV1Api(self.api)
+        read, patch = {
+            "mutating": (
+                api.read_mutating_webhook_configuration,
+                api.patch_mutating_webhook_configuration,
+            ),
+            "validating": (
+                api.read_validating_webhook_configuration,
+                api.patch_validating_webhook_configuration,
+            ),
+        }[kind]
+        for _ in range(5):  # a concurrent edit fails the patch's test: read again
+            try:
+                current = await self._raw(read(name, _preload_content=False))
+                webhooks = current.get("webhooks") or []
+                if all(w.get("clientConfig", {}).get("caBundle") == ca_bundle for w in webhooks):
+                    return False
+                # A JSON patch guarded by the version it read: nothing edited since is lost.
+                version = current["metadata"]["resourceVersion"]
+                ops: list[Obj] = [
+                    {"op": "test", "path": "/metadata/resourceVersion", "value": version}
+                ]
+                ops += [
+                    {
+                        "op": "add",
+                        "path": f"/webhooks/{i}/clientConfig/caBundle",
+                        "value": ca_bundle,
+                    }
+                    for i in range(len(webhooks))
+                ]
+                await self._raw(
+                    patch(
+                        name,
+                        ops,
+                        _content_type="application/json-patch+json",
+                        _preload_content=False,
+                    )
+                )
+                return True
+            except ApiException as e:
+                if e.status in (409, 422):
+                    continue
+                _raise_for(e, f"{kind} webhook configuration {name}")
+                raise
+        raise Conflict(f"{kind} webhook configuration {name} kept changing; gave up")
+
     async def watch(
         self,
         kind: str,

@@ -7,7 +7,7 @@ import msgspec
 from shared.resources import SCHEDULER_POLICIES, ResourceNames
 
 
-class WebhookSettings(msgspec.Struct, frozen=True, kw_only=True):
+class WebhookSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
     resources: ResourceNames = ResourceNames()
     """Resource names (HAMi's resourceName, resourceMem, ... configuration)."""
     scheduler_name: str = "hami-scheduler"
