@@ -12,7 +12,7 @@ from tests.e2e.controlplane.cluster import ControlPlane
 
 DEPLOY = Path(__file__).resolve().parents[2] / "deploy/kustomize/base"
 ADMISSION = DEPLOY / "webhook/admission.yaml"
-SCHEDULER_CONFIG = DEPLOY / "scheduler/kube-scheduler-config.yaml"
+SCHEDULER_CONFIG = DEPLOY / "allocator/kube-scheduler-config.yaml"
 WEBHOOK_RESOURCES = {
     "MutatingWebhookConfiguration": "mutatingwebhookconfigurations",
     "ValidatingWebhookConfiguration": "validatingwebhookconfigurations",

@@ -146,8 +146,16 @@ def _wait(what: str, plane: ControlPlane, probe, timeout_s: float) -> None:  # t
 
 
 def start_control_plane(
-    directory: Path, *, scheduler_config: str | None = None, binaries: Path | None = None
+    directory: Path,
+    *,
+    scheduler_config: str | None = None,
+    binaries: Path | None = None,
+    controllers: bool = False,
 ) -> ControlPlane:
+    """``controllers``: also kube-controller-manager (Deployments, DaemonSets, StatefulSets,
+    Jobs, EndpointSlices, service accounts and their CA ConfigMap), service-account tokens for
+    pods, and the API server dialling webhook Services at their endpoints (there is no
+    kube-proxy): what running HAMi itself as pods needs."""
     binaries = binaries or build_binaries()
     directory.mkdir(parents=True, exist_ok=True)
     pki = Pki.create(directory / "pki")
@@ -240,9 +248,12 @@ def start_control_plane(
                 "Node,RBAC",
                 "--enable-admission-plugins",
                 "MutatingAdmissionWebhook,ValidatingAdmissionWebhook",
-                # Pods need no ServiceAccount object: no controller-manager runs here to make them.
-                "--disable-admission-plugins",
-                "ServiceAccount",
+                *(
+                    ["--enable-aggregator-routing=true"]
+                    if controllers
+                    # Pods need no ServiceAccount object: no controller-manager makes them.
+                    else ["--disable-admission-plugins", "ServiceAccount"]
+                ),
                 "--allow-privileged=true",
                 # The kubernetes Service cannot point at loopback; nothing here needs it.
                 "--endpoint-reconciler-type=none",
@@ -273,6 +284,30 @@ def start_control_plane(
                 "1",
             ],
         )
+        if controllers:
+            plane.start(
+                "kube-controller-manager",
+                [
+                    str(binaries / "kube-controller-manager"),
+                    "--kubeconfig",
+                    str(kubeconfig),
+                    "--authentication-kubeconfig",
+                    str(kubeconfig),
+                    "--authorization-kubeconfig",
+                    str(kubeconfig),
+                    "--service-account-private-key-file",
+                    str(sa.key),
+                    "--root-ca-file",
+                    str(pki.ca.cert),
+                    "--leader-elect=false",
+                    "--secure-port",
+                    "0",
+                    "--controllers",
+                    "*,-nodeipam,-nodelifecycle,-cloud-node-lifecycle,-route,-service",
+                    "--v",
+                    "1",
+                ],
+            )
         plane.start(
             "kwok",
             [

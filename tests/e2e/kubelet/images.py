@@ -52,13 +52,39 @@ def _layer(files: dict[str, Path], links: dict[str, str], dirs: tuple[str, ...])
 
 
 def write_image(path: Path, name: str, layer_tar: bytes, cmd: list[str]) -> None:
+    """An image of one small in-memory layer (gzip)."""
     layer = gzip.compress(layer_tar, mtime=0)
-    config = json.dumps(
+    config = {"Cmd": cmd, "Env": ["PATH=/bin"]}
+    write_archive(path, name, [(layer, _digest(layer_tar), GZIP_LAYER)], config)
+
+
+GZIP_LAYER = "application/vnd.oci.image.layer.v1.tar+gzip"
+TAR_LAYER = "application/vnd.oci.image.layer.v1.tar"
+Layer = tuple[bytes | Path, str, str]
+"""A layer's blob (bytes, or a file too big to hold), its diff id, its media type."""
+
+
+def file_digest(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        while chunk := f.read(1 << 20):
+            digest.update(chunk)
+    return "sha256:" + digest.hexdigest()
+
+
+def write_archive(path: Path, name: str, layers: list[Layer], config: dict[str, object]) -> None:
+    """An OCI image layout as a tar, as `ctr images import` reads it; ``name`` is
+    `localhost/<repository>:<tag>`."""
+    blobs = [
+        (blob, file_digest(blob) if isinstance(blob, Path) else _digest(blob))
+        for blob, _, _ in layers
+    ]
+    image_config = json.dumps(
         {
             "architecture": "amd64",
             "os": "linux",
-            "config": {"Cmd": cmd, "Env": ["PATH=/bin"]},
-            "rootfs": {"type": "layers", "diff_ids": [_digest(layer_tar)]},
+            "config": config,
+            "rootfs": {"type": "layers", "diff_ids": [diff_id for _, diff_id, _ in layers]},
         }
     ).encode()
     manifest = json.dumps(
@@ -67,15 +93,16 @@ def write_image(path: Path, name: str, layer_tar: bytes, cmd: list[str]) -> None
             "mediaType": "application/vnd.oci.image.manifest.v1+json",
             "config": {
                 "mediaType": "application/vnd.oci.image.config.v1+json",
-                "digest": _digest(config),
-                "size": len(config),
+                "digest": _digest(image_config),
+                "size": len(image_config),
             },
             "layers": [
                 {
-                    "mediaType": "application/vnd.oci.image.layer.v1.tar+gzip",
-                    "digest": _digest(layer),
-                    "size": len(layer),
+                    "mediaType": media_type,
+                    "digest": digest,
+                    "size": blob.stat().st_size if isinstance(blob, Path) else len(blob),
                 }
+                for (blob, digest), (_, _, media_type) in zip(blobs, layers, strict=True)
             ],
         }
     ).encode()
@@ -95,16 +122,25 @@ def write_image(path: Path, name: str, layer_tar: bytes, cmd: list[str]) -> None
             ],
         }
     ).encode()
-    entries = {
+    small = {
         "oci-layout": b'{"imageLayoutVersion": "1.0.0"}',
         "index.json": index,
-        **{f"blobs/sha256/{_digest(b)[7:]}": b for b in (layer, config, manifest)},
+        f"blobs/sha256/{_digest(image_config)[7:]}": image_config,
+        f"blobs/sha256/{_digest(manifest)[7:]}": manifest,
     }
-    with tarfile.open(path, "w") as tar:
-        for entry, data in entries.items():
+    partial = path.with_suffix(".partial")
+    with tarfile.open(partial, "w") as tar:
+        for blob, digest in blobs:
+            entry = f"blobs/sha256/{digest[7:]}"
+            if isinstance(blob, Path):
+                tar.add(blob, arcname=entry)
+            else:
+                small[entry] = blob
+        for entry, data in small.items():
             info = tarfile.TarInfo(entry)
             info.size = len(data)
             tar.addfile(info, io.BytesIO(data))
+    partial.replace(path)  # a crash mid-way leaves no archive that looks whole
 
 
 def build_images(directory: Path) -> list[Path]:

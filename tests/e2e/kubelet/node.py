@@ -241,13 +241,27 @@ class KubeletNode:
             process.kill()
             process.wait()
 
-    def delete_pods(self, timeout_s: float = 60) -> None:
-        with contextlib.suppress(OSError, urllib.error.URLError):
-            self.plane.request("DELETE", "/api/v1/namespaces/default/pods?gracePeriodSeconds=0")
+    def import_image(self, archive: Path) -> None:
+        self._ctr("images", "import", str(archive))
+
+    def delete_pods(
+        self, timeout_s: float = 60, namespaces: tuple[str, ...] = ("default",)
+    ) -> None:
+        for namespace in namespaces:
+            with contextlib.suppress(OSError, urllib.error.URLError):
+                self.plane.request(
+                    "DELETE", f"/api/v1/namespaces/{namespace}/pods?gracePeriodSeconds=0"
+                )
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             try:
-                pods = self.plane.request("GET", "/api/v1/namespaces/default/pods")["items"]
+                pods = [
+                    pod
+                    for namespace in namespaces
+                    for pod in self.plane.request("GET", f"/api/v1/namespaces/{namespace}/pods")[
+                        "items"
+                    ]
+                ]
             except (OSError, urllib.error.URLError):
                 return
             if not pods:
