@@ -97,6 +97,13 @@ class NodeOverride(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fie
     devicememoryscaling: Scaling | None = None
     devicecorescaling: Scaling | None = None
     gpucorepolicy: CorePolicy | None = None
+    # HAMi's other per-node keys: accepted so that its config.json loads, not acted on yet.
+    operatingmode: str | None = None
+    preconfigureddevicememory: Annotated[int, msgspec.Meta(ge=0)] | None = None
+    enablenumatopology: bool | None = None
+    migstrategy: Literal["none", "mixed"] | None = None
+    filterdevices: dict[str, Any] | None = None
+    enablegetpreferredallocation: bool | None = None
 
 
 VendorSection = dict[str, Any] | tuple[dict[str, Any], ...] | None

@@ -7,7 +7,9 @@ The tests share one deployment and run in order."""
 
 from __future__ import annotations
 
+import asyncio
 import base64
+import json
 import time
 import urllib.request
 import uuid
@@ -16,7 +18,12 @@ from typing import Any
 
 import pytest
 
+from shared.allocator_client import AllocatorClient
+from shared.errors import HamiError
+from shared.natsauth import Credentials
+from shared.natsutil import connect
 from shared.resources import BIND_PHASE
+from shared.schemas.placement import StatusReply
 from tests.e2e.kubelet.deployed import NAMESPACE, Deployed, hami_deployed
 from tests.e2e.kubelet.images import BUSYBOX
 from tests.e2e.kubelet.stack import Unusable
@@ -25,6 +32,8 @@ pytestmark = [pytest.mark.slow, pytest.mark.kubelet]
 RESOURCE = "nvidia.com/gpu"
 METRICS = "http://127.0.0.1:19395/metrics"
 """Telemetry's port in the e2e overlay (the host's network)."""
+NATS = "nats://127.0.0.1:14222"
+"""The e2e overlay's NATS, on the host's network."""
 
 
 @pytest.fixture(scope="module")
@@ -99,6 +108,66 @@ def metrics() -> str:
         return response.read().decode()  # type: ignore[no-any-return]
 
 
+def status(hami: Deployed) -> StatusReply:
+    return asyncio.run(_status(hami))
+
+
+async def _status(hami: Deployed) -> StatusReply:
+    """The allocator's view, asked over NATS as `hami status` would, as the client user."""
+    secret = hami.plane.request("GET", f"/api/v1/namespaces/{NAMESPACE}/secrets/hami-nats-client")
+    raw = json.loads(base64.b64decode(secret["data"]["credentials.json"]))
+    nc = await connect(NATS, "test", credentials=Credentials(raw["user"], raw["password"]))
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                return await AllocatorClient(nc, timeout_s=3).status()
+            except HamiError:  # no leader at this moment (a takeover): ask again
+                assert time.monotonic() < deadline, "no allocator answered for a minute"
+                await asyncio.sleep(0.5)
+    finally:
+        await nc.drain()
+
+
+def held(reply: StatusReply) -> dict[str, str]:
+    """pod uid -> allocation id, and no device promised more than it has."""
+    for device in reply.devices:
+        assert (
+            device.used_memory_mib <= device.memory_mib and device.used_count <= device.split_count
+        )
+    by_pod: dict[str, str] = {}
+    for record in reply.allocations:
+        assert record.holder.pod_uid not in by_pod, f"two allocations for {record.holder.pod}"
+        by_pod[record.holder.pod_uid] = record.allocation_id
+    return by_pod
+
+
+def leader_pod(hami: Deployed) -> str:
+    """The allocator pod that leads: the one whose log says it serves."""
+    for pod in hami.pods():
+        name = pod["metadata"]["name"]
+        if not name.startswith("hami-allocator-") or pod["status"].get("phase") != "Running":
+            continue
+        log = hami.plane.raw(
+            "GET", f"/api/v1/namespaces/{NAMESPACE}/pods/{name}/log?container=allocator"
+        ).decode(errors="replace")
+        if "allocator serving" in log and "lost the leader lease" not in log:
+            return name
+    raise AssertionError(f"no allocator leads:\n{hami.describe()}")
+
+
+def running_pods(hami: Deployed, count: int, prefix: str) -> list[str]:
+    names = [name(prefix) for _ in range(count)]
+    for pod in names:
+        create_pod(hami, pod, {RESOURCE: "1", "nvidia.com/gpumem": "2000"}, "sleep 600")
+    return names
+
+
+def delete(hami: Deployed, pods: list[str]) -> None:
+    for pod in pods:
+        hami.plane.request("DELETE", f"/api/v1/namespaces/default/pods/{pod}?gracePeriodSeconds=0")
+
+
 def test_every_part_runs_as_pods_with_its_own_credentials(hami: Deployed) -> None:
     pods = {
         p["metadata"]["labels"].get("app.kubernetes.io/name", p["metadata"]["name"]): p
@@ -145,3 +214,68 @@ def test_a_pod_asking_for_a_share_runs_with_its_limits(hami: Deployed) -> None:
     assert env["NVIDIA_VISIBLE_DEVICES"].startswith("GPU-")
     assert preload.split() == ["/usr/local/vgpu/libvgpu.so"]
     hami.plane.request("DELETE", f"/api/v1/namespaces/default/pods/{pod}?gracePeriodSeconds=0")
+
+
+def test_two_allocators_run_one_leads_and_both_are_ready(hami: Deployed) -> None:
+    allocators = [p for p in hami.pods() if p["metadata"]["name"].startswith("hami-allocator-")]
+    assert len(allocators) == 2
+    for pod in allocators:  # the standby is ready too: it forwards extender calls
+        assert all(c["ready"] for c in pod["status"]["containerStatuses"]), hami.describe()
+    assert leader_pod(hami)
+
+
+def test_the_allocator_leader_deleted_during_a_burst(hami: Deployed) -> None:
+    """The standby takes over; every pod of the burst runs, none is left in `allocating`, and
+    no device is granted twice."""
+    leader = leader_pod(hami)
+    burst = running_pods(hami, 3, "burst")
+    hami.plane.request("DELETE", f"/api/v1/namespaces/{NAMESPACE}/pods/{leader}")
+    burst += running_pods(hami, 3, "burst")
+    for pod in burst:
+        running = wait_phase(hami, pod, ("Running", "Failed"), timeout_s=180)
+        assert running["status"]["phase"] == "Running", running["status"]
+        assert running["metadata"]["annotations"][BIND_PHASE] == "success"
+    hami.wait_rolled_out()  # the Deployment made a new standby
+    assert leader_pod(hami) != leader
+    holders = held(status(hami))
+    uids = {pod_of(hami, pod)["metadata"]["uid"] for pod in burst}
+    assert uids <= holders.keys()
+    delete(hami, burst)
+
+
+def test_deleting_the_nats_pod_loses_nothing(hami: Deployed) -> None:
+    pods = running_pods(hami, 2, "kept")
+    for pod in pods:
+        wait_phase(hami, pod, ("Running",))
+    before = held(status(hami))
+    old = hami.uids("hami-nats-")
+    hami.plane.request("DELETE", f"/api/v1/namespaces/{NAMESPACE}/pods/hami-nats-0")
+    hami.wait_replaced("hami-nats-", old)
+    hami.wait_rolled_out()
+    after = held(status(hami))
+    assert after == before  # the same allocations, from JetStream on disk
+    late = name("after-nats")
+    create_pod(hami, late, {RESOURCE: "1", "nvidia.com/gpumem": "1000"}, "true")
+    assert wait_phase(hami, late, ("Succeeded", "Failed"))["status"]["phase"] == "Succeeded"
+    delete(hami, [*pods, late])
+
+
+def test_rolling_the_node_agent_keeps_running_pods_and_their_devices(hami: Deployed) -> None:
+    pods = running_pods(hami, 2, "rolled")
+    started = {pod: wait_phase(hami, pod, ("Running",))["status"]["startTime"] for pod in pods}
+    before = held(status(hami))
+    old = hami.uids("hami-nodeagent-")
+    hami.kubectl("-n", NAMESPACE, "rollout", "restart", "daemonset/hami-nodeagent")
+    hami.wait_replaced("hami-nodeagent-", old)
+    hami.wait_rolled_out()
+    for pod in pods:
+        current = pod_of(hami, pod)
+        assert current["status"]["phase"] == "Running"
+        assert current["status"]["startTime"] == started[pod]
+        assert current["status"]["containerStatuses"][0]["restartCount"] == 0
+    assert held(status(hami)) == before
+    wait_allocatable(hami, "10")
+    late = name("after-roll")
+    create_pod(hami, late, {RESOURCE: "1", "nvidia.com/gpumem": "1000"}, "true")
+    assert wait_phase(hami, late, ("Succeeded", "Failed"))["status"]["phase"] == "Succeeded"
+    delete(hami, [*pods, late])

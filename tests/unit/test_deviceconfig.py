@@ -39,6 +39,16 @@ iluvatars:
 vnpus:
   hamiVnpuCore: false
   configs: []
+nodeconfig:
+  - name: your-node-name
+    operatingmode: hami-core
+    devicememoryscaling: 1
+    devicesplitcount: 10
+    preconfigureddevicememory: 0
+    enablenumatopology: false
+    migstrategy: none
+    filterdevices: {uuid: [], index: []}
+    enablegetpreferredallocation: false
 """
 
 

@@ -151,15 +151,22 @@ def start_control_plane(
     scheduler_config: str | None = None,
     binaries: Path | None = None,
     controllers: bool = False,
+    also_serve_on: tuple[str, ...] = (),
 ) -> ControlPlane:
     """``controllers``: also kube-controller-manager (Deployments, DaemonSets, StatefulSets,
     Jobs, EndpointSlices, service accounts and their CA ConfigMap), service-account tokens for
     pods, and the API server dialling webhook Services at their endpoints (there is no
-    kube-proxy): what running HAMi itself as pods needs."""
+    kube-proxy): what running HAMi itself as pods needs. ``also_serve_on``: addresses of this
+    machine besides loopback the API server listens on and has in its certificate (pods on a
+    bridge reach the host at its gateway address)."""
     binaries = binaries or build_binaries()
     directory.mkdir(parents=True, exist_ok=True)
     pki = Pki.create(directory / "pki")
-    serving = pki.leaf("apiserver", dns=("localhost", "kubernetes", "kubernetes.default.svc"))
+    serving = pki.leaf(
+        "apiserver",
+        dns=("localhost", "kubernetes", "kubernetes.default.svc"),
+        ips=("127.0.0.1", *also_serve_on),
+    )
     sa = pki.service_account_keys()
     token = secrets.token_hex(16)
     (directory / "tokens.csv").write_text(f'{token},admin,admin-uid,"system:masters"\n')
@@ -223,7 +230,7 @@ def start_control_plane(
                 "--etcd-servers",
                 etcd_url,
                 "--bind-address",
-                "127.0.0.1",
+                "0.0.0.0" if also_serve_on else "127.0.0.1",
                 "--advertise-address",
                 "127.0.0.1",
                 "--secure-port",

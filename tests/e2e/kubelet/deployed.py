@@ -26,7 +26,7 @@ import yaml
 
 from tests.e2e.controlplane.cluster import ControlPlane, start_control_plane
 from tests.e2e.kubelet.hami_image import build_hami_image, build_scheduler_image
-from tests.e2e.kubelet.node import KubeletNode, unusable_reason
+from tests.e2e.kubelet.node import GATEWAY, KubeletNode, unusable_reason
 from tests.e2e.kubelet.stack import Unusable
 
 REPO = Path(__file__).resolve().parents[3]
@@ -63,6 +63,32 @@ class Deployed:
 
     def pods(self, namespace: str = NAMESPACE) -> list[dict[str, Any]]:
         return self.plane.request("GET", f"/api/v1/namespaces/{namespace}/pods")["items"]
+
+    def uids(self, prefix: str) -> set[str]:
+        return {
+            p["metadata"]["uid"] for p in self.pods() if p["metadata"]["name"].startswith(prefix)
+        }
+
+    def wait_replaced(self, prefix: str, old: set[str], timeout_s: float = 180) -> None:
+        """A pod named ``prefix...`` that is not one of ``old`` runs with every container
+        ready, and none of ``old`` is left."""
+        deadline = time.monotonic() + timeout_s
+        while True:
+            pods = [p for p in self.pods() if p["metadata"]["name"].startswith(prefix)]
+            fresh = [
+                p
+                for p in pods
+                if p["metadata"]["uid"] not in old
+                and all(c.get("ready") for c in p["status"].get("containerStatuses", [{}]))
+                and p["status"].get("containerStatuses")
+            ]
+            if fresh and not any(p["metadata"]["uid"] in old for p in pods):
+                return
+            if time.monotonic() > deadline:
+                raise AssertionError(
+                    f"{prefix}* not replaced in {timeout_s:.0f}s\n{self.describe()}"
+                )
+            time.sleep(0.5)
 
     def wait_rolled_out(self, timeout_s: float = 240) -> None:
         """Every workload has all its pods ready and up to date, and the Job has completed."""
@@ -128,17 +154,19 @@ class Deployed:
 
 
 def _env_patches(manifests: list[dict[str, Any]], api_url: str) -> list[dict[str, Any]]:
-    """Every HAMi container reaches the API server on loopback (hostNetwork)."""
-    address = urlsplit(api_url)
-    env = [
-        {"name": "KUBERNETES_SERVICE_HOST", "value": address.hostname},
-        {"name": "KUBERNETES_SERVICE_PORT", "value": str(address.port)},
-    ]
+    """Every HAMi container reaches the API server: on loopback from the host's network, at
+    the host's bridge address from the pods' bridge."""
+    port = str(urlsplit(api_url).port)
     patches = []
     for doc in manifests:
         if doc["kind"] not in (*WORKLOADS, "Job"):
             continue
         spec = doc["spec"]["template"]["spec"]
+        host = "127.0.0.1" if spec.get("hostNetwork") else GATEWAY
+        env = [
+            {"name": "KUBERNETES_SERVICE_HOST", "value": host},
+            {"name": "KUBERNETES_SERVICE_PORT", "value": port},
+        ]
         ops = []
         for group in ("initContainers", "containers"):
             for i, container in enumerate(spec.get(group, [])):
@@ -215,7 +243,7 @@ def hami_deployed(run: Path) -> Iterator[Deployed]:
         raise Unusable(reason)
     started = time.monotonic()
     hami = build_hami_image()
-    plane = start_control_plane(run / "cp", controllers=True)
+    plane = start_control_plane(run / "cp", controllers=True, also_serve_on=(GATEWAY,))
     scheduler = build_scheduler_image(plane.binaries)
     node = KubeletNode(run, plane)
     deployed = None

@@ -25,6 +25,10 @@ from tests.e2e.kubelet.images import PAUSE, build_images
 
 DEVICE_PLUGINS = Path("/var/lib/kubelet/device-plugins")
 BRIDGE = "hamitest0"
+POD_SUBNET = "10.85.0.0/24"
+GATEWAY = "10.85.0.1"
+"""The host on the pods' bridge (the CNI bridge is the gateway): where pods without the
+host's network reach services that listen on the host."""
 # Host paths the kubelet, containerd or CNI create; removed at the end if they were not there.
 HOST_PATHS = (
     Path("/var/lib/kubelet"),
@@ -90,7 +94,7 @@ def _cni_config(r: Path) -> str:
     return (
         '{"cniVersion": "1.0.0", "name": "hami-test", "plugins": ['
         f'{{"type": "bridge", "bridge": "{BRIDGE}", "isGateway": true, "ipMasq": false, '
-        '"ipam": {"type": "host-local", "ranges": [[{"subnet": "10.85.0.0/24"}]], '
+        f'"ipam": {{"type": "host-local", "ranges": [[{{"subnet": "{POD_SUBNET}"}}]], '
         f'"dataDir": "{r}/cni/ipam"}}}}, {{"type": "loopback"}}]}}'
     )
 
