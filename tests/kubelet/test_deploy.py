@@ -24,7 +24,7 @@ from shared.natsauth import Credentials
 from shared.natsutil import connect
 from shared.resources import BIND_PHASE
 from shared.schemas.placement import StatusReply
-from tests.e2e.kubelet.deployed import NAMESPACE, Deployed, hami_deployed
+from tests.e2e.kubelet.deployed import KUSTOMIZE, NAMESPACE, Deployed, hami_deployed
 from tests.e2e.kubelet.images import BUSYBOX
 from tests.e2e.kubelet.stack import Unusable
 
@@ -49,7 +49,9 @@ def name(prefix: str) -> str:
     return f"{prefix}-{uuid.uuid4().hex[:5]}"
 
 
-def create_pod(hami: Deployed, pod: str, limits: dict[str, str], command: str) -> dict[str, Any]:
+def create_pod(
+    hami: Deployed, pod: str, limits: dict[str, str], command: str, *, dry_run: bool = False
+) -> dict[str, Any]:
     manifest = {
         "apiVersion": "v1",
         "kind": "Pod",
@@ -68,7 +70,8 @@ def create_pod(hami: Deployed, pod: str, limits: dict[str, str], command: str) -
             ],
         },
     }
-    return hami.plane.request("POST", "/api/v1/namespaces/default/pods", manifest)
+    query = "?dryRun=All" if dry_run else ""
+    return hami.plane.request("POST", f"/api/v1/namespaces/default/pods{query}", manifest)
 
 
 def pod_of(hami: Deployed, pod: str) -> dict[str, Any]:
@@ -279,3 +282,53 @@ def test_rolling_the_node_agent_keeps_running_pods_and_their_devices(hami: Deplo
     create_pod(hami, late, {RESOURCE: "1", "nvidia.com/gpumem": "1000"}, "true")
     assert wait_phase(hami, late, ("Succeeded", "Failed"))["status"]["phase"] == "Succeeded"
     delete(hami, [*pods, late])
+
+
+def test_a_bad_device_configuration_stops_the_new_pods_and_the_old_keep_serving(
+    hami: Deployed,
+) -> None:
+    good = (KUSTOMIZE / "base" / "device-config.yaml").read_text()
+    serving = {pod: hami.uids(pod) for pod in ("hami-allocator-", "hami-webhook-")}
+    hami.apply_device_config(good.replace("deviceSplitCount: 10", "deviceSplitCount: -2"))
+    refused = "Expected `int` >= 1 - at `$.nvidia.deviceSplitCount`"
+    deadline = time.monotonic() + 120
+    while not all(refused in log for log in new_pod_logs(hami, serving).values()) or len(
+        new_pod_logs(hami, serving)
+    ) < len(serving):
+        assert time.monotonic() < deadline, hami.describe()
+        time.sleep(1)
+    for prefix, old in serving.items():  # nothing of the old replicas was taken down
+        assert old <= hami.uids(prefix)
+        for pod in hami.pods():
+            if pod["metadata"]["uid"] in old:
+                assert all(c["ready"] for c in pod["status"]["containerStatuses"])
+    # The old webhook still mutates (the node agent, one per node, is down meanwhile: its
+    # DaemonSet replaces a node's agent in place, so a pod would wait for the fix).
+    probe = create_pod(hami, name("during-bad"), {RESOURCE: "1"}, "true", dry_run=True)
+    assert probe["spec"]["schedulerName"] == "hami-scheduler"
+    hami.kubectl("apply", "--server-side", "-k", str(hami.overlay))  # fixed: it rolls on
+    hami.wait_rolled_out()
+    wait_allocatable(hami, "10")
+    pod = name("after-fix")
+    create_pod(hami, pod, {RESOURCE: "1", "nvidia.com/gpumem": "1000"}, "true")
+    assert wait_phase(hami, pod, ("Succeeded", "Failed"))["status"]["phase"] == "Succeeded"
+    delete(hami, [pod])
+
+
+def new_pod_logs(hami: Deployed, serving: dict[str, set[str]]) -> dict[str, str]:
+    """The log of each workload's first container in pods that are not the serving ones."""
+    logs = {}
+    for pod in hami.pods():
+        meta = pod["metadata"]
+        prefix = next((p for p in serving if meta["name"].startswith(p)), None)
+        if prefix is None or meta["uid"] in serving[prefix]:
+            continue
+        container = pod["spec"]["containers"][0]["name"]
+        try:
+            logs[prefix] = hami.plane.raw(
+                "GET",
+                f"/api/v1/namespaces/{NAMESPACE}/pods/{meta['name']}/log?container={container}",
+            ).decode(errors="replace")
+        except Exception:  # not started yet
+            logs[prefix] = ""
+    return logs

@@ -64,6 +64,36 @@ class Deployed:
     def pods(self, namespace: str = NAMESPACE) -> list[dict[str, Any]]:
         return self.plane.request("GET", f"/api/v1/namespaces/{namespace}/pods")["items"]
 
+    @property
+    def overlay(self) -> Path:
+        """The overlay the tests applied (over overlays/e2e)."""
+        return self.run / "kustomize" / "overlays" / "test"
+
+    def apply_device_config(self, text: str) -> Path:
+        """An overlay over the applied one whose device configuration is ``text``."""
+        changed = self.run / "kustomize" / "overlays" / f"device-config-{abs(hash(text)):x}"
+        changed.mkdir(exist_ok=True)
+        (changed / "device-config.yaml").write_text(text)
+        (changed / "kustomization.yaml").write_text(
+            yaml.safe_dump(
+                {
+                    "apiVersion": "kustomize.config.k8s.io/v1beta1",
+                    "kind": "Kustomization",
+                    "resources": ["../test"],
+                    "configMapGenerator": [
+                        {
+                            "name": "hami-device-config",
+                            "namespace": NAMESPACE,
+                            "behavior": "replace",
+                            "files": ["device-config.yaml"],
+                        }
+                    ],
+                }
+            )
+        )
+        self.kubectl("apply", "--server-side", "-k", str(changed))
+        return changed
+
     def uids(self, prefix: str) -> set[str]:
         return {
             p["metadata"]["uid"] for p in self.pods() if p["metadata"]["name"].startswith(prefix)
