@@ -59,6 +59,9 @@ class KubeClient:
 
     async def close(self) -> None:
         await self.api.close()
+        # aiohttp closes TLS connections asynchronously (close_notify takes a few loop turns);
+        # its docs ask for this grace, or a loop that ends at once leaks their sockets.
+        await asyncio.sleep(0.25)
 
     async def _raw(self, call: Awaitable[Any]) -> Obj:
         """The JSON body of a call made with ``_preload_content=False``. That mode skips the
