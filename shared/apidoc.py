@@ -6,37 +6,18 @@ and the code disagree.
 
 from __future__ import annotations
 
-import ast
-import inspect
-import itertools
 import sys
 from pathlib import Path
 
 import msgspec
 
+from shared.fielddocs import field_docs
 from shared.schemas import ALL_SUBJECTS
 from shared.schemas.base import WireStruct
 
 BEGIN = "<!-- BEGIN GENERATED: python -m shared.apidoc -->"
 END = "<!-- END GENERATED -->"
 DOC_PATH = Path(__file__).resolve().parent.parent / "docs" / "nats-api.md"
-
-
-def _field_docs(kind: type) -> dict[str, str]:
-    """Attribute docstrings (a string literal right after a field), read from the source."""
-    tree = ast.parse(inspect.getsource(kind))
-    body = tree.body[0].body if isinstance(tree.body[0], ast.ClassDef) else []
-    docs: dict[str, str] = {}
-    for stmt, nxt in itertools.pairwise(body):
-        if (
-            isinstance(stmt, ast.AnnAssign)
-            and isinstance(stmt.target, ast.Name)
-            and isinstance(nxt, ast.Expr)
-            and isinstance(nxt.value, ast.Constant)
-            and isinstance(nxt.value.value, str)
-        ):
-            docs[stmt.target.id] = " ".join(nxt.value.value.split())
-    return docs
 
 
 def _default(field: msgspec.structs.FieldInfo) -> str:
@@ -105,7 +86,7 @@ def render() -> str:
         "",
     ]
     for kind in _structs_reachable(roots):
-        docs = _field_docs(kind)
+        docs = field_docs(kind)
         lines += [f"### `{kind.__name__}`", ""]
         if kind.__doc__:
             lines += [" ".join(kind.__doc__.split()), ""]

@@ -13,15 +13,17 @@ passwords. Rotation: delete the Secrets, rerun the Job, restart the pods."""
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import base64
 import json
 import logging
-import os
 import secrets
 import sys
+from typing import Annotated
 
+import msgspec
+
+from shared import settings
 from shared.errors import Conflict, HamiError, NotFound
 from shared.kube.client import KubeClient
 from shared.logs import setup_logging
@@ -115,22 +117,24 @@ async def ensure_secrets(kube: KubeClient, namespace: str, service: str, replica
     return True
 
 
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="hami-credentials", description=__doc__.split("\n")[0])
-    parser.add_argument("--namespace", required=True)
-    parser.add_argument("--nats-service", default="hami-nats")
-    parser.add_argument(
-        "--nats-replicas", type=int, default=int(os.environ.get("HAMI_NATS_REPLICAS", "3"))
+class CredentialsSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    namespace: Annotated[str, msgspec.Meta(min_length=1)]
+    """Where the Secrets go (HAMi's namespace)."""
+    nats_service: str = "hami-nats"
+    """The NATS servers' headless Service (the routes name its pods)."""
+    nats_replicas: Annotated[int, msgspec.Meta(ge=1, le=5)] = 3
+    """How many NATS servers the routes list."""
+    kubeconfig: Annotated[str | None, msgspec.Meta(extra={"env": "KUBECONFIG"})] = None
+
+
+def parse_settings(argv: list[str] | None = None) -> CredentialsSettings:
+    return settings.load(
+        CredentialsSettings, argv, prog="hami-credentials", description=__doc__.split("\n")[0]
     )
-    parser.add_argument("--kubeconfig", default=None)
-    args = parser.parse_args(argv)
-    if not 1 <= args.nats_replicas <= 5:
-        parser.error("--nats-replicas must be 1 to 5")
-    return args
 
 
 def main(argv: list[str] | None = None) -> None:
-    args = parse_args(argv)
+    args = parse_settings(argv)
     setup_logging("credentials", "INFO")
 
     async def run() -> bool:

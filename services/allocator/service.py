@@ -27,7 +27,7 @@ from services.allocator.extender import Extender
 from services.allocator.extenderhttp import ExtenderRouter, answer_forwarded, application
 from services.allocator.leadership import Leadership
 from services.allocator.quarantine import Quarantine
-from services.allocator.settings import AllocatorSettings
+from services.allocator.settings import AllocatorSettings, kinds_of
 from shared import kvwatch
 from shared.errors import HamiError, InvalidRequest, Unavailable
 from shared.kube.client import KubeClient
@@ -428,7 +428,7 @@ async def _serve_extender(
         _retrying(stop, "follow-pods", lambda: allocator.follow_pods(kube, stop)),
         name="follow-pods",
     )
-    extender = Extender(allocator, kube, kinds=settings.kinds)
+    extender = Extender(allocator, kube, kinds=kinds_of(settings))
     forwarded = asyncio.create_task(answer_forwarded(router.nc, extender, stop), name="forwarded")
     router.local = extender
     try:

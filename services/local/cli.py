@@ -10,6 +10,7 @@ import signal
 import subprocess
 import sys
 import time
+import typing
 from pathlib import Path
 
 import msgspec
@@ -38,6 +39,7 @@ from shared.natsauth import CREDENTIALS_DIR, Credentials, credentials_file, load
 from shared.natsutil import connect
 from shared.quantity import parse_cores, parse_count, parse_memory
 from shared.schemas.placement import MAX_LEASE_TTL_S, ContainerRequest
+from shared.servicesettings import LogLevel
 from shared.simspec import parse_spec
 
 
@@ -231,7 +233,7 @@ def parser() -> argparse.ArgumentParser:
     up.add_argument("--node", help="node name (default: host name)")
     up.add_argument("--metrics-port", type=int, default=9395)
     up.add_argument("--split-count", type=int, default=10, help="jobs that may share one device")
-    up.add_argument("--log-level", default="INFO")
+    up.add_argument("--log-level", default="INFO", choices=typing.get_args(LogLevel))
     up.add_argument("--foreground", action="store_true", help="stay attached (for systemd)")
     up.add_argument("--timeout", type=float, default=60.0, help="seconds to wait for readiness")
 

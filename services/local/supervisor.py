@@ -30,6 +30,13 @@ from shared.errors import HamiError, Unavailable
 from shared.natsauth import CREDENTIALS_DIR, Credentials, credentials_file, load_credentials
 from shared.natsutil import connect
 from shared.proc import die_with_parent
+from shared.servicesettings import (
+    AllocatorSettings,
+    LogLevel,
+    NodeAgentSettings,
+    TelemetrySettings,
+)
+from shared.settings import write_settings_file
 
 log = logging.getLogger("hami.local")
 
@@ -45,7 +52,7 @@ class UpSettings(msgspec.Struct, frozen=True, kw_only=True):
     split_count: int = 10
     heartbeat_interval_s: float = 5.0
     node_ttl_s: float = 15.0
-    log_level: str = "INFO"
+    log_level: LogLevel = "INFO"
 
     @property
     def node_name(self) -> str:
@@ -63,58 +70,54 @@ class Child:
 
 
 def child_specs(
-    settings: UpSettings, url: str, logs: Path, credentials: Path | None = None
+    settings: UpSettings, url: str, state_dir: Path, credentials: Path | None = None
 ) -> list[Child]:
-    python = [sys.executable, "-m"]
+    """Each service with its settings whole, as a settings file (shared/settings.py): typed and
+    checked here, not re-typed as flags."""
+    logs, files = state_dir / "logs", state_dir / "settings"
+    files.mkdir(mode=0o700, parents=True, exist_ok=True)
 
-    def common(user: str) -> list[str]:
-        auth = (
-            []
-            if credentials is None
-            else ["--nats-credentials", str(credentials_file(credentials, user))]
-        )
-        return ["--nats", url, "--log-level", settings.log_level, *auth]
+    def nats_credentials(user: str) -> str | None:
+        return None if credentials is None else str(credentials_file(credentials, user))
 
-    agent = [
-        *python,
-        "services.nodeagent",
-        *common("nodeagent"),
-        "--node",
-        settings.node_name,
-        "--split-count",
-        str(settings.split_count),
-        "--heartbeat-interval",
-        str(settings.heartbeat_interval_s),
-    ]
-    if settings.simulate:
-        agent += ["--simulate", settings.simulate]
+    children = {
+        "allocator": AllocatorSettings(
+            nats_url=url,
+            nats_credentials=nats_credentials("allocator"),
+            log_level=settings.log_level,
+            node_ttl_s=settings.node_ttl_s,
+            # A short leader lease: an allocator restarted after kill -9 waits it out once.
+            leader_ttl_s=3.0,
+        ),
+        "nodeagent": NodeAgentSettings(
+            nats_url=url,
+            nats_credentials=nats_credentials("nodeagent"),
+            log_level=settings.log_level,
+            node=settings.node_name,
+            split_count=settings.split_count,
+            heartbeat_interval_s=settings.heartbeat_interval_s,
+            simulate=settings.simulate,
+        ),
+        "telemetry": TelemetrySettings(
+            nats_url=url,
+            nats_credentials=nats_credentials("telemetry"),
+            log_level=settings.log_level,
+            metrics_port=settings.metrics_port,
+        ),
+    }
     return [
         Child(
-            "allocator",
-            # A short leader lease: an allocator restarted after kill -9 waits it out once.
+            name,
             [
-                *python,
-                "services.allocator",
-                *common("allocator"),
-                "--node-ttl",
-                str(settings.node_ttl_s),
-                "--leader-ttl",
-                "3",
+                sys.executable,
+                "-m",
+                f"services.{name}",
+                "--settings-file",
+                str(write_settings_file(files / f"{name}.json", child)),
             ],
-            logs / "allocator.log",
-        ),
-        Child("nodeagent", agent, logs / "nodeagent.log"),
-        Child(
-            "telemetry",
-            [
-                *python,
-                "services.telemetry",
-                *common("telemetry"),
-                "--metrics-port",
-                str(settings.metrics_port),
-            ],
-            logs / "telemetry.log",
-        ),
+            logs / f"{name}.log",
+        )
+        for name, child in children.items()
     ]
 
 
@@ -193,7 +196,7 @@ async def supervise(settings: UpSettings, stop: asyncio.Event) -> None:
         authorization = ""
     if settings.metrics_port == 0:
         settings = msgspec.structs.replace(settings, metrics_port=free_port())
-    children = child_specs(settings, url, logs, credentials)
+    children = child_specs(settings, url, state_dir, credentials)
     record = LocalRecord(
         supervisor_pid=os.getpid(),
         nats_url=url,

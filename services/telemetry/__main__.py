@@ -1,6 +1,7 @@
 """`python -m services.telemetry`: serve metrics until SIGTERM."""
 
-from services.telemetry.service import parse_settings, serve
+from services.telemetry.service import serve
+from services.telemetry.settings import parse_settings
 from shared.logs import setup_logging
 from shared.runloop import run_until_signalled
 

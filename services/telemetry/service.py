@@ -2,15 +2,12 @@
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import logging
-import os
 from collections.abc import Iterator
 from dataclasses import replace
 from typing import Any
 
-import msgspec
 from nats.aio.msg import Msg
 from nats.js.kv import KeyValue
 from prometheus_client import start_http_server
@@ -18,6 +15,7 @@ from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector, CollectorRegistry
 
 from services.telemetry.core import DESCRIPTIONS, TelemetryState, samples
+from services.telemetry.settings import TelemetrySettings
 from shared import kvwatch
 from shared.errors import InvalidRequest
 from shared.natsauth import credentials_of
@@ -28,32 +26,6 @@ from shared.schemas.placement import allocation_codec
 from shared.schemas.usage import USAGE, usage_codec
 
 log = logging.getLogger("hami.telemetry")
-
-
-class TelemetrySettings(msgspec.Struct, frozen=True, kw_only=True):
-    nats_url: str = "nats://127.0.0.1:4222"
-    metrics_host: str = "127.0.0.1"
-    """Loopback by default: metrics name pods and nodes."""
-    metrics_port: int = 9395
-    log_level: str = "INFO"
-    nats_credentials: str | None = None
-    """A JSON file {user, password} (shared.natsauth); None: connect without."""
-
-
-def parse_settings(argv: list[str] | None = None) -> TelemetrySettings:
-    env = os.environ
-    d = TelemetrySettings()
-    parser = argparse.ArgumentParser(prog="hami-telemetry")
-    parser.add_argument("--nats", dest="nats_url", default=env.get("HAMI_NATS_URL", d.nats_url))
-    parser.add_argument("--metrics-host", default=d.metrics_host)
-    parser.add_argument(
-        "--metrics-port", type=int, default=int(env.get("HAMI_METRICS_PORT", d.metrics_port))
-    )
-    parser.add_argument(
-        "--nats-credentials", default=os.environ.get("HAMI_NATS_CREDENTIALS") or None
-    )
-    parser.add_argument("--log-level", default=env.get("HAMI_LOG_LEVEL", d.log_level))
-    return TelemetrySettings(**vars(parser.parse_args(argv)))
 
 
 class StateCollector(Collector):

@@ -1,6 +1,7 @@
 """`python -m services.webhook`: serve admission reviews until SIGTERM."""
 
-from services.webhook.service import parse_settings, serve
+from services.webhook.service import serve
+from services.webhook.settings import parse_settings
 from shared.logs import setup_logging
 from shared.runloop import run_until_signalled
 

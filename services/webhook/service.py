@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import base64
 import logging
@@ -18,8 +17,7 @@ from aiohttp import web
 from services.webhook.bootstrap import Bootstrap, ensure_certificate
 from services.webhook.core.admission import Verdict, mutate, validate
 from services.webhook.core.settings import WebhookSettings
-from shared.deviceconfig import load_device_config
-from shared.errors import InvalidRequest
+from services.webhook.settings import ServeSettings as ServeSettings
 from shared.kube.client import KubeClient
 from shared.runloop import every
 
@@ -27,24 +25,6 @@ log = logging.getLogger("hami.webhook")
 Decide = Callable[[Mapping[str, Any], WebhookSettings], Verdict]
 MAX_BODY = 3 * 1024 * 1024  # the API server's own request limit
 _json = msgspec.json.Encoder()
-
-
-class ServeSettings(msgspec.Struct, frozen=True, kw_only=True):
-    host: str = "0.0.0.0"
-    port: int = 9443
-    cert_file: str = "/tls/tls.crt"
-    key_file: str = "/tls/tls.key"
-    reload_interval_s: float = 10.0
-    log_level: str = "INFO"
-    admission: WebhookSettings = WebhookSettings()
-    tls_secret: str | None = None
-    """namespace/name: make (or reuse) the serving pair in this Secret and put its CA into the
-    webhook configurations (services/webhook/bootstrap.py); None: serve cert_file/key_file."""
-    service_name: str = "hami-webhook"
-    configuration_name: str = "hami-webhook"
-    tls_dir: str = "/tmp/hami-webhook-tls"
-    """Where the bootstrapped pair is written for serving (an emptyDir in the pod)."""
-    kubeconfig: str | None = None
 
 
 def review_response(uid: str, verdict: Verdict) -> dict[str, Any]:
@@ -159,71 +139,3 @@ async def _bootstrapped_pair(settings: ServeSettings) -> tuple[Path, Path]:
         return await ensure_certificate(kube, plan, Path(settings.tls_dir))
     finally:
         await kube.close()
-
-
-def _admission_settings(config: str | None, device_config: str | None) -> WebhookSettings:
-    admission = WebhookSettings()
-    if config:
-        try:
-            admission = msgspec.json.decode(Path(config).read_bytes(), type=WebhookSettings)
-        except OSError as e:
-            raise InvalidRequest(f"webhook configuration {config}: {e.strerror}") from None
-        except (msgspec.ValidationError, msgspec.DecodeError) as e:
-            raise InvalidRequest(f"webhook configuration {config}: {e}") from None
-    if device_config:
-        nvidia = load_device_config(device_config).nvidia
-        admission = msgspec.structs.replace(
-            admission,
-            resources=nvidia.resources,
-            default_mem=nvidia.default_memory,
-            default_cores=nvidia.default_cores,
-            default_gpu_num=nvidia.default_gpu_num,
-        )
-    return admission
-
-
-def parse_settings(argv: list[str] | None = None) -> ServeSettings:
-    d = ServeSettings()
-    parser = argparse.ArgumentParser(prog="hami-webhook")
-    parser.add_argument("--host", default=d.host)
-    parser.add_argument("--port", type=int, default=d.port)
-    parser.add_argument("--cert-file", default=d.cert_file)
-    parser.add_argument("--key-file", default=d.key_file)
-    parser.add_argument("--config", help="JSON file with admission settings (WebhookSettings)")
-    parser.add_argument(
-        "--device-config",
-        default=os.environ.get("HAMI_DEVICE_CONFIG") or None,
-        metavar="FILE",
-        help="HAMi's device configuration (resource names, defaultMemory, defaultCores, ...)",
-    )
-    parser.add_argument(
-        "--tls-secret",
-        default=None,
-        metavar="NAMESPACE/NAME",
-        help="bootstrap: make or reuse the serving pair in this Secret, set the CA bundle",
-    )
-    parser.add_argument("--service-name", default=d.service_name)
-    parser.add_argument("--configuration-name", default=d.configuration_name)
-    parser.add_argument("--tls-dir", default=d.tls_dir)
-    parser.add_argument("--kubeconfig", default=os.environ.get("KUBECONFIG") or None)
-    parser.add_argument("--log-level", default=os.environ.get("HAMI_LOG_LEVEL", d.log_level))
-    args = parser.parse_args(argv)
-    try:
-        if args.tls_secret is not None:
-            Bootstrap(args.tls_secret, args.service_name, args.configuration_name)
-        admission = _admission_settings(args.config, args.device_config)
-    except InvalidRequest as e:  # one line naming the key; the old pods keep serving
-        raise SystemExit(f"hami-webhook: {e}") from None
-    return ServeSettings(
-        host=args.host,
-        port=args.port,
-        cert_file=args.cert_file,
-        key_file=args.key_file,
-        log_level=args.log_level,
-        admission=admission,
-        tls_secret=args.tls_secret,
-        service_name=args.service_name,
-        configuration_name=args.configuration_name,
-        tls_dir=args.tls_dir,
-        kubeconfig=args.kubeconfig,
-    )

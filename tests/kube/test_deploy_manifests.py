@@ -27,9 +27,9 @@ COMPONENTS = sorted(p.name for p in (KUSTOMIZE / "components").iterdir() if p.is
 PARSERS: dict[str, str] = {
     "services.allocator": "services.allocator.settings:parse_settings",
     "services.nodeagent": "services.nodeagent.settings:parse_settings",
-    "services.telemetry": "services.telemetry.service:parse_settings",
-    "services.webhook": "services.webhook.service:parse_settings",
-    "shared.natssecrets": "shared.natssecrets:parse_args",
+    "services.telemetry": "services.telemetry.settings:parse_settings",
+    "services.webhook": "services.webhook.settings:parse_settings",
+    "shared.natssecrets": "shared.natssecrets:parse_settings",
 }
 """`python -m <module>` in a manifest -> the function that parses that module's flags."""
 WORKLOADS = ("Deployment", "StatefulSet", "DaemonSet", "Job")

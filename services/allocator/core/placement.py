@@ -19,6 +19,7 @@ from services.allocator.core.state import (
 )
 from shared.errors import InvalidRequest
 from shared.schemas.placement import MAX_LEASE_TTL_S, ContainerRequest, PlaceRequest
+from shared.servicesettings import NODE_TTL_S
 
 MAX_DEVICES_PER_CONTAINER = 64
 
@@ -27,8 +28,8 @@ MAX_DEVICES_PER_CONTAINER = 64
 class SchedulingSettings:
     node_policy: str = "binpack"
     gpu_policy: str = "spread"
-    node_ttl_s: float = 30.0
-    """A node not heard from for this long takes no new placements."""
+    node_ttl_s: float = NODE_TTL_S
+    """A node not heard from for this long takes no new placements (the allocator's default)."""
 
     def __post_init__(self) -> None:
         policy_named(self.node_policy, field="node policy")

@@ -130,6 +130,13 @@ def _chroot_mounts(rootfs: Path) -> Iterator[None]:
 def _install_project(rootfs: Path, work: Path) -> None:
     wheels = rootfs / "tmp" / "wheels"
     wheels.mkdir(parents=True)
+    # From a copy of exactly the inputs the key covers: a build/ left in the checkout by an
+    # earlier build would otherwise lend the wheel stale modules.
+    source = work / "source"
+    for path in _files(REPO):
+        target = source / path.relative_to(REPO)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(path, target)
     # The host's pip resolves and downloads (CPython 3.11 wheels, as the image's Python is).
     _run(
         [
@@ -141,7 +148,7 @@ def _install_project(rootfs: Path, work: Path) -> None:
             "--disable-pip-version-check",
             "--wheel-dir",
             str(wheels),
-            str(REPO),
+            str(source),
         ],
         cwd=work,
     )

@@ -1,0 +1,134 @@
+"""The settings of the services `hami up` starts (allocator, node agent, telemetry): one Struct
+each, the whole contract between a service and whoever starts it. The service derives its flags,
+`HAMI_*` variables and help from it (shared/settings.py); the local supervisor builds them typed
+and hands each child its own whole as a settings file. They live in `shared` because both sides
+read them, like the wire schemas."""
+
+from __future__ import annotations
+
+import math
+import socket
+from typing import Annotated, Literal
+
+import msgspec
+
+from shared.resources import ResourceNames
+
+Seconds = Annotated[float, msgspec.Meta(gt=0)]
+Scaling = Annotated[float, msgspec.Meta(gt=0, le=100)]
+Replicas = Annotated[int, msgspec.Meta(ge=1, le=5)]
+Port = Annotated[int, msgspec.Meta(ge=0, le=65535)]
+LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"]
+PolicyName = Literal["binpack", "spread", "best-fit", "fragmentation"]
+"""The allocator's policy table (services/allocator/core/policies.py); a test keeps them equal."""
+NATS_URL = Annotated[str, msgspec.Meta(extra={"flag": "--nats"})]
+KUBECONFIG = Annotated[str | None, msgspec.Meta(extra={"env": "KUBECONFIG"})]
+NODE_TTL_S = 15.0
+"""A node whose inventory is not refreshed for this long takes no new placements."""
+
+
+class AllocatorSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    nats_url: NATS_URL = "nats://127.0.0.1:4222"
+    """NATS server to serve on."""
+    nats_credentials: str | None = None
+    """A JSON file {user, password} (shared.natsauth); None: connect without."""
+    nats_replicas: Replicas = 1
+    """Copies of the buckets and streams this service creates (3 on a 3-server cluster)."""
+    node_policy: PolicyName = "binpack"
+    """Default node policy when a request names none."""
+    gpu_policy: PolicyName = "spread"
+    """Default device policy when a request names none; a request whose node policy is
+    best-fit or fragmentation and that names no device policy gets its node policy's order."""
+    node_ttl_s: Seconds = NODE_TTL_S
+    """A node whose inventory is not refreshed for this long takes no new placements."""
+    sweep_interval_s: Seconds = 1.0
+    """How often expired leases are looked for."""
+    log_level: LogLevel = "INFO"
+    extender_host: str = "127.0.0.1"
+    """Where the extender listens (loopback: kube-scheduler runs in the same pod)."""
+    extender_port: Port | None = None
+    """Serve kube-scheduler's extender API on this port (0: any free one); None: do not."""
+    reconcile_interval_s: Seconds = 30.0
+    """How often allocations are checked against the pods that hold them (Kubernetes mode)."""
+    kubeconfig: KUBECONFIG = None
+    """Kubeconfig for binding pods; None with the extender on: in-cluster configuration."""
+    leader_ttl_s: Seconds = 10.0
+    """The leader lease: a standby takes over this long after the leader stopped renewing."""
+    device_config: str | None = None
+    """HAMi's device configuration file (shared.deviceconfig): the resource names pods are
+    read by."""
+    resources: ResourceNames = ResourceNames()
+    """The resource names pods are read by: HAMi's, or the device configuration's."""
+
+    def __post_init__(self) -> None:
+        for name, value in (
+            ("node_ttl_s", self.node_ttl_s),
+            ("sweep_interval_s", self.sweep_interval_s),
+            ("leader_ttl_s", self.leader_ttl_s),
+            ("reconcile_interval_s", self.reconcile_interval_s),
+        ):
+            if not math.isfinite(value):
+                raise ValueError(f"{name} must be a finite number of seconds, not {value}")
+
+
+class NodeAgentSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    nats_url: NATS_URL = "nats://127.0.0.1:4222"
+    nats_credentials: str | None = None
+    """A JSON file {user, password} (shared.natsauth); None: connect without."""
+    nats_replicas: Replicas = 1
+    """Copies of the buckets and streams this service creates (3 on a 3-server cluster)."""
+    node: Annotated[str, msgspec.Meta(extra={"env": "HAMI_NODE_NAME"})] = ""
+    """Node name; the host name when empty."""
+    simulate: str | None = None
+    """Simulated devices, e.g. ``2xH200,1xT4``; None: NVML (one simulated H200 without it)."""
+    require_nvml: bool = False
+    """Without `simulate`: stop when NVML has no device, instead of simulating one H200."""
+    split_count: Annotated[int, msgspec.Meta(ge=1, le=1024)] = 10
+    """How many containers may share one device (HAMi's deviceSplitCount)."""
+    memory_scaling: Scaling = 1.0
+    """Allocatable memory = physical memory x this (HAMi's deviceMemoryScaling)."""
+    core_scaling: Scaling = 1.0
+    """Allocatable compute = 100 x this (HAMi's deviceCoreScaling)."""
+    heartbeat_interval_s: Seconds = 5.0
+    """How often the inventory is published."""
+    usage_interval_s: Seconds = 10.0
+    """How often device and container usage are published."""
+    log_level: LogLevel = "INFO"
+    device_plugin: bool = False
+    """Serve the kubelet device plugin and per-container usage (Kubernetes nodes)."""
+    kubeconfig: KUBECONFIG = None
+    """None: the in-cluster service account (or the KUBECONFIG default)."""
+    resource_name: str = "nvidia.com/gpu"
+    """The extended resource the device plugin advertises."""
+    plugin_dir: str = "/var/lib/kubelet/device-plugins"
+    """The kubelet's device-plugin directory."""
+    pod_resources_socket: str = "/var/lib/kubelet/pod-resources/kubelet.sock"
+    """The kubelet's PodResources API."""
+    vgpu_root: str = "/usr/local/vgpu"
+    """Host directory for the library, the preload file and the containers' regions."""
+    libvgpu: Annotated[str, msgspec.Meta(extra={"env": "HAMI_NODE_LIBVGPU"})] = ""
+    """The isolation library on the host; empty: `<vgpu_root>/libvgpu.so`."""
+    core_policy: Annotated[
+        Literal["default", "force", "disable"],
+        msgspec.Meta(extra={"env": "GPU_CORE_UTILIZATION_POLICY"}),
+    ] = "default"
+    """GPU_CORE_UTILIZATION_POLICY for containers: default, force or disable."""
+    region_grace_s: Seconds = 60.0
+    """A region whose container the kubelet does not list is removed after this long."""
+    device_config: str | None = None
+    """HAMi's device configuration file (shared.deviceconfig): split count, scaling, core
+    policy and resource name for this node, below flags and environment."""
+
+    @property
+    def node_name(self) -> str:
+        return self.node or socket.gethostname()
+
+
+class TelemetrySettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    nats_url: NATS_URL = "nats://127.0.0.1:4222"
+    metrics_host: str = "127.0.0.1"
+    """Loopback by default: metrics name pods and nodes."""
+    metrics_port: Port = 9395
+    log_level: LogLevel = "INFO"
+    nats_credentials: str | None = None
+    """A JSON file {user, password} (shared.natsauth); None: connect without."""
