@@ -21,13 +21,7 @@ from nats.errors import TimeoutError as NatsTimeout
 
 from services.allocator.extender import MAX_BODY, Extender, Verb, answer
 from shared.errors import InvalidRequest
-from shared.schemas.extender import (
-    EXTENDER_CALL,
-    ExtenderAnswer,
-    ExtenderCall,
-    answer_codec,
-    call_codec,
-)
+from shared.schemas.extender import EXTENDER_CALL, ExtenderAnswer, ExtenderCall
 
 log = logging.getLogger("hami.extender")
 FORWARD_TIMEOUT_S = 8.0
@@ -47,16 +41,16 @@ class ExtenderRouter:
     async def call(self, verb: Verb, body: bytes) -> tuple[int, bytes]:
         if self.local is not None:
             return await answer(self.local, verb, body)
-        request = call_codec.encode(ExtenderCall(verb=verb, body=body))  # type: ignore[arg-type]
+        request = EXTENDER_CALL.requests.encode(ExtenderCall(verb=verb, body=body))  # type: ignore[arg-type]
         try:
-            reply = await self.nc.request(EXTENDER_CALL, request, timeout=self.timeout_s)
+            reply = await self.nc.request(EXTENDER_CALL.subject, request, timeout=self.timeout_s)
         except (TimeoutError, NatsTimeout, NoRespondersError) as e:
             log.warning(
                 "no leader answered a forwarded call", extra={"verb": verb, "error": repr(e)}
             )
             return 503, b'{"Error": "no allocator leads yet; retry"}'
         try:
-            forwarded = answer_codec.decode(reply.data)
+            forwarded = EXTENDER_CALL.replies.decode(reply.data)
         except InvalidRequest as e:
             return 502, msgspec.json.encode({"Error": f"the leader answered badly: {e}"})
         return forwarded.status, forwarded.body
@@ -91,13 +85,13 @@ async def answer_forwarded(nc: Client, extender: Extender, stop: asyncio.Event) 
 
     async def on_call(msg: Msg) -> None:
         try:
-            call = call_codec.decode(msg.data)
+            call = EXTENDER_CALL.requests.decode(msg.data)
             status, body = await answer(extender, call.verb, call.body)
         except InvalidRequest as e:
             status, body = 400, msgspec.json.encode({"Error": str(e)})
-        await msg.respond(answer_codec.encode(ExtenderAnswer(status=status, body=body)))
+        await msg.respond(EXTENDER_CALL.replies.encode(ExtenderAnswer(status=status, body=body)))
 
-    subscription = await nc.subscribe(EXTENDER_CALL, queue=QUEUE, cb=on_call)
+    subscription = await nc.subscribe(EXTENDER_CALL.subject, queue=QUEUE, cb=on_call)
     try:
         await stop.wait()
     finally:

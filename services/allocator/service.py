@@ -41,35 +41,31 @@ from shared.natsutil import (
 )
 from shared.resources import NODE_RELEASED
 from shared.runloop import every, sleep_or_stop
+from shared.schemas.base import Endpoint, Rep, Req
 from shared.schemas.events import AllocationEvent, event_codec, event_subject
 from shared.schemas.inventory import inventory_codec
 from shared.schemas.leader import LEADER_BUCKET
 from shared.schemas.placement import (
     COMMIT,
     DEFAULT_RESERVATION_TTL_S,
+    ENDPOINTS,
     PLACE,
     RELEASE,
     RENEW,
     RESERVE,
     STATUS,
     CommitReply,
+    CommitRequest,
     DeviceStatus,
     PlaceReply,
     PlaceRequest,
     ReleaseReply,
+    ReleaseRequest,
     RenewReply,
+    RenewRequest,
     StatusReply,
+    StatusRequest,
     allocation_codec,
-    commit_reply_codec,
-    commit_request_codec,
-    place_reply_codec,
-    place_request_codec,
-    release_reply_codec,
-    release_request_codec,
-    renew_reply_codec,
-    renew_request_codec,
-    status_reply_codec,
-    status_request_codec,
 )
 from shared.schemas.usage import USAGE, usage_codec
 
@@ -171,10 +167,6 @@ class Allocator:
             except Exception as e:  # the durable record already changed; events are best effort
                 log.warning("event not published", extra={"event": msg_id, "error": repr(e)})
 
-    async def place(self, data: bytes) -> bytes:
-        reply = await self.place_request(place_request_codec.decode(data))
-        return place_reply_codec.encode(reply)
-
     async def place_request(self, request: PlaceRequest) -> PlaceReply:
         """Decide, record durably, then apply: the one path every API (NATS, extender) takes."""
         async with self._lock:
@@ -218,38 +210,36 @@ class Allocator:
         await self._publish(events)
         return PlaceReply(outcome="placed", allocation=record)
 
-    async def reserve(self, data: bytes) -> bytes:
-        request = place_request_codec.decode(data)
+    async def reserve(self, request: PlaceRequest) -> PlaceReply:
         if request.lease_ttl_s is None:
             request = msgspec.structs.replace(request, lease_ttl_s=DEFAULT_RESERVATION_TTL_S)
-        return place_reply_codec.encode(await self.place_request(request))
+        return await self.place_request(request)
 
-    async def commit(self, data: bytes) -> bytes:
-        request = commit_request_codec.decode(data)  # the schema bounds lease_ttl_s
+    async def commit(self, request: CommitRequest) -> CommitReply:
+        """The schema bounds lease_ttl_s."""
         async with self._lock:
             ledger.check_holder(self.state, request.allocation_id, request.holder_secret)
             state, record = ledger.set_lease(
                 self.state, request.allocation_id, request.lease_ttl_s, self._clock()
             )
             if record is None:
-                return commit_reply_codec.encode(CommitReply(committed=False))
+                return CommitReply(committed=False)
             self._check_fence()
             try:
                 await self._allocations.put(record.allocation_id, allocation_codec.encode(record))
             except Exception as e:
                 raise Unavailable("cannot record the commit durably; retry") from e
             self.state = state
-        return commit_reply_codec.encode(CommitReply(committed=True, allocation=record))
+        return CommitReply(committed=True, allocation=record)
 
     async def release_allocation(self, allocation_id: str, reason: str) -> bool:
         return await self._release(allocation_id, expired=False, reason=reason)
 
-    async def renew(self, data: bytes) -> bytes:
-        request = renew_request_codec.decode(data)
+    async def renew(self, request: RenewRequest) -> RenewReply:
         async with self._lock:
             ledger.check_holder(self.state, request.allocation_id, request.holder_secret)
             self.state, left, ok = ledger.renew(self.state, request.allocation_id, self._clock())
-        return renew_reply_codec.encode(RenewReply(ok=ok, expires_in_s=left))
+        return RenewReply(ok=ok, expires_in_s=left)
 
     async def _release(self, allocation_id: str, *, expired: bool, reason: str) -> bool:
         async with self._lock:
@@ -274,11 +264,10 @@ class Allocator:
         await self._publish(events)
         return True
 
-    async def release(self, data: bytes) -> bytes:
-        request = release_request_codec.decode(data)
+    async def release(self, request: ReleaseRequest) -> ReleaseReply:
         ledger.check_holder(self.state, request.allocation_id, request.holder_secret)
         released = await self._release(request.allocation_id, expired=False, reason=request.reason)
-        return release_reply_codec.encode(ReleaseReply(released=released))
+        return ReleaseReply(released=released)
 
     async def reconcile_pods(self, kube: KubeClient) -> None:
         """Release what pods deleted or finished behind our back (or while we were down) still
@@ -323,8 +312,7 @@ class Allocator:
                     "lease expiry postponed", extra={"allocation": allocation_id, "error": e}
                 )
 
-    async def status(self, data: bytes) -> bytes:
-        request = status_request_codec.decode(data)
+    async def status(self, request: StatusRequest) -> StatusReply:
         state = self.state
         nodes = [
             r.inventory
@@ -356,25 +344,22 @@ class Allocator:
             if request.node is None or a.record.node == request.node
         ]
         allocations.sort(key=lambda r: r.created_at)
-        return status_reply_codec.encode(
-            StatusReply(
-                nodes=tuple(sorted(nodes, key=lambda n: n.node)),
-                devices=tuple(devices),
-                allocations=tuple(allocations),
-                problems=tuple(self.quarantine.describe()),
-            )
+        return StatusReply(
+            nodes=tuple(sorted(nodes, key=lambda n: n.node)),
+            devices=tuple(devices),
+            allocations=tuple(allocations),
+            problems=tuple(self.quarantine.describe()),
         )
 
 
-Handler = Callable[[bytes], Awaitable[bytes]]
-
-
-def endpoint(handler: Handler) -> Callable[[Request], Awaitable[None]]:
-    """Map results and errors to NATS micro replies in one place."""
+def endpoint(
+    served: Endpoint[Req, Rep], handler: Callable[[Req], Awaitable[Rep]]
+) -> Callable[[Request], Awaitable[None]]:
+    """Decode, call, encode, and map errors to NATS micro replies, in one place."""
 
     async def handle(request: Request) -> None:
         try:
-            reply = await handler(request.data)
+            reply = served.replies.encode(await handler(served.requests.decode(request.data)))
         except HamiError as e:
             await request.respond_error(e.code, str(e))
             return
@@ -519,17 +504,23 @@ async def _lead(
     service = await add_service(
         nc, name="hami-allocator", version="0.1.0", description="HAMi placement API"
     )
-    for subject, handler in (
-        (PLACE, allocator.place),
-        (RESERVE, allocator.reserve),
-        (COMMIT, allocator.commit),
-        (RENEW, allocator.renew),
-        (RELEASE, allocator.release),
-        (STATUS, allocator.status),
-    ):
+    served: list[Endpoint[Any, Any]] = []
+
+    async def serve_endpoint(
+        api: Endpoint[Req, Rep], handler: Callable[[Req], Awaitable[Rep]]
+    ) -> None:  # typed: a handler must take the endpoint's request and return its reply
         await service.add_endpoint(
-            name=subject.rsplit(".", 1)[1], subject=subject, handler=endpoint(handler)
+            name=api.name, subject=api.subject, handler=endpoint(api, handler)
         )
+        served.append(api)
+
+    await serve_endpoint(PLACE, allocator.place_request)
+    await serve_endpoint(RESERVE, allocator.reserve)
+    await serve_endpoint(COMMIT, allocator.commit)
+    await serve_endpoint(RENEW, allocator.renew)
+    await serve_endpoint(RELEASE, allocator.release)
+    await serve_endpoint(STATUS, allocator.status)
+    assert set(served) == set(ENDPOINTS), "every endpoint of the API is served"
 
     async def on_usage(msg: Msg) -> None:
         allocator.observe_usage(msg.data)

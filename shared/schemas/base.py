@@ -58,6 +58,46 @@ class SubjectSpec:
     extra: dict[str, str] = field(default_factory=dict)
 
 
+Req = TypeVar("Req", bound=WireStruct)
+Rep = TypeVar("Rep", bound=WireStruct)
+
+
+@dataclass(frozen=True)
+class Endpoint(Generic[Req, Rep]):
+    """One request/reply subject of an API with its two message types: the server, the client
+    and the API reference all derive from it (the codecs are built once, here)."""
+
+    subject: str
+    request: type[Req]
+    reply: type[Rep]
+    publisher: str
+    consumers: str
+    doc: str
+    requests: Codec[Req] = field(init=False, repr=False, compare=False)
+    replies: Codec[Rep] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "requests", Codec(self.request))
+        object.__setattr__(self, "replies", Codec(self.reply))
+
+    @property
+    def name(self) -> str:
+        """The last token of the subject: the endpoint's name in the NATS micro service."""
+        return self.subject.rsplit(".", 1)[1]
+
+    @property
+    def spec(self) -> SubjectSpec:
+        return SubjectSpec(
+            subject=self.subject,
+            pattern="request/reply",
+            publisher=self.publisher,
+            consumers=self.consumers,
+            message=self.request,
+            reply=self.reply,
+            doc=self.doc,
+        )
+
+
 def node_token(node: str) -> str:
     """A node name as one subject token: node names may contain '.', NATS tokens may not."""
     return node.replace(".", "_").replace("*", "_").replace(">", "_").replace(" ", "_")

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from shared.schemas.base import PREFIX, Codec, SubjectSpec, WireStruct
+from shared.schemas.base import PREFIX, Endpoint, WireStruct
 
 Verb = Literal["filter", "prioritize", "bind"]
 
@@ -24,20 +24,14 @@ class ExtenderAnswer(WireStruct, frozen=True, kw_only=True):
     """Its response body (kube-scheduler's JSON)."""
 
 
-EXTENDER_CALL = f"{PREFIX}.extender.call"
-call_codec = Codec(ExtenderCall)
-answer_codec = Codec(ExtenderAnswer)
-
-SUBJECTS = (
-    SubjectSpec(
-        subject=EXTENDER_CALL,
-        pattern="request/reply",
-        publisher="allocator (standing by)",
-        consumers="allocator (the leader)",
-        message=ExtenderCall,
-        reply=ExtenderAnswer,
-        doc="An extender call kube-scheduler made to an allocator that does not lead, answered "
-        "by the leader exactly as its own HTTP extender would. No reply within 8 s (no leader "
-        "yet): the standby answers 503 and kube-scheduler retries the pod.",
-    ),
+EXTENDER_CALL = Endpoint(
+    subject=f"{PREFIX}.extender.call",
+    request=ExtenderCall,
+    reply=ExtenderAnswer,
+    publisher="allocator (standing by)",
+    consumers="allocator (the leader)",
+    doc="An extender call kube-scheduler made to an allocator that does not lead, answered "
+    "by the leader exactly as its own HTTP extender would. No reply within 8 s (no leader "
+    "yet): the standby answers 503 and kube-scheduler retries the pod.",
 )
+SUBJECTS = (EXTENDER_CALL.spec,)

@@ -9,7 +9,7 @@ from typing import Annotated, Literal
 import msgspec
 from msgspec import Meta
 
-from shared.schemas.base import PREFIX, Codec, SubjectSpec, WireStruct
+from shared.schemas.base import PREFIX, Codec, Endpoint, SubjectSpec, WireStruct
 from shared.schemas.inventory import NodeInventory
 
 # Ranges checked when a message is decoded: out of range is a malformed request (InvalidRequest).
@@ -193,85 +193,65 @@ class StatusReply(WireStruct, frozen=True, kw_only=True):
     """What keeps capacity out of use that an operator must fix (unreadable records)."""
 
 
-PLACE = f"{PREFIX}.alloc.place"
-RESERVE = f"{PREFIX}.alloc.reserve"
-COMMIT = f"{PREFIX}.alloc.commit"
 DEFAULT_RESERVATION_TTL_S = 30.0
-RENEW = f"{PREFIX}.alloc.renew"
-RELEASE = f"{PREFIX}.alloc.release"
-STATUS = f"{PREFIX}.alloc.status"
 ALLOCATIONS_BUCKET = "hami_allocations"
-
-place_request_codec = Codec(PlaceRequest)
-place_reply_codec = Codec(PlaceReply)
-renew_request_codec = Codec(RenewRequest)
-renew_reply_codec = Codec(RenewReply)
-release_request_codec = Codec(ReleaseRequest)
-release_reply_codec = Codec(ReleaseReply)
-commit_request_codec = Codec(CommitRequest)
-commit_reply_codec = Codec(CommitReply)
-status_request_codec = Codec(StatusRequest)
-status_reply_codec = Codec(StatusReply)
 allocation_codec = Codec(AllocationRecord)
 
+PLACE = Endpoint(
+    subject=f"{PREFIX}.alloc.place",
+    request=PlaceRequest,
+    reply=PlaceReply,
+    publisher="hami run, external schedulers",
+    consumers="allocator (queue group)",
+    doc="Place a job. The allocation is written durably before the reply is sent; a retry "
+    "with the same request_id returns the same allocation instead of a second one.",
+)
+RESERVE = Endpoint(
+    subject=f"{PREFIX}.alloc.reserve",
+    request=PlaceRequest,
+    reply=PlaceReply,
+    publisher="external schedulers (two-phase)",
+    consumers="allocator (queue group)",
+    doc="Like place, but always with a lease (the request's, or 30 s): the devices are held "
+    "while the caller binds, and return to the pool unless committed or renewed in time.",
+)
+COMMIT = Endpoint(
+    subject=f"{PREFIX}.alloc.commit",
+    request=CommitRequest,
+    reply=CommitReply,
+    publisher="external schedulers (two-phase)",
+    consumers="allocator",
+    doc="Turn a reservation into an allocation with the given lease (none: held until "
+    "released). Idempotent; the durable record is updated before the reply.",
+)
+RENEW = Endpoint(
+    subject=f"{PREFIX}.alloc.renew",
+    request=RenewRequest,
+    reply=RenewReply,
+    publisher="hami run (every lease_ttl/3)",
+    consumers="allocator",
+    doc="Keep an allocation's lease alive.",
+)
+RELEASE = Endpoint(
+    subject=f"{PREFIX}.alloc.release",
+    request=ReleaseRequest,
+    reply=ReleaseReply,
+    publisher="hami run, external schedulers",
+    consumers="allocator",
+    doc="Release an allocation. Idempotent.",
+)
+STATUS = Endpoint(
+    subject=f"{PREFIX}.alloc.status",
+    request=StatusRequest,
+    reply=StatusReply,
+    publisher="hami status",
+    consumers="allocator",
+    doc="The allocator's view: nodes, per-device use, allocations.",
+)
+ENDPOINTS = (PLACE, RESERVE, COMMIT, RENEW, RELEASE, STATUS)
+
 SUBJECTS = (
-    SubjectSpec(
-        subject=PLACE,
-        pattern="request/reply",
-        publisher="hami run, external schedulers",
-        consumers="allocator (queue group)",
-        message=PlaceRequest,
-        reply=PlaceReply,
-        doc="Place a job. The allocation is written durably before the reply is sent; a retry "
-        "with the same request_id returns the same allocation instead of a second one.",
-    ),
-    SubjectSpec(
-        subject=RESERVE,
-        pattern="request/reply",
-        publisher="external schedulers (two-phase)",
-        consumers="allocator (queue group)",
-        message=PlaceRequest,
-        reply=PlaceReply,
-        doc="Like place, but always with a lease (the request's, or 30 s): the devices are held "
-        "while the caller binds, and return to the pool unless committed or renewed in time.",
-    ),
-    SubjectSpec(
-        subject=COMMIT,
-        pattern="request/reply",
-        publisher="external schedulers (two-phase)",
-        consumers="allocator",
-        message=CommitRequest,
-        reply=CommitReply,
-        doc="Turn a reservation into an allocation with the given lease (none: held until "
-        "released). Idempotent; the durable record is updated before the reply.",
-    ),
-    SubjectSpec(
-        subject=RENEW,
-        pattern="request/reply",
-        publisher="hami run (every lease_ttl/3)",
-        consumers="allocator",
-        message=RenewRequest,
-        reply=RenewReply,
-        doc="Keep an allocation's lease alive.",
-    ),
-    SubjectSpec(
-        subject=RELEASE,
-        pattern="request/reply",
-        publisher="hami run, external schedulers",
-        consumers="allocator",
-        message=ReleaseRequest,
-        reply=ReleaseReply,
-        doc="Release an allocation. Idempotent.",
-    ),
-    SubjectSpec(
-        subject=STATUS,
-        pattern="request/reply",
-        publisher="hami status",
-        consumers="allocator",
-        message=StatusRequest,
-        reply=StatusReply,
-        doc="The allocator's view: nodes, per-device use, allocations.",
-    ),
+    *(endpoint.spec for endpoint in ENDPOINTS),
     SubjectSpec(
         subject=f"$KV.{ALLOCATIONS_BUCKET}.<allocation_id>",
         pattern="jetstream kv",

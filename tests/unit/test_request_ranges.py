@@ -10,11 +10,11 @@ from services.allocator.core.placement import validate
 from services.local.cli import build_run_options, parser
 from shared.errors import InvalidRequest
 from shared.schemas.placement import (
+    COMMIT,
+    PLACE,
+    RELEASE,
     ContainerRequest,
     PlaceRequest,
-    commit_request_codec,
-    place_request_codec,
-    release_request_codec,
 )
 
 
@@ -40,7 +40,7 @@ def place(**fields: object) -> bytes:
 )
 def test_out_of_range_fields_are_refused_at_decode(fields: dict[str, object]) -> None:
     with pytest.raises(InvalidRequest):
-        place_request_codec.decode(place(**fields))
+        PLACE.requests.decode(place(**fields))
 
 
 def test_nan_and_inf_never_mean_never_expires() -> None:
@@ -49,9 +49,9 @@ def test_nan_and_inf_never_mean_never_expires() -> None:
         with pytest.raises(InvalidRequest, match="finite"):
             validate(request)
     with pytest.raises(InvalidRequest):
-        commit_request_codec.decode(b'{"allocation_id": "a", "lease_ttl_s": 1e999}')
+        COMMIT.requests.decode(b'{"allocation_id": "a", "lease_ttl_s": 1e999}')
     with pytest.raises(InvalidRequest):
-        release_request_codec.decode(b'{"allocation_id": "a", "reason": "' + b"x" * 2000 + b'"}')
+        RELEASE.requests.decode(b'{"allocation_id": "a", "reason": "' + b"x" * 2000 + b'"}')
 
 
 @pytest.mark.parametrize("ttl", ["nan", "inf", "-inf", "0", "-5", "0.5"])
