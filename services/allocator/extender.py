@@ -19,6 +19,7 @@ from services.allocator.core.kinds import DEFAULT_KINDS, KindRegistry
 from services.allocator.core.placement import FitMemo, SchedulingSettings, filter_nodes, node_scores
 from services.allocator.core.podspec import PodRequest, encode_devices, parse_pod
 from services.allocator.core.state import ClusterState
+from shared.errormap import extender_status
 from shared.errors import HamiError, InvalidRequest
 from shared.kube.client import KubeClient
 from shared.resources import (
@@ -252,12 +253,12 @@ async def answer(extender: Extender, verb: Verb, body: bytes) -> tuple[int, byte
             result = await result
     except RecursionError:
         return _error(400, "body is nested too deeply")
-    except (InvalidRequest, msgspec.DecodeError) as e:
+    except msgspec.DecodeError as e:
         return _error(400, str(e))
     except (TypeError, ValueError, AttributeError, KeyError, IndexError) as e:
         # A shape the parsers did not expect: refuse this call, keep serving the next.
         log.exception("extender call not understood", extra={"verb": verb})
         return _error(400, f"request not understood: {type(e).__name__}")
-    except HamiError as e:  # retryable trouble: say so in the verb's own error field
-        return _error(200, str(e))
+    except HamiError as e:  # the protocol's own mapping (shared/errormap.py)
+        return _error(extender_status(e), str(e))
     return 200, _json.encode(result)

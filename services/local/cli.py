@@ -24,8 +24,6 @@ from services.local.paths import (
 )
 from services.local.proctree import LEFTOVER_POLICIES
 from services.local.run import (
-    EXIT_INVALID,
-    EXIT_NO_CAPACITY,
     EXIT_UNAVAILABLE,
     RunOptions,
     run_job,
@@ -34,7 +32,8 @@ from services.local.status import render
 from services.local.supervisor import UpSettings
 from shared.allocator_client import AllocatorClient
 from shared.embedded_nats import find_nats_server, port_is_free
-from shared.errors import HamiError, InvalidRequest, NoCapacity, Unavailable
+from shared.errormap import exit_code
+from shared.errors import HamiError, InvalidRequest, Unavailable
 from shared.natsauth import CREDENTIALS_DIR, Credentials, credentials_file, load_credentials
 from shared.natsutil import connect
 from shared.quantity import parse_cores, parse_count, parse_memory
@@ -289,15 +288,8 @@ def main(argv: list[str] | None = None) -> None:
             code = asyncio.run(_status(args))
         else:
             code = asyncio.run(_run(args))
-    except InvalidRequest as e:
-        code = fail(
-            f"hami {args.command_name}: {e}",
-            EXIT_INVALID,
-        )
-    except NoCapacity as e:
-        code = fail(f"hami {args.command_name}: {e}", EXIT_NO_CAPACITY)
     except HamiError as e:
-        code = fail(f"hami {args.command_name}: {e}", EXIT_UNAVAILABLE)
+        code = fail(f"hami {args.command_name}: {e}", exit_code(e))
     except KeyboardInterrupt:
         code = 130
     sys.exit(code)

@@ -19,15 +19,14 @@ from nats.aio.client import Client
 from services.local.jobenv import job_environment
 from services.local.proctree import become_subreaper, end_leftovers
 from shared.allocator_client import AllocatorClient
-from shared.errors import HamiError, InvalidRequest, NoCapacity, Unavailable
+from shared.errormap import EXIT_CODE
+from shared.errors import HamiError, InvalidRequest, NoCapacity
 from shared.native import find_libvgpu
 from shared.proc import die_with_parent
 from shared.schemas.events import EVENTS
 from shared.schemas.placement import AllocationRecord, ContainerRequest, Holder, PlaceRequest
 
-EXIT_INVALID = 2
-EXIT_UNAVAILABLE = 69
-EXIT_NO_CAPACITY = 75
+EXIT_UNAVAILABLE = EXIT_CODE["unavailable"]
 FORWARDED = (
     signal.SIGTERM,
     signal.SIGHUP,
@@ -84,8 +83,8 @@ async def acquire(
             released.clear()
             try:
                 reply = await client.place(request)
-            except Unavailable as e:
-                if not options.wait:
+            except HamiError as e:
+                if not (e.retryable and options.wait):
                     raise
                 if not told:
                     say(f"{e}; retrying")
@@ -124,8 +123,13 @@ async def keep_lease(
         await asyncio.sleep(interval_s)
         try:
             reply = await client.renew(record.allocation_id, secret)
-        except HamiError:
-            continue  # allocator restarting: it restores leases with a fresh deadline
+        except HamiError as e:
+            if e.retryable:
+                continue  # allocator restarting: it restores leases with a fresh deadline
+            say(f"allocation {record.allocation_id} cannot be renewed ({e}); stopping the job")
+            if child.returncode is None:
+                child.terminate()
+            return
         if not reply.ok:
             say(f"allocation {record.allocation_id} was lost; stopping the job")
             if child.returncode is None:
