@@ -11,13 +11,13 @@ from immutables import Map
 
 from services.allocator.core import ledger
 from services.allocator.core.fragmentation import (
-    REFRESH_EVERY,
-    WorkloadMix,
+    measure,
     observe_request,
-    shape_of,
+    remembered,
     snapshot_of,
     stranded,
 )
+from services.allocator.core.mix import REFRESH_EVERY, WorkloadMix, shape_of
 from services.allocator.core.placement import FitMemo, Placed, SchedulingSettings, decide
 from services.allocator.core.state import ClusterState, DeviceUsage
 from shared.schemas.placement import ContainerRequest as C
@@ -153,8 +153,8 @@ def test_the_decision_is_the_best_gradient_over_all_nodes(
         fit = fit_node(name, record.devices, usage, shape, policy.device_order())
         if not isinstance(fit, str):
             scores[name] = policy.node_score(record.devices, usage, fit)
-            assert state.mix.snapshot.fragmentation(record.devices, usage) == (
-                state.mix.snapshot.measure(record.devices, usage)
+            assert remembered(state.mix.snapshot, record.devices, usage) == (
+                measure(state.mix.snapshot, record.devices, usage)
             )
     ask_request = request(*shape, node_policy="fragmentation")
     decision = decide(state, ask_request, SchedulingSettings(node_ttl_s=1e9), 0.0)
@@ -179,7 +179,7 @@ def test_the_webhook_accepts_exactly_the_allocators_policies() -> None:
 
 
 def test_the_mix_decays_under_steady_traffic_and_stays_bounded() -> None:
-    from services.allocator.core.fragmentation import HALF_LIFE_S, MAX_TRACKED
+    from services.allocator.core.mix import HALF_LIFE_S, MAX_TRACKED
 
     mix = WorkloadMix().observe(HALF, 0.0)
     # A request a second for two half-lives: small steps must add up, not be lost.

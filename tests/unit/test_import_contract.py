@@ -8,17 +8,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
 IO_LIBRARIES = {"nats", "aiohttp", "grpc", "kubernetes_asyncio", "pynvml", "subprocess", "socket"}
-KNOWN_CYCLES = {
-    # The ledger carries the fragmentation policy's workload mix (issue: the allocator's house).
-    frozenset({"services.allocator.core.state", "services.allocator.core.fragmentation"}),
-    frozenset(
-        {
-            "services.allocator.core.state",
-            "services.allocator.core.fragmentation",
-            "services.allocator.core.fit",
-        }
-    ),
-}
+KNOWN_CYCLES: set[frozenset[str]] = set()
 
 
 def modules() -> dict[str, set[str]]:

@@ -18,34 +18,21 @@ term.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field, replace
-
-import msgspec
-from immutables import Map
+from dataclasses import replace
 
 from services.allocator.core.fit import device_rejection, fit_node, fullest_first, type_allowed
+from services.allocator.core.mix import (
+    EMPTY_SNAPSHOT,
+    MIN_WEIGHT,
+    MIX_SHAPES,
+    REFRESH_EVERY,
+    MixSnapshot,
+    Shape,
+    WorkloadMix,
+)
 from services.allocator.core.state import NO_USAGE, ClusterState, DeviceUsage, free_fraction
 from shared.schemas.inventory import DeviceInfo
 from shared.schemas.placement import AllocationRecord, ContainerRequest
-
-Shape = tuple[ContainerRequest, ...]
-
-HALF_LIFE_S = 3600.0
-"""The mix forgets: a request seen an hour ago weighs half as much as one seen now."""
-MIX_SHAPES = 32
-"""The most weighty shapes the measure is taken against (cost grows with it)."""
-REFRESH_EVERY = 64
-"""Requests observed between two snapshots of the mix (a snapshot keeps its memo)."""
-MAX_TRACKED = 1024
-"""Distinct shapes remembered at most; beyond it the lightest quarter is forgotten."""
-MIN_WEIGHT = 2.0
-TIE = 1e-3
-"""Fragmentation changes smaller than this (a thousandth of a device) count as ties."""
-
-
-def shape_of(containers: Shape) -> Shape:
-    """The request without what does not change where it fits (container names)."""
-    return tuple(msgspec.structs.replace(c, name="") for c in containers if c.count)
 
 
 def taken_fraction(device: DeviceInfo, memory_mib: int, cores: int) -> float:
@@ -68,84 +55,39 @@ def stranded(
     )
 
 
-@dataclass(frozen=True, slots=True, eq=False)
-class MixSnapshot:
-    """The mix as the measure uses it: normalised weights of the top shapes, the scarcity of
-    each device model, and a memo of node fragmentation (valid while the snapshot lives)."""
-
-    shapes: tuple[tuple[Shape, float], ...] = ()
-    scarcity: Mapping[str, float] = field(default_factory=dict)
-    memo: dict[tuple[int, int], tuple[object, object, float]] = field(
-        default_factory=dict, compare=False, repr=False
-    )
-
-    def close_to(self, other: MixSnapshot) -> bool:
-        """Within 5% (total variation) in shapes, and 0.05 in each model's scarcity."""
-        mine, theirs = dict(self.shapes), dict(other.shapes)
-        moved = sum(abs(mine.get(s, 0.0) - theirs.get(s, 0.0)) for s in mine.keys() | theirs.keys())
-        models = self.scarcity.keys() | other.scarcity.keys()
-        return moved / 2 <= 0.05 and all(
-            abs(self.scarcity.get(m, 0.0) - other.scarcity.get(m, 0.0)) <= 0.05 for m in models
-        )
-
-    def fragmentation(
-        self, devices: tuple[DeviceInfo, ...], usage: Mapping[str, DeviceUsage]
-    ) -> float:
-        """Remembered per (devices, usage) object pair: the state's maps are immutable."""
-        key = (id(devices), id(usage))
-        hit = self.memo.get(key)
-        if hit is not None and hit[0] is devices and hit[1] is usage:
-            return hit[2]
-        value = self.measure(devices, usage)
-        if len(self.memo) > 65536:
-            self.memo.clear()
-        self.memo[key] = (devices, usage, value)  # holding both keeps their ids unique
-        return value
-
-    def measure(self, devices: tuple[DeviceInfo, ...], usage: Mapping[str, DeviceUsage]) -> float:
-        return sum(p * stranded(devices, usage, shape) for shape, p in self.shapes)
+def remembered(
+    snapshot: MixSnapshot, devices: tuple[DeviceInfo, ...], usage: Mapping[str, DeviceUsage]
+) -> float:
+    """The node's fragmentation under ``snapshot``, remembered per (devices, usage) object
+    pair while the snapshot lives: the state's maps are immutable."""
+    key = (id(devices), id(usage))
+    hit = snapshot.memo.get(key)
+    if hit is not None and hit[0] is devices and hit[1] is usage:
+        return hit[2]
+    value = measure(snapshot, devices, usage)
+    if len(snapshot.memo) > 65536:
+        snapshot.memo.clear()
+    snapshot.memo[key] = (devices, usage, value)  # holding both keeps their ids unique
+    return value
 
 
-EMPTY_SNAPSHOT = MixSnapshot()
+def measure(
+    snapshot: MixSnapshot, devices: tuple[DeviceInfo, ...], usage: Mapping[str, DeviceUsage]
+) -> float:
+    return sum(p * stranded(devices, usage, shape) for shape, p in snapshot.shapes)
 
 
-@dataclass(frozen=True, slots=True)
-class WorkloadMix:
-    """Request shapes seen recently, with exponentially decaying weights."""
-
-    weights: Map[Shape, float] = field(default_factory=Map)
-    at: float = 0.0
-    """When the weights were last decayed (allocator clock)."""
-    since_snapshot: int = 0
-    snapshot: MixSnapshot = EMPTY_SNAPSHOT
-
-    def observe(self, containers: Shape, now: float) -> WorkloadMix:
-        shape = shape_of(containers)
-        if not shape:
-            return self
-        decay = 0.5 ** (max(0.0, now - self.at) / HALF_LIFE_S)
-        if decay < 0.999:  # decay in steps; weights are as of ``at``, the last step
-            weights = Map({s: w * decay for s, w in self.weights.items() if w * decay > 1e-3})
-            at, added = max(self.at, now), 1.0
-        else:
-            weights, at, added = self.weights, self.at, 1.0 / decay
-        weights = weights.set(shape, weights.get(shape, 0.0) + added)
-        if len(weights) > MAX_TRACKED:
-            keep = sorted(weights.items(), key=lambda kv: -kv[1])[: MAX_TRACKED * 3 // 4]
-            weights = Map(keep)
-        return replace(self, weights=weights, at=at, since_snapshot=self.since_snapshot + 1)
-
-    def refreshed(self, models: Mapping[str, int]) -> WorkloadMix:
-        """A new snapshot when enough requests were seen since the last (or there is none).
-        ``models``: devices per model in the cluster, for scarcity."""
-        if self.snapshot is not EMPTY_SNAPSHOT and self.since_snapshot < REFRESH_EVERY:
-            return self
-        if not self.weights:
-            return self
-        fresh = snapshot_of(self.weights, models)
-        if fresh.close_to(self.snapshot):
-            return replace(self, since_snapshot=0)  # keep the old one: its memo stays valid
-        return replace(self, since_snapshot=0, snapshot=fresh)
+def refreshed(mix: WorkloadMix, models: Mapping[str, int]) -> WorkloadMix:
+    """A new snapshot when enough requests were seen since the last (or there is none).
+    ``models``: devices per model in the cluster, for scarcity."""
+    if mix.snapshot is not EMPTY_SNAPSHOT and mix.since_snapshot < REFRESH_EVERY:
+        return mix
+    if not mix.weights:
+        return mix
+    fresh = snapshot_of(mix.weights, models)
+    if fresh.close_to(mix.snapshot):
+        return replace(mix, since_snapshot=0)  # keep the old one: its memo stays valid
+    return replace(mix, since_snapshot=0, snapshot=fresh)
 
 
 def devices_asked(shape: Shape) -> float:
@@ -191,7 +133,7 @@ def observe_request(state: ClusterState, containers: Shape, now: float) -> Clust
         for record in state.nodes.values():
             for device in record.devices:
                 models[device.model] = models.get(device.model, 0) + 1
-        mix = mix.refreshed(models)
+        mix = refreshed(mix, models)
     return replace(state, mix=mix)
 
 

@@ -17,7 +17,8 @@ from services.allocator.core.fit import (
     fullest_first,
     tightest_first,
 )
-from services.allocator.core.fragmentation import EMPTY_SNAPSHOT, TIE, MixSnapshot, taken_fraction
+from services.allocator.core.fragmentation import measure, remembered, taken_fraction
+from services.allocator.core.mix import EMPTY_SNAPSHOT, TIE, MixSnapshot
 from services.allocator.core.state import (
     NO_USAGE,
     ClusterState,
@@ -160,8 +161,8 @@ class FragmentationAware:
     def node_score(
         self, devices: tuple[DeviceInfo, ...], usage: Mapping[str, DeviceUsage], fit: NodeFit
     ) -> float:
-        before = self.mix.fragmentation(devices, usage)
-        after = self.mix.measure(devices, usage_after(usage, fit))
+        before = remembered(self.mix, devices, usage)
+        after = measure(self.mix, devices, usage_after(usage, fit))
         scarce = 0.0
         if self.mix.scarcity:
             by_uuid = {d.uuid: d for d in devices}

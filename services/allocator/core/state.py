@@ -6,23 +6,13 @@ Big maps are persistent (``immutables.Map``) so that a decision copies O(log n),
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
-from typing import TYPE_CHECKING
 
 from immutables import Map
 
 from services.allocator.core.index import LoadIndex
+from services.allocator.core.mix import WorkloadMix
 from shared.schemas.inventory import DeviceInfo, NodeInventory
 from shared.schemas.placement import AllocationRecord, DeviceGrant
-
-if TYPE_CHECKING:
-    from services.allocator.core.fragmentation import WorkloadMix
-
-
-def _no_mix() -> WorkloadMix:
-    # fragmentation.py builds on this module (usage, device load), hence the late import.
-    from services.allocator.core.fragmentation import WorkloadMix
-
-    return WorkloadMix()
 
 
 @dataclass(frozen=True, slots=True)
@@ -121,7 +111,7 @@ class ClusterState:
     """device uuid -> (smoothed utilisation percent, when): usage feedback (core/heat.py)."""
     heat: Map[str, Map[str, int]] = field(default_factory=Map)
     """node -> device uuid -> heat level (absent: 0); changes only when a level does."""
-    mix: WorkloadMix = field(default_factory=_no_mix)
+    mix: WorkloadMix = field(default_factory=WorkloadMix)
     """Recent request shapes, for the fragmentation-aware policy (soft state: rebuilt from the
     allocations on restart)."""
 

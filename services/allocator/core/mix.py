@@ -1,0 +1,83 @@
+"""The workload mix the fragmentation-aware policy measures against: request shapes seen
+recently with decaying weights, and the snapshot the measure uses. Plain values, a leaf of the
+core (the ledger carries the mix; services/allocator/core/fragmentation.py measures with it)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+
+import msgspec
+from immutables import Map
+
+from shared.schemas.placement import ContainerRequest
+
+Shape = tuple[ContainerRequest, ...]
+
+HALF_LIFE_S = 3600.0
+"""The mix forgets: a request seen an hour ago weighs half as much as one seen now."""
+MIX_SHAPES = 32
+"""The most weighty shapes the measure is taken against (cost grows with it)."""
+REFRESH_EVERY = 64
+"""Requests observed between two snapshots of the mix (a snapshot keeps its memo)."""
+MAX_TRACKED = 1024
+"""Distinct shapes remembered at most; beyond it the lightest quarter is forgotten."""
+MIN_WEIGHT = 2.0
+TIE = 1e-3
+"""Fragmentation changes smaller than this (a thousandth of a device) count as ties."""
+
+
+def shape_of(containers: Shape) -> Shape:
+    """The request without what does not change where it fits (container names)."""
+    return tuple(msgspec.structs.replace(c, name="") for c in containers if c.count)
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class MixSnapshot:
+    """The mix as the measure uses it: normalised weights of the top shapes, the scarcity of
+    each device model, and a memo of node fragmentation (valid while the snapshot lives)."""
+
+    shapes: tuple[tuple[Shape, float], ...] = ()
+    scarcity: Mapping[str, float] = field(default_factory=dict)
+    memo: dict[tuple[int, int], tuple[object, object, float]] = field(
+        default_factory=dict, compare=False, repr=False
+    )
+
+    def close_to(self, other: MixSnapshot) -> bool:
+        """Within 5% (total variation) in shapes, and 0.05 in each model's scarcity."""
+        mine, theirs = dict(self.shapes), dict(other.shapes)
+        moved = sum(abs(mine.get(s, 0.0) - theirs.get(s, 0.0)) for s in mine.keys() | theirs.keys())
+        models = self.scarcity.keys() | other.scarcity.keys()
+        return moved / 2 <= 0.05 and all(
+            abs(self.scarcity.get(m, 0.0) - other.scarcity.get(m, 0.0)) <= 0.05 for m in models
+        )
+
+
+EMPTY_SNAPSHOT = MixSnapshot()
+
+
+@dataclass(frozen=True, slots=True)
+class WorkloadMix:
+    """Request shapes seen recently, with exponentially decaying weights."""
+
+    weights: Map[Shape, float] = field(default_factory=Map)
+    at: float = 0.0
+    """When the weights were last decayed (allocator clock)."""
+    since_snapshot: int = 0
+    snapshot: MixSnapshot = EMPTY_SNAPSHOT
+
+    def observe(self, containers: Shape, now: float) -> WorkloadMix:
+        shape = shape_of(containers)
+        if not shape:
+            return self
+        decay = 0.5 ** (max(0.0, now - self.at) / HALF_LIFE_S)
+        if decay < 0.999:  # decay in steps; weights are as of ``at``, the last step
+            weights = Map({s: w * decay for s, w in self.weights.items() if w * decay > 1e-3})
+            at, added = max(self.at, now), 1.0
+        else:
+            weights, at, added = self.weights, self.at, 1.0 / decay
+        weights = weights.set(shape, weights.get(shape, 0.0) + added)
+        if len(weights) > MAX_TRACKED:
+            keep = sorted(weights.items(), key=lambda kv: -kv[1])[: MAX_TRACKED * 3 // 4]
+            weights = Map(keep)
+        return replace(self, weights=weights, at=at, since_snapshot=self.since_snapshot + 1)
