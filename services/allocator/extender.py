@@ -96,7 +96,7 @@ def place_request_for(
 
 
 class Allocator(Protocol):
-    """What the extender needs of the allocator service (services/allocator/service.py): its
+    """What the extender needs of the allocator (services/allocator/allocator.py): its
     state to read, and placement and release to call. The HTTP verbs map to these only."""
 
     state: ClusterState

@@ -15,9 +15,9 @@ from aiohttp.test_utils import TestClient, TestServer
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from services.allocator.allocator import Allocator
 from services.allocator.extender import Extender
 from services.allocator.extenderhttp import local_application as extender_app
-from services.allocator.service import Allocator
 from services.allocator.settings import AllocatorSettings
 from services.webhook.core.settings import WebhookSettings
 from services.webhook.service import application as webhook_app

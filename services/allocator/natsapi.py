@@ -1,0 +1,65 @@
+"""The placement API over NATS micro: one typed handler per endpoint of
+shared/schemas/placement.py, errors mapped to NATS service errors in one place."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from nats.aio.client import Client
+from nats.micro import add_service
+from nats.micro.request import Request
+from nats.micro.service import Service
+
+from services.allocator.allocator import Allocator
+from shared.errors import HamiError
+from shared.schemas.base import Endpoint, Rep, Req
+from shared.schemas.placement import COMMIT, ENDPOINTS, PLACE, RELEASE, RENEW, RESERVE, STATUS
+
+log = logging.getLogger("hami.allocator")
+
+
+def endpoint(
+    served: Endpoint[Req, Rep], handler: Callable[[Req], Awaitable[Rep]]
+) -> Callable[[Request], Awaitable[None]]:
+    """Decode, call, encode, and map errors to NATS micro replies, in one place."""
+
+    async def handle(request: Request) -> None:
+        try:
+            reply = served.replies.encode(await handler(served.requests.decode(request.data)))
+        except HamiError as e:
+            await request.respond_error(e.code, str(e))
+            return
+        except Exception as e:
+            log.exception("handler failed", extra={"subject": request.subject})
+            await request.respond_error("internal", f"internal error: {e!r}")
+            return
+        await request.respond(reply)
+
+    return handle
+
+
+async def serve_api(nc: Client, allocator: Allocator) -> Service:
+    """Every endpoint of the placement API, answered by ``allocator``; stop the service to end."""
+    service = await add_service(
+        nc, name="hami-allocator", version="0.1.0", description="HAMi placement API"
+    )
+    served: list[Endpoint[Any, Any]] = []
+
+    async def serve_endpoint(
+        api: Endpoint[Req, Rep], handler: Callable[[Req], Awaitable[Rep]]
+    ) -> None:  # typed: a handler must take the endpoint's request and return its reply
+        await service.add_endpoint(
+            name=api.name, subject=api.subject, handler=endpoint(api, handler)
+        )
+        served.append(api)
+
+    await serve_endpoint(PLACE, allocator.place_request)
+    await serve_endpoint(RESERVE, allocator.reserve)
+    await serve_endpoint(COMMIT, allocator.commit)
+    await serve_endpoint(RENEW, allocator.renew)
+    await serve_endpoint(RELEASE, allocator.release)
+    await serve_endpoint(STATUS, allocator.status)
+    assert set(served) == set(ENDPOINTS), "every endpoint of the API is served"
+    return service
