@@ -10,9 +10,10 @@ from typing import Any
 from services.allocator.core.kinds import DEFAULT_KINDS, KindRegistry
 from services.allocator.core.policies import policy_named
 from shared import deviceannotation
+from shared.containerrules import Limits, first_problem, requested
 from shared.deviceannotation import AnnotatedDevice
 from shared.errors import InvalidRequest
-from shared.podresources import container_resources, whole_quantity
+from shared.podresources import container_resources
 from shared.resources import (
     GPU_POLICY,
     NODE_POLICY,
@@ -49,13 +50,6 @@ def _m(value: object) -> Mapping[str, Any]:
     return value if isinstance(value, Mapping) else {}
 
 
-def _whole(value: object, where: str, name: str) -> int:
-    number = whole_quantity(value)
-    if number is None or number < 0:
-        raise InvalidRequest(f"{where}: {name}={value!r} must be a whole number >= 0")
-    return number
-
-
 def _list(annotations: Mapping[str, Any], key: str) -> tuple[str, ...]:
     value = annotations.get(key)
     if not isinstance(value, str):
@@ -64,6 +58,8 @@ def _list(annotations: Mapping[str, Any], key: str) -> tuple[str, ...]:
 
 
 HAMI_DEFAULTS = PodDefaults()
+ALLOCATOR_LIMITS = Limits()
+"""The device count per container is bounded here too; device memory is checked by fit."""
 
 
 def parse_pod(
@@ -88,28 +84,24 @@ def parse_pod(
     for i, container in enumerate(raw if isinstance(raw, Sequence) else []):
         container = _m(container)
         where = f"container {container.get('name') or i!r}"
-        values = container_resources(container)
-        kind = kinds.asked_by(values, where) or kinds.kinds[0]
+        kind = kinds.asked_by(container_resources(container), where) or kinds.kinds[0]
         names = kind.resources
-        has = {n: n in values for n in names.managed}
-        count = _whole(values[names.count], where, names.count) if has[names.count] else 0
-        if not count and (has[names.memory] or has[names.memory_percentage] or has[names.cores]):
+        problem = first_problem(container, where, names, ALLOCATOR_LIMITS)
+        if problem is not None:  # the webhook's rules, so a pod it admits is read the same
+            raise InvalidRequest(str(problem))
+        values, _ = requested(container, where, names)
+        count = values.get(names.count, 0)
+        if not count and any(
+            n in values for n in (names.memory, names.memory_percentage, names.cores)
+        ):
             count = defaults.default_gpu_num
-        memory = _whole(values[names.memory], where, names.memory) if has[names.memory] else None
-        percent = (
-            _whole(values[names.memory_percentage], where, names.memory_percentage)
-            if has[names.memory_percentage]
-            else None
-        )
+        memory = values.get(names.memory)
+        percent = values.get(names.memory_percentage)
         if memory is None and percent is None and defaults.default_mem > 0:
             memory = defaults.default_mem
-        cores = (
-            _whole(values[names.cores], where, names.cores)
-            if has[names.cores]
-            else defaults.default_cores
-        )
+        cores = values.get(names.cores, defaults.default_cores)
         if names.priority in values:
-            priority = min(priority, _whole(values[names.priority], where, names.priority))
+            priority = min(priority, values[names.priority])
         containers.append(
             ContainerRequest(
                 name=str(container.get("name") or i),

@@ -12,7 +12,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from services.webhook.core.settings import INTERNAL_ANNOTATIONS, POLICY_ANNOTATIONS, WebhookSettings
-from shared.podresources import container_resources, whole_quantity
+from shared.containerrules import Limits, first_problem
+from shared.podresources import container_resources
 
 Obj = Mapping[str, Any]
 
@@ -64,52 +65,16 @@ def requests_managed(pod: Obj, settings: WebhookSettings) -> bool:
 
 
 def validate_pod(pod: Obj, settings: WebhookSettings) -> str | None:
-    """The first reason to refuse this pod, or None."""
+    """The first reason to refuse this pod (the shared container rules), or None."""
+    limits = Limits(
+        max_devices_per_container=settings.max_devices_per_container,
+        max_device_memory_mib=settings.max_device_memory_mib,
+    )
     for kind, i, container in _containers(pod):
         where = f"{kind[:-1]} {container.get('name') or i!r}"
-        values: dict[str, int] = {}
-        for name in (*settings.resources.managed, settings.resources.priority):
-            raw = _resource(container, name)
-            if raw is None:
-                continue
-            number = whole_quantity(raw)
-            if number is None:
-                return f"{where}: {name}={raw!r} must be a whole number" + (
-                    " of MiB, e.g. 3000" if name == settings.resources.memory else ""
-                )
-            if number < 0:
-                return f"{where}: {name}={number} must not be negative"
-            values[name] = number
-        count = values.get(settings.resources.count, 0)
-        if count > settings.max_devices_per_container:
-            return (
-                f"{where}: {settings.resources.count}={count} is more devices than one container "
-                f"may have ({settings.max_devices_per_container})"
-            )
-        if values.get(settings.resources.cores, 0) > 100:
-            return (
-                f"{where}: {settings.resources.cores}={values[settings.resources.cores]} "
-                "must be 0..100 (percent of one device; 100 takes it whole)"
-            )
-        percent = values.get(settings.resources.memory_percentage)
-        if percent is not None and not 1 <= percent <= 100:
-            return f"{where}: {settings.resources.memory_percentage}={percent} must be 1..100"
-        if settings.resources.memory in values and settings.resources.memory_percentage in values:
-            return (
-                f"{where}: give {settings.resources.memory} or "
-                f"{settings.resources.memory_percentage}, not both"
-            )
-        memory = values.get(settings.resources.memory)
-        if memory is not None and memory > settings.max_device_memory_mib:
-            return (
-                f"{where}: {settings.resources.memory}={memory} MiB exceeds the largest device "
-                f"in the cluster ({settings.max_device_memory_mib} MiB)"
-            )
-        if memory == 0 and settings.resources.memory in values:
-            return f"{where}: {settings.resources.memory}=0 must be at least 1 MiB"
-        priority = values.get(settings.resources.priority)
-        if priority is not None and priority not in (0, 1):
-            return f"{where}: {settings.resources.priority}={priority} must be 0 (high) or 1 (low)"
+        problem = first_problem(container, where, settings.resources, limits)
+        if problem is not None:
+            return str(problem)
     return None
 
 
