@@ -14,12 +14,12 @@ from typing import Any
 
 import msgspec
 from nats.js import JetStreamContext
-from nats.js.errors import KeyWrongLastSequenceError
 from nats.js.kv import KeyValue
 
 from services.allocator.core import fragmentation, heat, ledger
 from services.allocator.core.placement import FitMemo, Never, SchedulingSettings, Wait, decide
 from services.allocator.core.state import ClusterState
+from services.allocator.fencedkv import FencedBucket
 from services.allocator.quarantine import Quarantine
 from services.allocator.settings import AllocatorSettings
 from shared import kvwatch
@@ -29,6 +29,7 @@ from shared.resources import NODE_RELEASED
 from shared.schemas.events import AllocationEvent, event_codec, event_subject
 from shared.schemas.inventory import inventory_codec
 from shared.schemas.placement import (
+    ALLOCATIONS_BUCKET,
     DEFAULT_RESERVATION_TTL_S,
     CommitReply,
     CommitRequest,
@@ -71,6 +72,8 @@ class Allocator:
         self.state = ClusterState()
         self._js = js
         self._allocations = allocations
+        self._writer = FencedBucket(js, ALLOCATIONS_BUCKET)
+        """Every write goes here: it fails once another allocator has taken the bucket over."""
         self._clock = clock
         self._lock = asyncio.Lock()
         self.fits = FitMemo()
@@ -80,11 +83,19 @@ class Allocator:
         self._term = term
         """False once this allocator may no longer write (it lost the leader lease)."""
 
+    @property
+    def deposed(self) -> asyncio.Event:
+        """Set once a write was refused because another allocator wrote since."""
+        return self._writer.deposed
+
     def _check_fence(self) -> None:
         if not self._fence():
             raise Unavailable("this allocator no longer leads; retry (the new leader answers)")
 
     async def restore(self) -> int:
+        """Take the bucket over (seal it), then read the state back: a write an earlier leader
+        still had in flight is either in what is read here or refused."""
+        await self._writer.seal()
         records = await kvwatch.snapshot(self._allocations)
         now = self._clock()
         for key, value in records.items():
@@ -161,18 +172,16 @@ class Allocator:
             )
             self._check_fence()
             try:
-                await self._allocations.create(
-                    record.allocation_id, allocation_codec.encode(record)
-                )
-            except KeyWrongLastSequenceError as e:
-                raise HamiError("allocation id collision", id=record.allocation_id) from e
+                await self._writer.create(record.allocation_id, allocation_codec.encode(record))
+            except Unavailable:
+                raise
             except Exception as e:
                 raise Unavailable("cannot record the allocation durably; retry") from e
             if not self._fence():
                 # The lease ran out while the write was on its way: a successor may not have
                 # seen it. Take it back rather than let it stand beside the successor's grants.
                 with contextlib.suppress(Exception):
-                    await self._allocations.delete(record.allocation_id)
+                    await self._writer.delete(record.allocation_id)
                 raise Unavailable("this allocator no longer leads; retry (the new leader answers)")
             self.state, events = ledger.commit(self.state, record, now)
         log.info(
@@ -202,7 +211,7 @@ class Allocator:
                 return CommitReply(committed=False)
             self._check_fence()
             try:
-                await self._allocations.put(record.allocation_id, allocation_codec.encode(record))
+                await self._writer.put(record.allocation_id, allocation_codec.encode(record))
             except Exception as e:
                 raise Unavailable("cannot record the commit durably; retry") from e
             self.state = state
@@ -223,7 +232,7 @@ class Allocator:
                 return False
             self._check_fence()
             try:
-                await self._allocations.delete(allocation_id)
+                await self._writer.delete(allocation_id)
             except Exception as e:
                 raise Unavailable("cannot delete the allocation record; retry") from e
             self.state, events = ledger.release(

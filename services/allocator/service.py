@@ -180,8 +180,9 @@ async def _lead(
     async def until_stopped() -> None:
         stopping = asyncio.ensure_future(stop.wait())
         lost = asyncio.ensure_future(serving.wait())
-        await asyncio.wait((stopping, lost), return_when=asyncio.FIRST_COMPLETED)
-        for waiter in (stopping, lost):
+        refused = asyncio.ensure_future(allocator.deposed.wait())  # a write was fenced off
+        await asyncio.wait((stopping, lost, refused), return_when=asyncio.FIRST_COMPLETED)
+        for waiter in (stopping, lost, refused):
             waiter.cancel()
         serving.set()
 

@@ -259,6 +259,9 @@ SUBJECTS = (
         consumers="allocator (rebuild on start), telemetry (watch)",
         message=AllocationRecord,
         doc="The durable allocation record: created before a placement is acknowledged, deleted "
-        "on release or lease expiry. The allocator rebuilds its state from it on start.",
+        "on release or lease expiry. The allocator rebuilds its state from it on start. Only "
+        "the leader writes, each write conditional on the stream's last sequence "
+        "(Nats-Expected-Last-Sequence); a new leader first deletes the never-written key "
+        "`_sealed`, so a write an earlier leader still had in flight is refused.",
     ),
 )
