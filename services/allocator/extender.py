@@ -35,9 +35,15 @@ from shared.schemas.placement import Holder, PlaceReply, PlaceRequest
 
 log = logging.getLogger("hami.extender")
 MAX_PRIORITY = 10
+SEEN_PODS = 4096
+"""Pods remembered between filter and bind; kube-scheduler binds within seconds."""
 MAX_BODY = 16 * 1024 * 1024
 """kube-scheduler sends node names only (nodeCacheCapable): 5,000 names are ~150 KiB."""
 _json = msgspec.json.Encoder()
+
+
+def _m(value: object) -> Mapping[str, Any]:
+    return value if isinstance(value, Mapping) else {}
 
 
 def _pod_of(args: Mapping[str, Any]) -> Mapping[str, Any]:
@@ -122,11 +128,22 @@ class Extender:
         self.kube = kube
         self.clock = clock
         self.fits = allocator.fits  # one memo: bind's decision reuses filter's answers
+        self._seen: dict[str, Mapping[str, Any]] = {}
+        """Pods as filter last saw them, by uid, for bind (oldest dropped first)."""
+
+    def _remember(self, pod: Mapping[str, Any]) -> None:
+        uid = str(_m(pod.get("metadata")).get("uid") or "")
+        if uid:
+            self._seen[uid] = pod
+            while len(self._seen) > SEEN_PODS:
+                self._seen.pop(next(iter(self._seen)))
 
     def filter(self, args: Mapping[str, Any]) -> dict[str, Any]:
         pod = _pod_of(args)
         names = _node_names(args)
         request = parse_pod(pod, self.kinds)
+        if request.wants_devices:
+            self._remember(pod)
         if not request.wants_devices:
             return {
                 "NodeNames": names,
@@ -184,7 +201,9 @@ class Extender:
             raise InvalidRequest("ExtenderBindingArgs needs PodName, PodNamespace, PodUID, Node")
         if self.kube is None:
             raise InvalidRequest("this allocator has no Kubernetes client; it cannot bind")
-        pod = await self.kube.get_pod(namespace, name)
+        pod = self._seen.pop(uid, None)  # as filter saw it: one API call saved per bind
+        if pod is None:
+            pod = await self.kube.get_pod(namespace, name)
         if pod["metadata"].get("uid") != uid:
             return {"Error": f"pod {namespace}/{name} was recreated (uid changed)"}
         reply = await self.allocator.place_request(
@@ -196,21 +215,19 @@ class Extender:
         if record.node != node:  # a bind retried for another node: the pod holds devices there
             return {"Error": f"pod {namespace}/{name} already holds devices on {record.node}"}
         devices = encode_devices(record.containers)
-        now = self.clock()
+        now = str(int(self.clock()))
+        annotations = {
+            ASSIGNED_NODE: node,
+            ASSIGNED_TIME: now,
+            DEVICES_TO_ALLOCATE: devices,
+            DEVICES_ALLOCATED: devices,
+            BIND_PHASE: "allocating",
+            BIND_TIME: now,
+        }
         try:
-            await self.kube.patch_pod_annotations(
-                namespace,
-                name,
-                lambda _: {
-                    ASSIGNED_NODE: node,
-                    ASSIGNED_TIME: str(int(now)),
-                    DEVICES_TO_ALLOCATE: devices,
-                    DEVICES_ALLOCATED: devices,
-                    BIND_PHASE: "allocating",
-                    BIND_TIME: str(int(now)),
-                },
-            )
-            await self.kube.bind_pod(namespace, name, uid, node)
+            # One call: the API server sets the Binding's annotations on the pod as it binds it
+            # (atomically, and only if this pod, by uid, is not bound yet).
+            await self.kube.bind_pod(namespace, name, uid, node, annotations)
         except HamiError as e:
             await self.allocator.release_allocation(record.allocation_id, f"bind failed: {e}")
             log.warning(

@@ -1,0 +1,296 @@
+"""Pods per second through kube-scheduler, with our extender and without, side by side.
+
+    python benchmarks/scheduling_throughput.py --nodes 1000 --pods 2000 [--nodes 5000 ...]
+
+One run: the test control plane (tests/e2e/controlplane) with N kwok nodes, each with 8
+simulated H200s whose inventory is published into NATS as node agents would; the allocator
+(its own process) with its extender; two kube-schedulers of the same binary and the same
+settings except one thing: `bench-hami` has deploy/'s extender configuration, `bench-plain` has
+none. Then, in turn, P pods asking for a plain extended resource (`example.com/gpu: 1`, which
+every kwok node has 8 of) through `bench-plain`, and P HAMi pods (`nvidia.com/gpu: 1` with a
+5-50% memory share) through `bench-hami`, each batch created as fast as the API server takes
+them (8 client threads). Reported per batch: pods/s from the first creation to the last bind,
+the median and p99 of each pod's creation-to-bound latency, and the ratio of the two rates.
+Both schedulers get clientConnection qps/burst 1000 (the default 50 would cap the plain one's
+own Binding calls; our extender binds with its own client), and the allocator a node TTL of an
+hour (nothing refreshes the published inventory during the run)."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import random
+import ssl
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.request
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from shared.embedded_nats import start_nats  # noqa: E402
+from shared.natsutil import connect, nodes_bucket  # noqa: E402
+from shared.schemas.base import node_token  # noqa: E402
+from shared.schemas.inventory import DeviceInfo, NodeInventory, inventory_codec  # noqa: E402
+from tests.e2e.controlplane.cluster import ControlPlane, free_port, start_control_plane  # noqa: E402
+from tests.kube.manifests import scheduler_configuration  # noqa: E402
+
+H200_MIB = 143771
+QPS = {"qps": 1000, "burst": 1000}
+
+
+def add_nodes(plane: ControlPlane, count: int) -> list[str]:
+    names = [f"bench-{i:05d}" for i in range(count)]
+
+    def one(name: str) -> None:
+        capacity = {
+            "cpu": "256",
+            "memory": "2Ti",
+            "pods": "1000",
+            "nvidia.com/gpu": "80",
+            "example.com/gpu": "8",
+        }
+        plane.request(
+            "POST",
+            "/api/v1/nodes",
+            {
+                "apiVersion": "v1",
+                "kind": "Node",
+                "metadata": {
+                    "name": name,
+                    "labels": {"hami.io/test-node": "true", "kubernetes.io/hostname": name},
+                    "annotations": {"kwok.x-k8s.io/node": "fake"},
+                },
+                "status": {"capacity": capacity, "allocatable": capacity},
+            },
+        )
+
+    with ThreadPoolExecutor(8) as pool:
+        list(pool.map(one, names))
+    return names
+
+
+async def publish_inventory(url: str, names: list[str]) -> None:
+    nc = await connect(url, "bench-inventory")
+    try:
+        kv = await nodes_bucket(nc.jetstream())
+        now = time.time()
+        for name in names:
+            devices = tuple(
+                DeviceInfo(
+                    uuid=f"GPU-{name}-{i}",
+                    index=i,
+                    model="NVIDIA H200",
+                    memory_mib=H200_MIB,
+                    physical_memory_mib=H200_MIB,
+                    simulated=True,
+                )
+                for i in range(8)
+            )
+            inventory = NodeInventory(node=name, agent_id="bench", devices=devices, sent_at=now)
+            await kv.put(node_token(name), inventory_codec.encode(inventory))
+    finally:
+        await nc.drain()
+
+
+def start_scheduler(
+    plane: ControlPlane, name: str, extender: str | None, run: Path, prioritize: bool = True
+) -> None:
+    if extender is None:
+        config: dict[str, Any] = {
+            "apiVersion": "kubescheduler.config.k8s.io/v1",
+            "kind": "KubeSchedulerConfiguration",
+            "leaderElection": {"leaderElect": False},
+            "profiles": [{"schedulerName": name}],
+        }
+    else:
+        config = yaml.safe_load(scheduler_configuration(plane.kubeconfig, name, extender))
+        if not prioritize:  # as HAMi's own extender: filter and bind only
+            config["extenders"][0].pop("prioritizeVerb", None)
+    config["clientConnection"] = {"kubeconfig": str(plane.kubeconfig), **QPS}
+    path = run / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(config))
+    plane.start(
+        name,
+        [
+            str(plane.binaries / "kube-scheduler"),
+            "--config",
+            str(path),
+            "--secure-port",
+            "0",
+            "--v",
+            "1",
+        ],
+    )
+
+
+class BindWatch:
+    """Records when each pod of a namespace is first seen bound (a streaming watch)."""
+
+    def __init__(self, plane: ControlPlane, namespace: str) -> None:
+        self.bound: dict[str, float] = {}
+        self._plane, self._namespace = plane, namespace
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        context = ssl.create_default_context(cafile=str(self._plane.pki.ca.cert))
+        request = urllib.request.Request(
+            f"{self._plane.api_url}/api/v1/namespaces/{self._namespace}/pods?watch=true",
+            headers={"Authorization": f"Bearer {self._plane.token}"},
+        )
+        with urllib.request.urlopen(request, context=context, timeout=3600) as stream:
+            for line in stream:
+                pod = json.loads(line)["object"]
+                name = pod["metadata"]["name"]
+                if pod.get("spec", {}).get("nodeName") and name not in self.bound:
+                    self.bound[name] = time.monotonic()
+
+
+def run_batch(
+    plane: ControlPlane, namespace: str, scheduler: str, pods: int, limits: Any
+) -> dict[str, float]:
+    plane.request(
+        "POST",
+        "/api/v1/namespaces",
+        {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": namespace}},
+    )
+    watch = BindWatch(plane, namespace)
+    time.sleep(0.5)
+    created: dict[str, float] = {}
+
+    def create(i: int) -> None:
+        name = f"p-{i:05d}"
+        plane.request(
+            "POST",
+            f"/api/v1/namespaces/{namespace}/pods",
+            {
+                "apiVersion": "v1",
+                "kind": "Pod",
+                "metadata": {"name": name, "namespace": namespace},
+                "spec": {
+                    "schedulerName": scheduler,
+                    "tolerations": [{"operator": "Exists"}],
+                    "containers": [
+                        {"name": "c", "image": "busybox", "resources": {"limits": limits(i)}}
+                    ],
+                },
+            },
+        )
+        created[name] = time.monotonic()
+
+    start = time.monotonic()
+    with ThreadPoolExecutor(8) as pool:
+        list(pool.map(create, range(pods)))
+    deadline = time.monotonic() + 600
+    while len(watch.bound) < pods and time.monotonic() < deadline:
+        time.sleep(0.2)
+    latencies = [watch.bound[n] - created[n] for n in created if n in watch.bound]
+    ordered = sorted(latencies)
+    last = max(watch.bound.values(), default=start)
+    return {
+        "bound": len(watch.bound),
+        "pods_per_s": len(watch.bound) / (last - start) if last > start else 0.0,
+        "median_ms": statistics.median(latencies) * 1e3 if latencies else float("nan"),
+        "p99_ms": ordered[min(len(ordered) - 1, int(0.99 * len(ordered)))] * 1e3
+        if ordered
+        else float("nan"),
+    }
+
+
+def measure(nodes: int, pods: int, run: Path, prioritize: bool) -> None:
+    plane = start_control_plane(run / "cp")
+    nats = start_nats(run / "nats", port=0)
+    allocator: subprocess.Popen[bytes] | None = None
+    try:
+        started = time.monotonic()
+        names = add_nodes(plane, nodes)
+        asyncio.run(publish_inventory(nats.url, names))
+        port = free_port()
+        with (run / "allocator.log").open("ab") as log:
+            allocator = subprocess.Popen(
+                [
+                    sys.executable,
+                    "-m",
+                    "services.allocator",
+                    "--nats",
+                    nats.url,
+                    "--extender-port",
+                    str(port),
+                    "--kubeconfig",
+                    str(plane.kubeconfig),
+                    "--node-ttl",
+                    "3600",
+                ],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                cwd=REPO,
+                env={**os.environ, "PYTHONPATH": str(REPO)},
+            )
+        start_scheduler(plane, "bench-plain", None, run)
+        start_scheduler(plane, "bench-hami", f"http://127.0.0.1:{port}", run, prioritize)
+        for _ in range(600):
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=1):
+                    break
+            except OSError:
+                time.sleep(0.1)
+        time.sleep(3)  # the schedulers' informers list the nodes
+        print(f"{nodes} nodes ready in {time.monotonic() - started:.0f}s", flush=True)
+        rng = random.Random(7)
+        shares = [rng.randint(5, 50) for _ in range(pods)]
+        plain = run_batch(
+            plane, "bench-plain", "bench-plain", pods, lambda i: {"example.com/gpu": "1"}
+        )
+        hami = run_batch(
+            plane,
+            "bench-hami",
+            "bench-hami",
+            pods,
+            lambda i: {"nvidia.com/gpu": "1", "nvidia.com/gpumem-percentage": str(shares[i])},
+        )
+        for label, result in (("kube-scheduler alone", plain), ("with our extender", hami)):
+            print(
+                f"  {label}: {result['bound']:.0f}/{pods} bound, "
+                f"{result['pods_per_s']:.0f} pods/s, "
+                f"latency median {result['median_ms']:.0f} ms, p99 {result['p99_ms']:.0f} ms",
+                flush=True,
+            )
+        if plain["pods_per_s"]:
+            print(f"  ratio {hami['pods_per_s'] / plain['pods_per_s']:.2f}", flush=True)
+    finally:
+        if allocator is not None:
+            allocator.terminate()
+            allocator.wait(30)
+        plane.stop()
+        nats.stop()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--nodes", type=int, nargs="+", default=[1000])
+    parser.add_argument("--pods", type=int, default=2000)
+    parser.add_argument(
+        "--no-prioritize", action="store_true", help="the extender answers filter and bind only"
+    )
+    args = parser.parse_args()
+    print(f"{platform.node()} python {platform.python_version()} {time.strftime('%Y-%m-%d')}")
+    for nodes in args.nodes:
+        with tempfile.TemporaryDirectory(prefix="hami-throughput-") as run:
+            measure(nodes, args.pods, Path(run), not args.no_prioritize)
+
+
+if __name__ == "__main__":
+    main()
