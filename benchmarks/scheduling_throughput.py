@@ -210,7 +210,7 @@ def run_batch(
     }
 
 
-def measure(nodes: int, pods: int, run: Path, prioritize: bool) -> None:
+def measure(nodes: int, pods: int, run: Path, prioritize: bool, best_only: bool) -> None:
     plane = start_control_plane(run / "cp")
     nats = start_nats(run / "nats", port=0)
     allocator: subprocess.Popen[bytes] | None = None
@@ -233,6 +233,7 @@ def measure(nodes: int, pods: int, run: Path, prioritize: bool) -> None:
                     str(plane.kubeconfig),
                     "--node-ttl",
                     "3600",
+                    *(["--extender-best-node-only"] if best_only else []),
                 ],
                 stdout=log,
                 stderr=subprocess.STDOUT,
@@ -285,11 +286,16 @@ def main() -> None:
     parser.add_argument(
         "--no-prioritize", action="store_true", help="the extender answers filter and bind only"
     )
+    parser.add_argument(
+        "--best-node-only",
+        action="store_true",
+        help="with --no-prioritize: filter answers the one node the policy prefers",
+    )
     args = parser.parse_args()
     print(f"{platform.node()} python {platform.python_version()} {time.strftime('%Y-%m-%d')}")
     for nodes in args.nodes:
         with tempfile.TemporaryDirectory(prefix="hami-throughput-") as run:
-            measure(nodes, args.pods, Path(run), not args.no_prioritize)
+            measure(nodes, args.pods, Path(run), not args.no_prioritize, args.best_node_only)
 
 
 if __name__ == "__main__":

@@ -48,6 +48,9 @@ class AllocatorSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknow
     """Where the extender listens (loopback: kube-scheduler runs in the same pod)."""
     extender_port: Port | None = None
     """Serve kube-scheduler's extender API on this port (0: any free one); None: do not."""
+    extender_best_node_only: bool = False
+    """The extender's filter answers only the node the policy prefers, so kube-scheduler can be
+    configured without `prioritizeVerb` (one round trip less per pod; docs/benchmarks.md)."""
     reconcile_interval_s: Seconds = 30.0
     """How often allocations are checked against the pods that hold them (Kubernetes mode)."""
     kubeconfig: KUBECONFIG = None

@@ -77,7 +77,9 @@ async def _serve_extender(
         _retrying(stop, "follow-pods", lambda: allocator.follow_pods(kube, stop)),
         name="follow-pods",
     )
-    extender = Extender(allocator, kube, kinds=kinds_of(settings))
+    extender = Extender(
+        allocator, kube, kinds=kinds_of(settings), best_node_only=settings.extender_best_node_only
+    )
     forwarded = asyncio.create_task(answer_forwarded(router.nc, extender, stop), name="forwarded")
     router.local = extender
     try:
