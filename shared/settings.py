@@ -12,6 +12,7 @@ the Struct (types, ranges, `__post_init__`); a refusal is one line naming the fl
 from __future__ import annotations
 
 import argparse
+import functools
 import os
 import types
 import typing
@@ -72,7 +73,8 @@ def _scalar(hint: Any) -> tuple[type | None, bool, tuple[str, ...] | None]:
     return (base if base in SCALARS else None), optional, None
 
 
-def fields_of(kind: type[msgspec.Struct]) -> list[Field]:
+@functools.cache  # the hints and the docstrings' source are read once per Struct
+def fields_of(kind: type[msgspec.Struct]) -> tuple[Field, ...]:
     hints = typing.get_type_hints(kind, include_extras=True)
     docs = field_docs(kind)
     found = []
@@ -94,7 +96,7 @@ def fields_of(kind: type[msgspec.Struct]) -> list[Field]:
                 help=docs.get(info.name, ""),
             )
         )
-    return found
+    return tuple(found)
 
 
 def _parser(kind: type[msgspec.Struct], prog: str, description: str) -> argparse.ArgumentParser:
@@ -189,16 +191,10 @@ def load(
     parsed = vars(_parser(kind, prog, description).parse_args(argv))
     settings_file = parsed.pop("settings_file", None) or environ.get("HAMI_SETTINGS_FILE")
     try:
-        values: dict[str, Any] = {}
-        if fallback is not None or settings_file:
-            layered = read_settings_file(settings_file) if settings_file else {}
-            layered.update(_from_env(kind, environ))
-            layered.update(parsed)
-            if fallback is not None:
-                values.update(fallback(layered))
-            values.update(layered)
-        else:
-            values = {**_from_env(kind, environ), **parsed}
+        layered = read_settings_file(settings_file) if settings_file else {}
+        layered.update(_from_env(kind, environ))
+        layered.update(parsed)
+        values = {**(fallback(layered) if fallback is not None else {}), **layered}
         unknown = set(values) - set(kind.__struct_fields__)
         if unknown:
             raise InvalidRequest(f"unknown settings {sorted(unknown)}")

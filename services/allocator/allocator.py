@@ -172,7 +172,7 @@ class Allocator:
             )
             self._check_fence()
             try:
-                await self._writer.create(record.allocation_id, allocation_codec.encode(record))
+                await self._writer.put(record.allocation_id, allocation_codec.encode(record))
             except Unavailable:
                 raise
             except Exception as e:

@@ -134,6 +134,12 @@ class Extender:
         self.fits = allocator.fits  # one memo: bind's decision reuses filter's answers
         self._seen: dict[str, Mapping[str, Any]] = {}
         """Pods as filter last saw them, by uid, for bind (oldest dropped first)."""
+        self.verbs: dict[str, Callable[[Mapping[str, Any]], Awaitable[Any] | Any]] = {
+            "filter": self.filter,
+            "prioritize": self.prioritize,
+            "bind": self.bind,
+        }
+        """kube-scheduler's verbs (the URL paths) to their handlers."""
 
     def _remember(self, pod: Mapping[str, Any]) -> None:
         uid = str(_m(pod.get("metadata")).get("uid") or "")
@@ -269,12 +275,7 @@ Verb = str
 async def answer(extender: Extender, verb: Verb, body: bytes) -> tuple[int, bytes]:
     """One extender call, as (HTTP status, JSON body): the same answer whether kube-scheduler
     called this allocator or a standby forwarded the call (services/allocator/extenderhttp.py)."""
-    handlers: dict[str, Callable[[Mapping[str, Any]], Awaitable[Any] | Any]] = {
-        "filter": extender.filter,
-        "prioritize": extender.prioritize,
-        "bind": extender.bind,
-    }
-    handler = handlers.get(verb)
+    handler = extender.verbs.get(verb)
     if handler is None:
         return _error(404, f"no extender verb {verb!r}")
     try:

@@ -52,10 +52,8 @@ class FencedBucket:
                 continue
         raise Unavailable("the allocations bucket kept changing; could not take it over")
 
-    async def create(self, key: str, value: bytes) -> None:
-        await self._write(key, value, {})
-
     async def put(self, key: str, value: bytes) -> None:
+        """Create or replace (allocation ids are fresh: the sequence check is the guard)."""
         await self._write(key, value, {})
 
     async def delete(self, key: str) -> None:

@@ -21,17 +21,17 @@ async def test_a_write_after_the_successor_sealed_is_refused(nats_server: Embedd
         kv = await allocations_bucket(js)
         old, new = FencedBucket(js, ALLOCATIONS_BUCKET), FencedBucket(js, ALLOCATIONS_BUCKET)
         with pytest.raises(Unavailable):  # nothing is written before sealing
-            await old.create("a", b"1")
+            await old.put("a", b"1")
         await old.seal()
-        await old.create("a", b"1")
+        await old.put("a", b"1")
         await old.put("a", b"2")
         await new.seal()  # the successor takes over
         with pytest.raises(Deposed):
-            await old.create("b", b"stray")  # the paused leader wakes up
+            await old.put("b", b"stray")  # the paused leader wakes up
         assert old.deposed.is_set()
         with pytest.raises(Unavailable):
             await old.delete("a")  # and stays refused
-        await new.create("c", b"3")
+        await new.put("c", b"3")
         await new.delete("a")
         assert await snapshot(kv) == {"c": b"3"}  # no stray write, no seal key
         await old.seal()  # a deposed allocator that leads again takes over the same way
