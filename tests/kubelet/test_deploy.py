@@ -25,7 +25,7 @@ from shared.natsutil import connect
 from shared.resources import BIND_PHASE
 from shared.schemas.placement import StatusReply
 from tests.e2e.kubelet.deployed import KUSTOMIZE, NAMESPACE, Deployed, hami_deployed
-from tests.e2e.kubelet.images import BUSYBOX
+from tests.e2e.kubelet.images import busybox_pod
 from tests.e2e.kubelet.stack import Unusable
 
 pytestmark = [pytest.mark.slow, pytest.mark.kubelet]
@@ -52,24 +52,7 @@ def name(prefix: str) -> str:
 def create_pod(
     hami: Deployed, pod: str, limits: dict[str, str], command: str, *, dry_run: bool = False
 ) -> dict[str, Any]:
-    manifest = {
-        "apiVersion": "v1",
-        "kind": "Pod",
-        "metadata": {"name": pod, "namespace": "default"},
-        "spec": {
-            "restartPolicy": "Never",
-            "terminationGracePeriodSeconds": 1,
-            "containers": [
-                {
-                    "name": "main",
-                    "image": BUSYBOX,
-                    "imagePullPolicy": "Never",
-                    "command": ["sh", "-c", command],
-                    "resources": {"limits": limits},
-                }
-            ],
-        },
-    }
+    manifest = busybox_pod(pod, limits, command, host_network=False)
     query = "?dryRun=All" if dry_run else ""
     return hami.plane.request("POST", f"/api/v1/namespaces/default/pods{query}", manifest)
 

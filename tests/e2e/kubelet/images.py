@@ -28,6 +28,31 @@ int main(void) {
 """
 
 
+def busybox_pod(
+    name: str, limits: dict[str, str], command: str, *, host_network: bool
+) -> dict[str, object]:
+    """A one-container test pod in `default` on the imported busybox image, run once."""
+    return {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": name, "namespace": "default"},
+        "spec": {
+            "hostNetwork": host_network,
+            "restartPolicy": "Never",
+            "terminationGracePeriodSeconds": 1,
+            "containers": [
+                {
+                    "name": "main",
+                    "image": BUSYBOX,
+                    "imagePullPolicy": "Never",
+                    "command": ["sh", "-c", command],
+                    "resources": {"limits": limits},
+                }
+            ],
+        },
+    }
+
+
 def _digest(data: bytes) -> str:
     return "sha256:" + hashlib.sha256(data).hexdigest()
 

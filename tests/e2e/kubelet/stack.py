@@ -21,7 +21,7 @@ from typing import Any
 
 from shared.embedded_nats import EmbeddedNats, start_nats
 from tests.e2e.controlplane.cluster import ControlPlane, free_port, start_control_plane
-from tests.e2e.kubelet.images import BUSYBOX
+from tests.e2e.kubelet.images import BUSYBOX, busybox_pod
 from tests.e2e.kubelet.node import KubeletNode, unusable_reason
 from tests.kube.manifests import WEBHOOK_RESOURCES, start_hami_scheduler, webhook_configurations
 
@@ -107,25 +107,7 @@ class Hami:
 
     # --- the API server, as a user sees it -----------------------------------------------
     def create_pod(self, name: str, limits: dict[str, str], command: str) -> dict[str, Any]:
-        manifest = {
-            "apiVersion": "v1",
-            "kind": "Pod",
-            "metadata": {"name": name, "namespace": "default"},
-            "spec": {
-                "hostNetwork": True,
-                "restartPolicy": "Never",
-                "terminationGracePeriodSeconds": 1,
-                "containers": [
-                    {
-                        "name": "main",
-                        "image": BUSYBOX,
-                        "imagePullPolicy": "Never",
-                        "command": ["sh", "-c", command],
-                        "resources": {"limits": limits},
-                    }
-                ],
-            },
-        }
+        manifest = busybox_pod(name, limits, command, host_network=True)
         return self.plane.request("POST", "/api/v1/namespaces/default/pods", manifest)
 
     def pod(self, name: str) -> dict[str, Any]:
