@@ -1,19 +1,20 @@
-/* Memory and launch hooks. Memory: reserve in the shared region first, then allocate; roll the
- * reservation back if the driver fails. Launch: wait while the compute budget is spent. */
+/* Device-memory hooks. Reserve in the shared region first, then allocate; roll the
+ * reservation back if the driver fails. A free is uncharged exactly once: its entry leaves the
+ * table before the driver frees (so an allocation on another thread that reuses the address
+ * cannot be confused with it) and goes back if the driver refuses the free. */
 #define _GNU_SOURCE
 #include <errno.h>
 #include <string.h>
 #include <time.h>
 #include <unistd.h>
 
+#include "cached.h"
+#include "charge.h"
 #include "log.h"
-#include "throttle.h"
 #include "track.h"
 #include "vgpu.h"
 
 #define EXPORT __attribute__((visibility("default")))
-#define SMALL_ALIGN 512ULL
-#define PAGE (2ULL << 20)
 
 int hami_current_device(void) {
     CUdevice dev = 0;
@@ -21,79 +22,35 @@ int hami_current_device(void) {
     return dev >= 0 && dev < HAMI_MAX_DEVICES ? dev : 0;
 }
 
-/* Larger than any device: refused whatever the limit, so no size can wrap the arithmetic
- * below or the region's counters. */
-#define MAX_CHARGE (1ULL << 50)
-#define TOO_LARGE UINT64_MAX
-
-/* What the driver really takes: small blocks are packed, large ones use 2 MiB pages. */
-static uint64_t charged_bytes(uint64_t bytes) {
-    if (bytes > MAX_CHARGE) return TOO_LARGE;
-    uint64_t align = bytes < PAGE ? SMALL_ALIGN : PAGE;
-    return (bytes + align - 1) / align * align;
+static void settle_free(const struct hami_alloc *a) {
+    if (a->kind == HAMI_ALLOC_POOL) hami_pool_freed((CUmemoryPool)(uintptr_t)a->aux, a->dev, a->bytes);
+    else hami_unreserve(a->dev, a->bytes, a->oversub);
 }
 
-/* a * b, or TOO_LARGE when it overflows or passes MAX_CHARGE. */
-static uint64_t product(uint64_t a, uint64_t b) {
-    uint64_t p;
-    return __builtin_mul_overflow(a, b, &p) || p > MAX_CHARGE ? TOO_LARGE : p;
-}
-
-static void charge_context_once(int dev) {
-    static __thread int charged_pid[HAMI_MAX_DEVICES];
-    int pid = getpid();
-    if (hami.context_reserve == 0 || hami.region == NULL || charged_pid[dev] == pid) return;
-    charged_pid[dev] = pid;
-    /* The context's own memory is charged to the process whatever the limit says: it exists. */
-    hami_region_reserve(hami.region, dev, hami.context_reserve, 0, 0);
-}
-
-/* Reserve before allocating. Returns CUDA_SUCCESS with *oversub telling which counter was used,
- * or CUDA_ERROR_OUT_OF_MEMORY when neither the limit nor oversubscription allows it. */
-static CUresult reserve(int dev, uint64_t bytes, int *oversub) {
-    const struct hami_limits *l = &hami.limits;
-    *oversub = 0;
-    if (l->memory_invalid[dev]) return CUDA_ERROR_OUT_OF_MEMORY; /* fail closed, logged at init */
-    if (bytes == TOO_LARGE) return CUDA_ERROR_OUT_OF_MEMORY;     /* no device has this much */
-    if (hami.region == NULL) return l->memory[dev] == 0 ? CUDA_SUCCESS : CUDA_ERROR_OUT_OF_MEMORY;
-    charge_context_once(dev);
-    if (hami_region_reserve(hami.region, dev, bytes, l->memory[dev], 0) == 0) return CUDA_SUCCESS;
-    if (l->oversubscribe && hami_region_reserve(hami.region, dev, bytes, 0, 1) == 0) {
-        *oversub = 1;
-        return CUDA_SUCCESS;
-    }
-    LOG_INFO("device %d: %llu bytes refused (limit %llu)", dev, (unsigned long long)bytes,
-             (unsigned long long)l->memory[dev]);
-    return CUDA_ERROR_OUT_OF_MEMORY;
-}
-
-static void unreserve(int dev, uint64_t bytes, int oversub) {
-    if (hami.region != NULL) hami_region_release(hami.region, dev, bytes, oversub);
-}
-
-static void forget(uint64_t key) {
-    struct hami_alloc a;
-    if (hami_track_take(key, &a)) unreserve(a.dev, a.bytes, a.oversub);
+/* After the driver's free: uncharge what was taken out of the table, or put it back. */
+static CUresult freed(uint64_t key, int had, const struct hami_alloc *a, CUresult rc) {
+    if (had && rc == CUDA_SUCCESS) settle_free(a);
+    else if (had) hami_track_put(key, *a);
+    return rc;
 }
 
 /* One shape for every device-pointer allocation path. Past the limit with oversubscription,
  * the memory comes from cuMemAllocManaged (host-backed, migrates on demand) instead. */
-#define ALLOCATE(dptr, bytes, call)                                                               \
+#define ALLOCATE(dev, dptr, bytes, call)                                                          \
     do {                                                                                          \
-        hami_init();                                                                              \
         if ((dptr) == NULL || (bytes) == 0) return (call);                                       \
-        int dev_ = hami_current_device(), over_ = 0;                                              \
-        uint64_t charge_ = charged_bytes(bytes);                                                  \
-        CUresult rc_ = reserve(dev_, charge_, &over_);                                            \
+        int dev_ = (dev), over_ = 0;                                                              \
+        uint64_t charge_ = hami_charged_bytes(bytes);                                             \
+        CUresult rc_ = hami_reserve(dev_, charge_, &over_);                                       \
         if (rc_ != CUDA_SUCCESS) return rc_;                                                      \
         rc_ = over_ && hami_real.cuMemAllocManaged != NULL                                        \
                   ? hami_real.cuMemAllocManaged((dptr), (bytes), CU_MEM_ATTACH_GLOBAL)             \
                   : (call);                                                                       \
         if (rc_ != CUDA_SUCCESS) {                                                                \
-            unreserve(dev_, charge_, over_);                                                      \
+            hami_unreserve(dev_, charge_, over_);                                                 \
             return rc_;                                                                           \
         }                                                                                         \
-        hami_track_put((uint64_t)*(dptr), (struct hami_alloc){charge_, dev_, over_, 0, 0});       \
+        hami_track_put((uint64_t)*(dptr), (struct hami_alloc){charge_, dev_, over_, 0, 0, 0, 0}); \
         return rc_;                                                                               \
     } while (0)
 
@@ -103,39 +60,110 @@ static void forget(uint64_t key) {
 EXPORT CUresult cuMemAlloc_v2(CUdeviceptr *dptr, size_t bytes) {
     hami_init();
     REAL_OR_FAIL(cuMemAlloc_v2);
-    ALLOCATE(dptr, bytes, hami_real.cuMemAlloc_v2(dptr, bytes));
+    ALLOCATE(hami_current_device(), dptr, bytes, hami_real.cuMemAlloc_v2(dptr, bytes));
 }
 
 EXPORT CUresult cuMemAllocManaged(CUdeviceptr *dptr, size_t bytes, unsigned int flags) {
     hami_init();
     REAL_OR_FAIL(cuMemAllocManaged);
-    ALLOCATE(dptr, bytes, hami_real.cuMemAllocManaged(dptr, bytes, flags));
+    ALLOCATE(hami_current_device(), dptr, bytes, hami_real.cuMemAllocManaged(dptr, bytes, flags));
+}
+
+/* Stream-ordered allocations: charged to the pool's device (the stream's device's current pool
+ * for cuMemAllocAsync), and to the pool afterwards (cached.c), which keeps freed memory until
+ * it gives it back. During stream capture nothing is allocated: the capture records an
+ * allocation node, charged when the graph is instantiated. */
+typedef CUresult (*pool_call)(CUdeviceptr *, size_t, CUmemoryPool, CUstream);
+
+static CUresult pool_allocate(CUdeviceptr *dptr, size_t bytes, CUmemoryPool pool, CUstream s,
+                              pool_call call) {
+    if (dptr == NULL || bytes == 0 || hami_stream_capturing(s)) return call(dptr, bytes, pool, s);
+    int dev = hami_stream_device(s), host = 0;
+    CUmemoryPool charged_pool = pool;
+    if (charged_pool == NULL && hami_real.cuDeviceGetMemPool != NULL &&
+        hami_real.cuDeviceGetMemPool(&charged_pool, dev) != CUDA_SUCCESS)
+        charged_pool = NULL;
+    if (charged_pool != NULL) dev = hami_pool_device(charged_pool, &host);
+    if (host) return call(dptr, bytes, pool, s); /* host memory: not the device's */
+    uint64_t charge = hami_charged_bytes(bytes);
+    /* The pool may serve it from memory it already holds (and we already charge); if it has to
+     * grow instead, hami_pool_allocated sees that and the growth must fit as well. */
+    uint64_t spare = charged_pool != NULL ? hami_pool_spare(charged_pool, dev) : 0;
+    uint64_t first = charge == HAMI_TOO_LARGE ? charge : charge > spare ? charge - spare : 0;
+    int over = 0;
+    CUresult rc = first != 0 ? hami_reserve(dev, first, &over) : CUDA_SUCCESS;
+    if (rc != CUDA_SUCCESS) return rc;
+    if (over && hami_real.cuMemAllocManaged != NULL) {
+        rc = hami_real.cuMemAllocManaged(dptr, bytes, CU_MEM_ATTACH_GLOBAL);
+        if (rc != CUDA_SUCCESS) hami_unreserve(dev, first, over);
+        else hami_track_put((uint64_t)*dptr, (struct hami_alloc){first, dev, 1, 0, 0, 0, 0});
+        return rc;
+    }
+    rc = call(dptr, bytes, pool, s);
+    if (rc != CUDA_SUCCESS) {
+        hami_unreserve(dev, first, over);
+        return rc;
+    }
+    int followed = charged_pool != NULL ? hami_pool_allocated(charged_pool, dev, charge, first) : 1;
+    if (followed == 1) { /* no pool to follow: a plain allocation */
+        hami_track_put((uint64_t)*dptr, (struct hami_alloc){first, dev, 0, 0, 0, 0, 0});
+        return rc;
+    }
+    hami_track_put((uint64_t)*dptr, (struct hami_alloc){charge, dev, 0, 0, 0, HAMI_ALLOC_POOL,
+                                                        (uint64_t)(uintptr_t)charged_pool});
+    if (followed < 0) {
+        /* The pool grew past the limit to serve this: undo it and give the growth back. */
+        struct hami_alloc a;
+        int had = hami_track_take((uint64_t)*dptr, &a);
+        freed((uint64_t)*dptr, had, &a, hami_real.cuMemFreeAsync(*dptr, s));
+        if (hami_real.cuStreamSynchronize != NULL) hami_real.cuStreamSynchronize(s);
+        if (hami_real.cuMemPoolTrimTo != NULL) hami_real.cuMemPoolTrimTo(charged_pool, 0);
+        hami_pool_changed(charged_pool);
+        *dptr = 0;
+        return CUDA_ERROR_OUT_OF_MEMORY;
+    }
+    return rc;
+}
+
+static CUresult async_plain(CUdeviceptr *d, size_t n, CUmemoryPool p, CUstream s) {
+    (void)p;
+    return hami_real.cuMemAllocAsync(d, n, s);
+}
+static CUresult async_ptsz(CUdeviceptr *d, size_t n, CUmemoryPool p, CUstream s) {
+    (void)p;
+    return hami_real.cuMemAllocAsync_ptsz(d, n, s);
+}
+static CUresult from_pool(CUdeviceptr *d, size_t n, CUmemoryPool p, CUstream s) {
+    return hami_real.cuMemAllocFromPoolAsync(d, n, p, s);
+}
+static CUresult from_pool_ptsz(CUdeviceptr *d, size_t n, CUmemoryPool p, CUstream s) {
+    return hami_real.cuMemAllocFromPoolAsync_ptsz(d, n, p, s);
 }
 
 EXPORT CUresult cuMemAllocAsync(CUdeviceptr *dptr, size_t bytes, CUstream s) {
     hami_init();
     REAL_OR_FAIL(cuMemAllocAsync);
-    ALLOCATE(dptr, bytes, hami_real.cuMemAllocAsync(dptr, bytes, s));
+    return pool_allocate(dptr, bytes, NULL, s, async_plain);
 }
 
 EXPORT CUresult cuMemAllocAsync_ptsz(CUdeviceptr *dptr, size_t bytes, CUstream s) {
     hami_init();
     REAL_OR_FAIL(cuMemAllocAsync_ptsz);
-    ALLOCATE(dptr, bytes, hami_real.cuMemAllocAsync_ptsz(dptr, bytes, s));
+    return pool_allocate(dptr, bytes, NULL, s, async_ptsz);
 }
 
 EXPORT CUresult cuMemAllocFromPoolAsync(CUdeviceptr *dptr, size_t bytes, CUmemoryPool pool,
                                         CUstream s) {
     hami_init();
     REAL_OR_FAIL(cuMemAllocFromPoolAsync);
-    ALLOCATE(dptr, bytes, hami_real.cuMemAllocFromPoolAsync(dptr, bytes, pool, s));
+    return pool_allocate(dptr, bytes, pool, s, from_pool);
 }
 
 EXPORT CUresult cuMemAllocFromPoolAsync_ptsz(CUdeviceptr *dptr, size_t bytes, CUmemoryPool pool,
                                              CUstream s) {
     hami_init();
     REAL_OR_FAIL(cuMemAllocFromPoolAsync_ptsz);
-    ALLOCATE(dptr, bytes, hami_real.cuMemAllocFromPoolAsync_ptsz(dptr, bytes, pool, s));
+    return pool_allocate(dptr, bytes, pool, s, from_pool_ptsz);
 }
 
 EXPORT CUresult cuMemAllocPitch_v2(CUdeviceptr *dptr, size_t *pitch, size_t width, size_t height,
@@ -145,42 +173,59 @@ EXPORT CUresult cuMemAllocPitch_v2(CUdeviceptr *dptr, size_t *pitch, size_t widt
     if (dptr == NULL || pitch == NULL || width == 0 || height == 0)
         return hami_real.cuMemAllocPitch_v2(dptr, pitch, width, height, elem);
     /* The pitch is only known afterwards: reserve the worst case (width rounded to 512). */
-    uint64_t row = width > MAX_CHARGE ? TOO_LARGE : ((uint64_t)width + 511) / 512 * 512;
-    uint64_t bytes = charged_bytes(product(row, height));
+    uint64_t row = width > HAMI_MAX_CHARGE ? HAMI_TOO_LARGE : ((uint64_t)width + 511) / 512 * 512;
+    uint64_t bytes = hami_charged_bytes(hami_product(row, height));
     int dev = hami_current_device(), over = 0;
-    CUresult rc = reserve(dev, bytes, &over);
+    CUresult rc = hami_reserve(dev, bytes, &over);
     if (rc != CUDA_SUCCESS) return rc;
-    rc = hami_real.cuMemAllocPitch_v2(dptr, pitch, width, height, elem);
+    if (over) {
+        /* Past the limit nothing lands in device memory: the rows come from unified memory, at
+         * the pitch we reserved for (a multiple of 512, as the driver's own). */
+        rc = hami_real.cuMemAllocManaged != NULL
+                 ? hami_real.cuMemAllocManaged(dptr, row * height, CU_MEM_ATTACH_GLOBAL)
+                 : CUDA_ERROR_OUT_OF_MEMORY;
+        if (rc == CUDA_SUCCESS) *pitch = row;
+    } else {
+        rc = hami_real.cuMemAllocPitch_v2(dptr, pitch, width, height, elem);
+    }
     if (rc != CUDA_SUCCESS) {
-        unreserve(dev, bytes, over);
+        hami_unreserve(dev, bytes, over);
         return rc;
     }
-    hami_track_put((uint64_t)*dptr, (struct hami_alloc){bytes, dev, over, 0, 0});
+    hami_track_put((uint64_t)*dptr, (struct hami_alloc){bytes, dev, over, 0, 0, 0, 0});
     return rc;
 }
 
 EXPORT CUresult cuMemFree_v2(CUdeviceptr dptr) {
     hami_init();
     REAL_OR_FAIL(cuMemFree_v2);
-    CUresult rc = hami_real.cuMemFree_v2(dptr);
-    if (rc == CUDA_SUCCESS) forget((uint64_t)dptr);
-    return rc;
+    struct hami_alloc a;
+    int had = hami_track_take((uint64_t)dptr, &a);
+    return freed((uint64_t)dptr, had, &a, hami_real.cuMemFree_v2(dptr));
+}
+
+/* A stream-ordered free of memory that came from unified memory (oversubscription) is a plain
+ * free once the stream has finished with it: the pools never saw it. */
+static CUresult free_async(CUdeviceptr dptr, CUstream s, CUresult (*call)(CUdeviceptr, CUstream)) {
+    struct hami_alloc a;
+    int had = hami_track_take((uint64_t)dptr, &a);
+    if (had && a.oversub) {
+        if (hami_real.cuStreamSynchronize != NULL) hami_real.cuStreamSynchronize(s);
+        return freed((uint64_t)dptr, had, &a, hami_real.cuMemFree_v2(dptr));
+    }
+    return freed((uint64_t)dptr, had, &a, call(dptr, s));
 }
 
 EXPORT CUresult cuMemFreeAsync(CUdeviceptr dptr, CUstream s) {
     hami_init();
     REAL_OR_FAIL(cuMemFreeAsync);
-    CUresult rc = hami_real.cuMemFreeAsync(dptr, s);
-    if (rc == CUDA_SUCCESS) forget((uint64_t)dptr);
-    return rc;
+    return free_async(dptr, s, hami_real.cuMemFreeAsync);
 }
 
 EXPORT CUresult cuMemFreeAsync_ptsz(CUdeviceptr dptr, CUstream s) {
     hami_init();
     REAL_OR_FAIL(cuMemFreeAsync_ptsz);
-    CUresult rc = hami_real.cuMemFreeAsync_ptsz(dptr, s);
-    if (rc == CUDA_SUCCESS) forget((uint64_t)dptr);
-    return rc;
+    return free_async(dptr, s, hami_real.cuMemFreeAsync_ptsz);
 }
 
 /* Virtual memory management: the physical allocation is cuMemCreate; mapping it adds nothing. */
@@ -192,22 +237,18 @@ EXPORT CUresult cuMemCreate(CUmemGenericAllocationHandle *handle, size_t size,
         prop->location.type != CU_MEM_LOCATION_TYPE_DEVICE)
         return hami_real.cuMemCreate(handle, size, prop, flags);
     int dev = prop->location.id >= 0 && prop->location.id < HAMI_MAX_DEVICES ? prop->location.id : 0;
-    int over = 0;
-    CUresult rc = reserve(dev, size > MAX_CHARGE ? TOO_LARGE : size, &over);
+    uint64_t bytes = size > HAMI_MAX_CHARGE ? HAMI_TOO_LARGE : size;
+    /* Physical device memory cannot be host-backed: no oversubscription here. */
+    CUresult rc = hami_reserve(dev, bytes, NULL);
     if (rc != CUDA_SUCCESS) return rc;
-    if (over) { /* physical device memory cannot be host-backed here: refuse instead */
-        unreserve(dev, size, over);
-        return CUDA_ERROR_OUT_OF_MEMORY;
-    }
     rc = hami_real.cuMemCreate(handle, size, prop, flags);
     if (rc != CUDA_SUCCESS) {
-        unreserve(dev, size, 0);
+        hami_unreserve(dev, bytes, 0);
         return rc;
     }
-    hami_track_put((uint64_t)*handle, (struct hami_alloc){size, dev, 0, 0, 0});
+    hami_track_put((uint64_t)*handle, (struct hami_alloc){bytes, dev, 0, 0, 0, 0, 0});
     return rc;
 }
-
 /* VMM: the physical memory lives until its handle is released AND its last mapping is gone
  * (releasing a handle that is still mapped is legal, and NVIDIA's samples do it): it stays
  * charged until both. Mappings are tracked by address, tagged apart from allocations. */
@@ -231,7 +272,7 @@ EXPORT CUresult cuMemRelease(CUmemGenericAllocationHandle handle) {
     struct hami_alloc a;
     if (rc == CUDA_SUCCESS && hami_track_update((uint64_t)handle, released_now, NULL, &a) &&
         a.maps <= 0)
-        unreserve(a.dev, a.bytes, a.oversub);
+        hami_unreserve(a.dev, a.bytes, a.oversub);
     return rc;
 }
 
@@ -243,8 +284,8 @@ EXPORT CUresult cuMemMap(CUdeviceptr ptr, size_t size, size_t offset,
     int one = 1;
     struct hami_alloc a;
     if (rc == CUDA_SUCCESS && hami_track_update((uint64_t)handle, mapped_more, &one, &a))
-        hami_track_put((uint64_t)ptr | MAPPING_TAG, (struct hami_alloc){(uint64_t)handle, -1, 0,
-                                                                        0, 0});
+        hami_track_put((uint64_t)ptr | MAPPING_TAG, (struct hami_alloc){.bytes = (uint64_t)handle,
+                                                                        .dev = -1});
     return rc;
 }
 
@@ -256,7 +297,7 @@ EXPORT CUresult cuMemUnmap(CUdeviceptr ptr, size_t size) {
     int minus = -1;
     if (rc == CUDA_SUCCESS && hami_track_take((uint64_t)ptr | MAPPING_TAG, &mapping) &&
         hami_track_update(mapping.bytes, mapped_more, &minus, &a) && a.released && a.maps <= 0)
-        unreserve(a.dev, a.bytes, a.oversub);
+        hami_unreserve(a.dev, a.bytes, a.oversub);
     return rc;
 }
 
@@ -269,69 +310,111 @@ static uint64_t format_bytes(CUarray_format format) {
     }
 }
 
-static CUresult array_alloc(CUarray *arr, uint64_t bytes, CUresult (*make)(CUarray *, const void *),
-                            const void *desc) {
-    int dev = hami_current_device(), over = 0;
-    bytes = charged_bytes(bytes);
-    CUresult rc = reserve(dev, bytes, &over);
+static uint64_t at_least_one(uint64_t n) { return n ? n : 1; }
+
+/* Bytes of a 1D/2D/3D (layered, cubemap) array: width x height x depth x channels x format. */
+static uint64_t array_bytes(uint64_t w, uint64_t h, uint64_t d, unsigned channels,
+                            CUarray_format format) {
+    uint64_t plane = hami_product(at_least_one(w), at_least_one(h));
+    return hami_product(hami_product(hami_product(plane, at_least_one(d)), channels),
+                        format_bytes(format));
+}
+
+typedef CUresult (*make_fn)(void *out, const void *desc, unsigned levels);
+
+static CUresult array_alloc(void *out, uint64_t key_of_out(void *), uint64_t bytes, make_fn make,
+                            const void *desc, unsigned levels) {
+    int dev = hami_current_device();
+    bytes = hami_charged_bytes(bytes);
+    CUresult rc = hami_reserve(dev, bytes, NULL); /* arrays cannot be host-backed */
     if (rc != CUDA_SUCCESS) return rc;
-    if (over) {
-        unreserve(dev, bytes, over);
-        return CUDA_ERROR_OUT_OF_MEMORY;
-    }
-    rc = make(arr, desc);
+    rc = make(out, desc, levels);
     if (rc != CUDA_SUCCESS) {
-        unreserve(dev, bytes, 0);
+        hami_unreserve(dev, bytes, 0);
         return rc;
     }
-    hami_track_put((uint64_t)(uintptr_t)*arr, (struct hami_alloc){bytes, dev, 0, 0, 0});
+    hami_track_put(key_of_out(out), (struct hami_alloc){bytes, dev, 0, 0, 0, 0, 0});
     return rc;
 }
 
-static CUresult make_2d(CUarray *arr, const void *desc) {
+static uint64_t array_key(void *out) { return (uint64_t)(uintptr_t)*(CUarray *)out; }
+static uint64_t mipmap_key(void *out) { return (uint64_t)(uintptr_t)*(CUmipmappedArray *)out; }
+
+static CUresult make_2d(void *arr, const void *desc, unsigned levels) {
+    (void)levels;
     return hami_real.cuArrayCreate_v2(arr, desc);
 }
-static CUresult make_3d(CUarray *arr, const void *desc) {
+static CUresult make_3d(void *arr, const void *desc, unsigned levels) {
+    (void)levels;
     return hami_real.cuArray3DCreate_v2(arr, desc);
+}
+static CUresult make_mipmap(void *out, const void *desc, unsigned levels) {
+    return hami_real.cuMipmappedArrayCreate(out, desc, levels);
 }
 
 EXPORT CUresult cuArrayCreate_v2(CUarray *arr, const CUDA_ARRAY_DESCRIPTOR *desc) {
     hami_init();
     REAL_OR_FAIL(cuArrayCreate_v2);
     if (arr == NULL || desc == NULL) return hami_real.cuArrayCreate_v2(arr, desc);
-    uint64_t bytes = product(product(product(desc->Width, desc->Height ? desc->Height : 1),
-                                     desc->NumChannels),
-                             format_bytes(desc->Format));
-    return array_alloc(arr, bytes, make_2d, desc);
+    uint64_t bytes = array_bytes(desc->Width, desc->Height, 1, desc->NumChannels, desc->Format);
+    return array_alloc(arr, array_key, bytes, make_2d, desc, 1);
 }
 
 EXPORT CUresult cuArray3DCreate_v2(CUarray *arr, const CUDA_ARRAY3D_DESCRIPTOR *desc) {
     hami_init();
     REAL_OR_FAIL(cuArray3DCreate_v2);
     if (arr == NULL || desc == NULL) return hami_real.cuArray3DCreate_v2(arr, desc);
-    uint64_t plane = product(desc->Width, desc->Height ? desc->Height : 1);
-    uint64_t bytes = product(product(product(plane, desc->Depth ? desc->Depth : 1),
-                                     desc->NumChannels),
-                             format_bytes(desc->Format));
-    return array_alloc(arr, bytes, make_3d, desc);
+    uint64_t bytes =
+        array_bytes(desc->Width, desc->Height, desc->Depth, desc->NumChannels, desc->Format);
+    return array_alloc(arr, array_key, bytes, make_3d, desc, 1);
+}
+
+/* Every level of a mipmapped array is device memory: level l is the base halved l times in
+ * each dimension (never below 1). Past 64 levels every dimension is 1. */
+EXPORT CUresult cuMipmappedArrayCreate(CUmipmappedArray *handle,
+                                       const CUDA_ARRAY3D_DESCRIPTOR *desc, unsigned int levels) {
+    hami_init();
+    REAL_OR_FAIL(cuMipmappedArrayCreate);
+    if (handle == NULL || desc == NULL || levels == 0)
+        return hami_real.cuMipmappedArrayCreate(handle, desc, levels);
+    uint64_t bytes = 0;
+    for (unsigned l = 0; l < levels; l++) {
+        unsigned shift = l < 63 ? l : 63;
+        uint64_t level = array_bytes(desc->Width >> shift, desc->Height >> shift,
+                                     desc->Depth >> shift, desc->NumChannels, desc->Format);
+        bytes = hami_sum(bytes, level);
+        if (l >= 63) { /* every further level is the same single element */
+            bytes = hami_sum(bytes, hami_product(level, levels - l - 1));
+            break;
+        }
+    }
+    return array_alloc(handle, mipmap_key, bytes, make_mipmap, desc, levels);
 }
 
 EXPORT CUresult cuArrayDestroy(CUarray arr) {
     hami_init();
     REAL_OR_FAIL(cuArrayDestroy);
-    CUresult rc = hami_real.cuArrayDestroy(arr);
-    if (rc == CUDA_SUCCESS) forget((uint64_t)(uintptr_t)arr);
-    return rc;
+    struct hami_alloc a;
+    uint64_t key = (uint64_t)(uintptr_t)arr;
+    int had = hami_track_take(key, &a);
+    return freed(key, had, &a, hami_real.cuArrayDestroy(arr));
+}
+
+EXPORT CUresult cuMipmappedArrayDestroy(CUmipmappedArray mipmap) {
+    hami_init();
+    REAL_OR_FAIL(cuMipmappedArrayDestroy);
+    struct hami_alloc a;
+    uint64_t key = (uint64_t)(uintptr_t)mipmap;
+    int had = hami_track_take(key, &a);
+    return freed(key, had, &a, hami_real.cuMipmappedArrayDestroy(mipmap));
 }
 
 /* ---- what the job is told about memory ---- */
 
 static uint64_t container_used(int dev) {
     if (hami.region == NULL) return 0;
-    hami_region_lock(hami.region);
-    uint64_t used = hami_region_used(hami.region, dev);
-    hami_region_unlock(hami.region);
-    return used;
+    hami_cached_recount(dev);
+    return hami_region_used_now(hami.region, dev); /* a killed process's share is gone now */
 }
 
 EXPORT CUresult cuMemGetInfo_v2(size_t *free_bytes, size_t *total_bytes) {
@@ -339,7 +422,7 @@ EXPORT CUresult cuMemGetInfo_v2(size_t *free_bytes, size_t *total_bytes) {
     REAL_OR_FAIL(cuMemGetInfo_v2);
     CUresult rc = hami_real.cuMemGetInfo_v2(free_bytes, total_bytes);
     int dev = hami_current_device();
-    uint64_t limit = hami.limits.memory[dev];
+    uint64_t limit = hami_limit(dev);
     if (rc != CUDA_SUCCESS || free_bytes == NULL || total_bytes == NULL || limit == 0) return rc;
     uint64_t used = container_used(dev);
     uint64_t left = used >= limit ? 0 : limit - used;
@@ -353,85 +436,10 @@ EXPORT CUresult cuDeviceTotalMem_v2(size_t *bytes, CUdevice dev) {
     REAL_OR_FAIL(cuDeviceTotalMem_v2);
     CUresult rc = hami_real.cuDeviceTotalMem_v2(bytes, dev);
     if (rc == CUDA_SUCCESS && bytes != NULL && dev >= 0 && dev < HAMI_MAX_DEVICES) {
-        uint64_t limit = hami.limits.memory[dev];
+        uint64_t limit = hami_limit(dev);
         if (limit != 0 && limit < *bytes) *bytes = limit;
     }
     return rc;
-}
-
-/* ---- launches ---- */
-
-#define LAUNCH(stream, call)                                                                      \
-    do {                                                                                          \
-        hami_init();                                                                              \
-        if (hami.limits.sm_invalid) return CUDA_ERROR_NOT_PERMITTED;                              \
-        if (hami.throttle) hami_throttle_launch(stream);                                          \
-        CUresult rc_ = (call);                                                                    \
-        if (hami.throttle && rc_ == CUDA_SUCCESS) hami_sample_after_launch(stream);               \
-        return rc_;                                                                               \
-    } while (0)
-
-EXPORT CUresult cuLaunchKernel(CUfunction f, unsigned int gx, unsigned int gy, unsigned int gz,
-                               unsigned int bx, unsigned int by, unsigned int bz,
-                               unsigned int shmem, CUstream s, void **params, void **extra) {
-    hami_init();
-    REAL_OR_FAIL(cuLaunchKernel);
-    LAUNCH(s, hami_real.cuLaunchKernel(f, gx, gy, gz, bx, by, bz, shmem, s, params, extra));
-}
-
-EXPORT CUresult cuLaunchKernel_ptsz(CUfunction f, unsigned int gx, unsigned int gy,
-                                    unsigned int gz, unsigned int bx, unsigned int by,
-                                    unsigned int bz, unsigned int shmem, CUstream s,
-                                    void **params, void **extra) {
-    hami_init();
-    REAL_OR_FAIL(cuLaunchKernel_ptsz);
-    LAUNCH(s, hami_real.cuLaunchKernel_ptsz(f, gx, gy, gz, bx, by, bz, shmem, s, params, extra));
-}
-
-EXPORT CUresult cuLaunchKernelEx(const CUlaunchConfig *config, CUfunction f, void **params,
-                                 void **extra) {
-    hami_init();
-    REAL_OR_FAIL(cuLaunchKernelEx);
-    LAUNCH(config ? config->hStream : NULL, hami_real.cuLaunchKernelEx(config, f, params, extra));
-}
-
-EXPORT CUresult cuLaunchKernelEx_ptsz(const CUlaunchConfig *config, CUfunction f, void **params,
-                                      void **extra) {
-    hami_init();
-    REAL_OR_FAIL(cuLaunchKernelEx_ptsz);
-    LAUNCH(config ? config->hStream : NULL,
-           hami_real.cuLaunchKernelEx_ptsz(config, f, params, extra));
-}
-
-EXPORT CUresult cuLaunchCooperativeKernel(CUfunction f, unsigned int gx, unsigned int gy,
-                                          unsigned int gz, unsigned int bx, unsigned int by,
-                                          unsigned int bz, unsigned int shmem, CUstream s,
-                                          void **params) {
-    hami_init();
-    REAL_OR_FAIL(cuLaunchCooperativeKernel);
-    LAUNCH(s, hami_real.cuLaunchCooperativeKernel(f, gx, gy, gz, bx, by, bz, shmem, s, params));
-}
-
-EXPORT CUresult cuLaunchCooperativeKernel_ptsz(CUfunction f, unsigned int gx, unsigned int gy,
-                                               unsigned int gz, unsigned int bx, unsigned int by,
-                                               unsigned int bz, unsigned int shmem, CUstream s,
-                                               void **params) {
-    hami_init();
-    REAL_OR_FAIL(cuLaunchCooperativeKernel_ptsz);
-    LAUNCH(s, hami_real.cuLaunchCooperativeKernel_ptsz(f, gx, gy, gz, bx, by, bz, shmem, s,
-                                                        params));
-}
-
-EXPORT CUresult cuGraphLaunch(CUgraphExec g, CUstream s) {
-    hami_init();
-    REAL_OR_FAIL(cuGraphLaunch);
-    LAUNCH(s, hami_real.cuGraphLaunch(g, s));
-}
-
-EXPORT CUresult cuGraphLaunch_ptsz(CUgraphExec g, CUstream s) {
-    hami_init();
-    REAL_OR_FAIL(cuGraphLaunch_ptsz);
-    LAUNCH(s, hami_real.cuGraphLaunch_ptsz(g, s));
 }
 
 /* ---- the pre-3.2 generation ----

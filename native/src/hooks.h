@@ -40,6 +40,46 @@
     X(cuArray3DCreate_v2, CUresult, (CUarray *arr, const CUDA_ARRAY3D_DESCRIPTOR *desc),         \
       (arr, desc))                                                                               \
     X(cuArrayDestroy, CUresult, (CUarray arr), (arr))                                            \
+    X(cuMipmappedArrayCreate, CUresult,                                                          \
+      (CUmipmappedArray *handle, const CUDA_ARRAY3D_DESCRIPTOR *desc, unsigned int levels),      \
+      (handle, desc, levels))                                                                    \
+    X(cuMipmappedArrayDestroy, CUresult, (CUmipmappedArray handle), (handle))                    \
+    X(cuCtxSetLimit, CUresult, (CUlimit which, size_t value), (which, value))                    \
+    X(cuDevicePrimaryCtxRetain, CUresult, (CUcontext *ctx, CUdevice dev), (ctx, dev))            \
+    X(cuCtxCreate, CUresult, (CUcontext *ctx, unsigned int flags, CUdevice dev), (ctx, flags, dev)) \
+    X(cuCtxCreate_v2, CUresult, (CUcontext *ctx, unsigned int flags, CUdevice dev),              \
+      (ctx, flags, dev))                                                                         \
+    X(cuCtxCreate_v3, CUresult,                                                                  \
+      (CUcontext *ctx, CUexecAffinityParam *params, int n, unsigned int flags, CUdevice dev),    \
+      (ctx, params, n, flags, dev))                                                              \
+    X(cuCtxCreate_v4, CUresult,                                                                  \
+      (CUcontext *ctx, CUctxCreateParams *params, unsigned int flags, CUdevice dev),             \
+      (ctx, params, flags, dev))                                                                 \
+    X(cuMemPoolCreate, CUresult, (CUmemoryPool *pool, const CUmemPoolProps *props), (pool, props)) \
+    X(cuMemPoolDestroy, CUresult, (CUmemoryPool pool), (pool))                                   \
+    X(cuMemPoolTrimTo, CUresult, (CUmemoryPool pool, size_t keep), (pool, keep))                 \
+    X(cuMemPoolSetAttribute, CUresult, (CUmemoryPool pool, CUmemPool_attribute attr, void *value), \
+      (pool, attr, value))                                                                       \
+    X(cuCtxSynchronize, CUresult, (void), ())                                                    \
+    X(cuStreamSynchronize, CUresult, (CUstream s), (s))                                          \
+    X(cuStreamSynchronize_ptsz, CUresult, (CUstream s), (s))                                     \
+    X(cuEventSynchronize, CUresult, (CUevent e), (e))                                            \
+    X(cuGraphInstantiateWithFlags, CUresult,                                                     \
+      (CUgraphExec *exec, CUgraph graph, unsigned long long flags), (exec, graph, flags))        \
+    X(cuGraphInstantiateWithParams, CUresult,                                                    \
+      (CUgraphExec *exec, CUgraph graph, CUDA_GRAPH_INSTANTIATE_PARAMS *params),                 \
+      (exec, graph, params))                                                                     \
+    X(cuGraphInstantiateWithParams_ptsz, CUresult,                                               \
+      (CUgraphExec *exec, CUgraph graph, CUDA_GRAPH_INSTANTIATE_PARAMS *params),                 \
+      (exec, graph, params))                                                                     \
+    X(cuGraphInstantiate, CUresult,                                                              \
+      (CUgraphExec *exec, CUgraph graph, CUgraphNode *error_node, char *log, size_t log_size),   \
+      (exec, graph, error_node, log, log_size))                                                  \
+    X(cuGraphInstantiate_v2, CUresult,                                                           \
+      (CUgraphExec *exec, CUgraph graph, CUgraphNode *error_node, char *log, size_t log_size),   \
+      (exec, graph, error_node, log, log_size))                                                  \
+    X(cuGraphExecDestroy, CUresult, (CUgraphExec exec), (exec))                                  \
+    X(cuDeviceGraphMemTrim, CUresult, (CUdevice dev), (dev))                                     \
     X(cuMemGetInfo_v2, CUresult, (size_t *free_bytes, size_t *total_bytes),                      \
       (free_bytes, total_bytes))                                                                 \
     X(cuDeviceTotalMem_v2, CUresult, (size_t *bytes, CUdevice dev), (bytes, dev))                \
@@ -79,6 +119,11 @@
       (CUfunction f, unsigned int gx, unsigned int gy, unsigned int gz, unsigned int bx,         \
        unsigned int by, unsigned int bz, unsigned int shmem, CUstream s, void **params),         \
       (f, gx, gy, gz, bx, by, bz, shmem, s, params))                                             \
+    X(cuLaunch, CUresult, (CUfunction f), (f))                                                   \
+    X(cuLaunchGrid, CUresult, (CUfunction f, int w, int h), (f, w, h))                           \
+    X(cuLaunchGridAsync, CUresult, (CUfunction f, int w, int h, CUstream s), (f, w, h, s))       \
+    X(cuLaunchCooperativeKernelMultiDevice, CUresult,                                            \
+      (CUDA_LAUNCH_PARAMS *list, unsigned int n, unsigned int flags), (list, n, flags))          \
     X(cuGraphLaunch, CUresult, (CUgraphExec g, CUstream s), (g, s))                              \
     X(cuGraphLaunch_ptsz, CUresult, (CUgraphExec g, CUstream s), (g, s))                         \
     X(cuGetProcAddress, CUresult,                                                                \
@@ -100,7 +145,26 @@
     X(cuEventRecord, CUresult, (CUevent e, CUstream s), (e, s))                                  \
     X(cuEventQuery, CUresult, (CUevent e), (e))                                                  \
     X(cuEventElapsedTime, CUresult, (float *ms, CUevent a, CUevent b), (ms, a, b))               \
-    X(cuEventDestroy_v2, CUresult, (CUevent e), (e))
+    X(cuEventDestroy_v2, CUresult, (CUevent e), (e))                                             \
+    X(cuThreadExchangeStreamCaptureMode, CUresult, (CUstreamCaptureMode *mode), (mode))          \
+    X(cuStreamIsCapturing, CUresult, (CUstream s, CUstreamCaptureStatus *status), (s, status))   \
+    X(cuStreamGetDevice, CUresult, (CUstream s, CUdevice *dev), (s, dev))                        \
+    X(cuDeviceGetCount, CUresult, (int *count), (count))                                         \
+    X(cuDeviceGetAttribute, CUresult, (int *v, CUdevice_attribute attr, CUdevice dev),           \
+      (v, attr, dev))                                                                            \
+    X(cuCtxGetLimit, CUresult, (size_t *value, CUlimit which), (value, which))                   \
+    X(cuDeviceGetMemPool, CUresult, (CUmemoryPool *pool, CUdevice dev), (pool, dev))             \
+    X(cuDeviceGetDefaultMemPool, CUresult, (CUmemoryPool *pool, CUdevice dev), (pool, dev))      \
+    X(cuMemPoolGetAttribute, CUresult, (CUmemoryPool pool, CUmemPool_attribute attr, void *value), \
+      (pool, attr, value))                                                                       \
+    X(cuGraphGetNodes, CUresult, (CUgraph g, CUgraphNode *nodes, size_t *n), (g, nodes, n))      \
+    X(cuGraphNodeGetType, CUresult, (CUgraphNode node, CUgraphNodeType *type), (node, type))     \
+    X(cuGraphMemAllocNodeGetParams, CUresult,                                                    \
+      (CUgraphNode node, CUDA_MEM_ALLOC_NODE_PARAMS *params), (node, params))                    \
+    X(cuGraphChildGraphNodeGetGraph, CUresult, (CUgraphNode node, CUgraph *g), (node, g))        \
+    X(cuGraphNodeGetParams, CUresult, (CUgraphNode node, CUgraphNodeParams *params), (node, params)) \
+    X(cuDeviceGetGraphMemAttribute, CUresult,                                                    \
+      (CUdevice dev, CUgraphMem_attribute attr, void *value), (dev, attr, value))
 
 #define HAMI_NVML_USES(X)                                                                         \
     X(nvmlDeviceGetUUID, nvmlReturn_t, (nvmlDevice_t d, char *uuid, unsigned int len),          \

@@ -3,6 +3,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "charge.h"
 #include "vgpu.h"
 
 #define EXPORT __attribute__((visibility("default")))
@@ -40,14 +41,9 @@ static int visible_index(nvmlDevice_t device) {
 
 static int limited(nvmlDevice_t device, uint64_t *limit, uint64_t *used) {
     int dev = visible_index(device);
-    if (dev < 0 || hami.limits.memory[dev] == 0) return 0;
-    *limit = hami.limits.memory[dev];
-    *used = 0;
-    if (hami.region != NULL) {
-        hami_region_lock(hami.region);
-        *used = hami_region_used(hami.region, dev);
-        hami_region_unlock(hami.region);
-    }
+    if (dev < 0 || hami_limit(dev) == 0) return 0;
+    *limit = hami_limit(dev);
+    *used = hami.region != NULL ? hami_region_used_now(hami.region, dev) : 0;
     return 1;
 }
 

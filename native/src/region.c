@@ -115,6 +115,9 @@ struct hami_region *hami_region_open(const char *path, const struct hami_limits 
                     r->limit[i] = mine;
                 }
             }
+            int sm = limits->sm_percent;
+            if (sm > 0 && sm < 100 && (r->sm_limit <= 0 || r->sm_limit >= 100 || sm < r->sm_limit))
+                r->sm_limit = sm;
             hami_region_unlock(r);
         }
     }
@@ -189,6 +192,14 @@ int hami_region_reap(struct hami_region *r) {
 }
 
 uint64_t hami_region_used(const struct hami_region *r, int dev) { return r->used[dev]; }
+
+uint64_t hami_region_used_now(struct hami_region *r, int dev) {
+    hami_region_lock(r);
+    hami_region_reap(r);
+    uint64_t used = r->used[dev];
+    hami_region_unlock(r);
+    return used;
+}
 
 uint64_t hami_region_oversub(const struct hami_region *r, int dev) {
     uint64_t total = 0;

@@ -50,6 +50,8 @@ int hami_region_reap(struct hami_region *r);
 void hami_region_recount(struct hami_region *r);
 /* Bytes held on a device by all live processes; call with the lock held. */
 uint64_t hami_region_used(const struct hami_region *r, int dev);
+/* The same, after reaping the slots of processes that are gone; takes the lock itself. */
+uint64_t hami_region_used_now(struct hami_region *r, int dev);
 uint64_t hami_region_oversub(const struct hami_region *r, int dev);
 
 /* Reserve bytes on dev against limit (0 = unlimited), atomically for the whole container.

@@ -1,7 +1,7 @@
 /* Measuring the container's GPU time with CUDA events, and waiting when its budget is spent.
  *
- * One chain of marker events per process, whatever stream or thread launched: about once per
- * millisecond a marker is recorded after a launch. The chain keeps the marker that completed
+ * One chain of marker events per process and device, whatever stream or thread launched:
+ * about once per millisecond a marker is recorded after a launch. The chain keeps the marker that completed
  * latest (its "frontier"); a newly completed marker that lies after the frontier moves it, and
  * the time it moved (cuEventElapsedTime works across streams of a context) is work done on the
  * device. Work of several streams that overlaps is counted once (as device time, which is what
@@ -13,13 +13,15 @@
  * the per-thread default stream cannot slip work past it, and no thread leaves events behind. */
 #define _GNU_SOURCE
 #include <pthread.h>
+#include <string.h>
 #include <time.h>
 
+#include "charge.h"
 #include "log.h"
 #include "throttle.h"
 #include "vgpu.h"
 
-#define SAMPLE_NS 1000000ULL   /* record an event at most this often per process */
+#define SAMPLE_NS 1000000ULL   /* record an event at most this often per process and device */
 #define BURST_NS 20000000LL    /* bucket cap: 20 ms of GPU time */
 #define RING 64
 
@@ -28,58 +30,77 @@ struct marker {
     CUstream stream;
 };
 
+/* One chain per device: markers of one device are timed against each other only. */
+struct chain {
+    struct marker ring[RING];
+    int head, count;         /* pending markers, oldest at head */
+    struct marker last_done; /* the frontier: the completed marker that finished last */
+    uint64_t last_sample_ns;
+    CUevent spare[RING];
+    int spares;
+};
+
 static pthread_mutex_t chain_lock = PTHREAD_MUTEX_INITIALIZER;
-static struct marker ring[RING];
-static int head, count;          /* pending markers, oldest at head */
-static struct marker last_done;  /* the frontier: the completed marker that finished last */
-static uint64_t last_sample_ns;
-static CUevent spare[RING];
-static int spares;
+static struct chain chains[HAMI_MAX_DEVICES];
 
 /* After fork the child has no CUDA context and maybe a lock held by a thread that is gone. */
-static void reset_chain(void) {
+static void reset_chains(void) {
     pthread_mutex_init(&chain_lock, NULL);
-    head = count = spares = 0;
-    last_done = (struct marker){NULL, NULL};
-    last_sample_ns = 0;
+    memset(chains, 0, sizeof(chains));
 }
 
 __attribute__((constructor)) static void chain_atfork(void) {
-    pthread_atfork(NULL, NULL, reset_chain);
+    pthread_atfork(NULL, NULL, reset_chains);
 }
 
-static CUevent take_event(void) {
-    if (spares > 0) return spare[--spares];
+/* Our event calls must never count as the program's "potentially unsafe" calls during a stream
+ * capture in global mode (PyTorch's default), which would invalidate the capture: this thread
+ * is relaxed while it touches the chain. The events themselves are recorded only on streams
+ * that are not capturing. Call with chain_lock held. */
+static CUstreamCaptureMode relax(void) {
+    CUstreamCaptureMode mode = CU_STREAM_CAPTURE_MODE_RELAXED;
+    if (hami_real.cuThreadExchangeStreamCaptureMode != NULL)
+        hami_real.cuThreadExchangeStreamCaptureMode(&mode);
+    return mode;
+}
+
+static void restore(CUstreamCaptureMode mode) {
+    if (hami_real.cuThreadExchangeStreamCaptureMode != NULL)
+        hami_real.cuThreadExchangeStreamCaptureMode(&mode);
+}
+
+static CUevent take_event(struct chain *c) {
+    if (c->spares > 0) return c->spare[--c->spares];
     CUevent e = NULL;
     if (hami_real.cuEventCreate == NULL || hami_real.cuEventCreate(&e, 0) != CUDA_SUCCESS)
         return NULL;
     return e;
 }
 
-static void give_event(CUevent e) {
+static void give_event(struct chain *c, CUevent e) {
     if (e == NULL) return;
-    if (spares < RING) spare[spares++] = e;
+    if (c->spares < RING) c->spare[c->spares++] = e;
     else if (hami_real.cuEventDestroy_v2 != NULL) hami_real.cuEventDestroy_v2(e);
 }
 
-/* GPU time completed since the last call, in ns (chain_lock held). */
-static uint64_t collect(void) {
+/* GPU time completed since the last call, in ns (chain_lock held, relaxed). */
+static uint64_t collect(struct chain *c) {
     uint64_t busy = 0;
-    while (count > 0) {
-        struct marker m = ring[head];
+    while (c->count > 0) {
+        struct marker m = c->ring[c->head];
         if (hami_real.cuEventQuery(m.event) != CUDA_SUCCESS) break;
-        head = (head + 1) % RING;
-        count--;
+        c->head = (c->head + 1) % RING;
+        c->count--;
         float ms = 0;
-        if (last_done.event == NULL) {
-            last_done = m;
-        } else if (hami_real.cuEventElapsedTime(&ms, last_done.event, m.event) == CUDA_SUCCESS &&
+        if (c->last_done.event == NULL) {
+            c->last_done = m;
+        } else if (hami_real.cuEventElapsedTime(&ms, c->last_done.event, m.event) == CUDA_SUCCESS &&
                    ms > 0) {
             busy += (uint64_t)(ms * 1e6); /* the frontier moved: that much device time */
-            give_event(last_done.event);
-            last_done = m;
+            give_event(c, c->last_done.event);
+            c->last_done = m;
         } else {
-            give_event(m.event); /* finished before the frontier: already counted */
+            give_event(c, m.event); /* finished before the frontier: already counted */
         }
     }
     return busy;
@@ -99,44 +120,51 @@ static void settle(int dev, uint64_t busy, uint64_t now) {
     hami_region_unlock(r);
 }
 
-static void mark(CUstream stream) {
-    if (count >= RING) return;
-    CUevent e = take_event();
+/* chain_lock held, relaxed. */
+static void mark(struct chain *c, CUstream stream) {
+    if (c->count >= RING) return;
+    CUevent e = take_event(c);
     if (e != NULL && hami_real.cuEventRecord(e, stream) == CUDA_SUCCESS) {
-        ring[(head + count) % RING] = (struct marker){e, stream};
-        count++;
+        c->ring[(c->head + c->count) % RING] = (struct marker){e, stream};
+        c->count++;
     } else {
-        give_event(e);
+        give_event(c, e);
     }
 }
 
 void hami_sample_after_launch(CUstream stream) {
     if (hami_real.cuEventRecord == NULL || hami_real.cuEventQuery == NULL) return;
+    int dev = hami_stream_device(stream);
+    struct chain *c = &chains[dev];
     uint64_t now = hami_now_ns();
-    if (now - __atomic_load_n(&last_sample_ns, __ATOMIC_RELAXED) < SAMPLE_NS) return;
+    if (now - __atomic_load_n(&c->last_sample_ns, __ATOMIC_RELAXED) < SAMPLE_NS) return;
     pthread_mutex_lock(&chain_lock);
-    if (now - last_sample_ns < SAMPLE_NS) { /* another thread sampled meanwhile */
+    if (now - c->last_sample_ns < SAMPLE_NS) { /* another thread sampled meanwhile */
         pthread_mutex_unlock(&chain_lock);
         return;
     }
-    last_sample_ns = now;
-    uint64_t busy = collect();
-    mark(stream);
+    c->last_sample_ns = now;
+    CUstreamCaptureMode mode = relax();
+    uint64_t busy = collect(c);
+    mark(c, stream);
+    restore(mode);
     pthread_mutex_unlock(&chain_lock);
-    int dev = hami_current_device();
     if (hami.limits.policy == HAMI_POLICY_DEFAULT && hami.compute->relaxed[dev]) return;
     settle(dev, busy, now);
 }
 
-static uint64_t collect_locked(void) {
+static uint64_t collect_locked(struct chain *c) {
     pthread_mutex_lock(&chain_lock);
-    uint64_t busy = collect();
+    CUstreamCaptureMode mode = relax();
+    uint64_t busy = collect(c);
+    restore(mode);
     pthread_mutex_unlock(&chain_lock);
     return busy;
 }
 
 void hami_throttle_launch(CUstream stream) {
-    int dev = hami_current_device();
+    int dev = hami_stream_device(stream);
+    struct chain *c = &chains[dev];
     struct hami_region *r = hami.compute;
     if (hami.limits.policy == HAMI_POLICY_DEFAULT && r->relaxed[dev]) return;
     int slept = 0;
@@ -150,7 +178,9 @@ void hami_throttle_launch(CUstream stream) {
         if (wait == 0) break;
         if (!slept) { /* cover every launch made so far */
             pthread_mutex_lock(&chain_lock);
-            mark(stream);
+            CUstreamCaptureMode mode = relax();
+            mark(c, stream);
+            restore(mode);
             pthread_mutex_unlock(&chain_lock);
         }
         slept = 1;
@@ -158,19 +188,21 @@ void hami_throttle_launch(CUstream stream) {
         struct timespec ts = {(time_t)(wait / 1000000000ULL), (long)(wait % 1000000000ULL)};
         nanosleep(&ts, NULL);
         /* While we wait, work already queued completes: count it, or we would wait forever. */
-        settle(dev, collect_locked(), hami_now_ns());
+        settle(dev, collect_locked(c), hami_now_ns());
     }
     if (slept && hami_real.cuEventQuery != NULL) {
         pthread_mutex_lock(&chain_lock);
-        uint64_t busy = collect();
-        if (count == 0 && (last_done.event == NULL ||
-                           hami_real.cuEventQuery(last_done.event) == CUDA_SUCCESS)) {
+        CUstreamCaptureMode mode = relax();
+        uint64_t busy = collect(c);
+        if (c->count == 0 && (c->last_done.event == NULL ||
+                              hami_real.cuEventQuery(c->last_done.event) == CUDA_SUCCESS)) {
             /* Drained while we slept: restart the chain before this launch. */
-            give_event(last_done.event);
-            last_done = (struct marker){NULL, NULL};
-            mark(stream);
-            last_sample_ns = hami_now_ns();
+            give_event(c, c->last_done.event);
+            c->last_done = (struct marker){NULL, NULL};
+            mark(c, stream);
+            c->last_sample_ns = hami_now_ns();
         }
+        restore(mode);
         pthread_mutex_unlock(&chain_lock);
         settle(dev, busy, hami_now_ns());
     }

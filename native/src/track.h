@@ -11,7 +11,12 @@ struct hami_alloc {
     int32_t oversub; /* 1: host-backed fallback, counted apart */
     int32_t maps;     /* VMM handles: live mappings of it */
     int32_t released; /* VMM handles: cuMemRelease was called while it was still mapped */
+    int32_t kind;     /* HAMI_ALLOC_PLAIN or HAMI_ALLOC_POOL */
+    uint64_t aux;     /* HAMI_ALLOC_POOL: the pool it came from */
 };
+
+#define HAMI_ALLOC_PLAIN 0
+#define HAMI_ALLOC_POOL 1
 
 void hami_track_put(uint64_t key, struct hami_alloc value);
 /* Remove and return the entry; 0 when it was not tracked. */

@@ -75,6 +75,13 @@ static void init_once(void) {
                   "share is enforced per process");
         hami.compute = hami_region_open(NULL, &hami.limits);
     }
+    /* A process started without the environment (or with a laxer one) is still bound by the
+     * container's share as the region records it. */
+    int region_sm = hami.region != NULL ? hami.region->sm_limit : 0;
+    if (region_sm > 0 && region_sm < 100 && !hami.limits.sm_invalid &&
+        (hami.limits.sm_percent <= 0 || hami.limits.sm_percent >= 100 ||
+         region_sm < hami.limits.sm_percent))
+        hami.limits.sm_percent = region_sm;
     int sm = hami.limits.sm_percent;
     hami.throttle = sm > 0 && sm < 100 && hami.limits.policy != HAMI_POLICY_DISABLE &&
                     hami.limits.priority != 0 && hami.compute != NULL;

@@ -20,6 +20,8 @@ extern uint64_t fake_kernel_ns_total(void);
 extern long fake_events_live(void);
 extern uint64_t fake_managed_allocs(void);
 extern void fake_set_device(int d);
+extern uint64_t fake_used(int d);
+extern long fake_capture_violations(void);
 
 typedef CUresult (*alloc_fn)(CUdeviceptr *, size_t);
 typedef CUresult (*free_fn)(CUdeviceptr);
@@ -52,8 +54,16 @@ static CUresult via_free(CUdeviceptr p) { return cuMemFree_v2(p); }
 static CUresult via_managed(CUdeviceptr *p, size_t n) { return cuMemAllocManaged(p, n, CU_MEM_ATTACH_GLOBAL); }
 static CUresult via_async(CUdeviceptr *p, size_t n) { return cuMemAllocAsync(p, n, NULL); }
 static CUresult via_async_ptsz(CUdeviceptr *p, size_t n) { return cuMemAllocAsync_ptsz(p, n, NULL); }
-static CUresult via_free_async(CUdeviceptr p) { return cuMemFreeAsync(p, NULL); }
-static CUresult via_pool(CUdeviceptr *p, size_t n) { return cuMemAllocFromPoolAsync(p, n, NULL, NULL); }
+/* A pool gives freed memory back at the next synchronisation (release threshold 0). */
+static CUresult via_free_async(CUdeviceptr p) {
+    CUresult rc = cuMemFreeAsync(p, NULL);
+    return rc != CUDA_SUCCESS ? rc : cuStreamSynchronize(NULL);
+}
+static CUresult via_pool(CUdeviceptr *p, size_t n) {
+    CUmemoryPool pool = NULL;
+    CHECK(cuDeviceGetDefaultMemPool(&pool, 0) == CUDA_SUCCESS);
+    return cuMemAllocFromPoolAsync(p, n, pool, NULL);
+}
 static CUresult via_pitch(CUdeviceptr *p, size_t n) {
     size_t pitch = 0;
     return cuMemAllocPitch_v2(p, &pitch, 1024, n / 1024, 4);
@@ -324,6 +334,224 @@ static void scenario_alloc_rate(int n) {
     printf("ns_per_alloc_free %.1f\n", (now_s() - start) * 1e9 / n);
 }
 
+/* ---- routes a hostile tenant takes around the plain allocation calls ---- */
+
+static size_t free_on(int dev) {
+    fake_set_device(dev);
+    size_t f = free_now();
+    fake_set_device(0);
+    return f;
+}
+
+/* Frees racing allocations that get the same address back on other threads: after everything
+ * is freed the container holds nothing. */
+static void *churn(void *arg) {
+    (void)arg;
+    for (int i = 0; i < 20000; i++) {
+        CUdeviceptr p = 0;
+        if (cuMemAlloc_v2(&p, 4096 + (size_t)(i % 3) * 512) == CUDA_SUCCESS) CHECK(cuMemFree_v2(p) == CUDA_SUCCESS);
+    }
+    return NULL;
+}
+
+static void scenario_free_race(void) {
+    size_t before = free_now();
+    pthread_t t[8];
+    for (int i = 0; i < 8; i++) CHECK(pthread_create(&t[i], NULL, churn, NULL) == 0);
+    for (int i = 0; i < 8; i++) pthread_join(t[i], NULL);
+    CHECK(free_now() == before);
+}
+
+/* A pool keeps what it is allowed to keep: charged until it trims. Growth in chunks past the
+ * limit is refused and undone. Allocations are charged to the stream's and the pool's device. */
+static void scenario_pools(void) {
+    CUmemoryPool pool = NULL;
+    CHECK(cuDeviceGetDefaultMemPool(&pool, 0) == CUDA_SUCCESS);
+    cuuint64_t keep_all = UINT64_MAX;
+    CHECK(cuMemPoolSetAttribute(pool, CU_MEMPOOL_ATTR_RELEASE_THRESHOLD, &keep_all) == CUDA_SUCCESS);
+    size_t before = free_now();
+    CUdeviceptr p = 0, q = 0;
+    CHECK(cuMemAllocAsync(&p, 48 * MB, NULL) == CUDA_SUCCESS);
+    CHECK(cuMemFreeAsync(p, NULL) == CUDA_SUCCESS);
+    CHECK(cuStreamSynchronize(NULL) == CUDA_SUCCESS);
+    CHECK(free_now() == before - 48 * MB);           /* the pool still holds it */
+    CHECK(cuMemAlloc_v2(&q, 32 * MB) == CUDA_ERROR_OUT_OF_MEMORY);
+    CHECK(cuMemAllocAsync(&p, 40 * MB, NULL) == CUDA_SUCCESS); /* served from what it holds */
+    CHECK(cuMemFreeAsync(p, NULL) == CUDA_SUCCESS);
+    CHECK(cuMemPoolTrimTo(pool, 0) == CUDA_SUCCESS);
+    CHECK(free_now() == before);
+    CHECK(cuMemAlloc_v2(&q, 32 * MB) == CUDA_SUCCESS && cuMemFree_v2(q) == CUDA_SUCCESS);
+    /* Release threshold 0 again: freed memory goes back at the next synchronisation. */
+    cuuint64_t keep_none = 0;
+    CHECK(cuMemPoolSetAttribute(pool, CU_MEMPOOL_ATTR_RELEASE_THRESHOLD, &keep_none) == CUDA_SUCCESS);
+    CHECK(cuMemAllocAsync(&p, 48 * MB, NULL) == CUDA_SUCCESS && cuMemFreeAsync(p, NULL) == CUDA_SUCCESS);
+    CHECK(cuCtxSynchronize() == CUDA_SUCCESS);
+    CHECK(free_now() == before);
+    /* A pool made for device 1, used while device 0 is current: device 1's limit binds. */
+    CUmemPoolProps props;
+    memset(&props, 0, sizeof(props));
+    props.allocType = CU_MEM_ALLOCATION_TYPE_PINNED;
+    props.location.type = CU_MEM_LOCATION_TYPE_DEVICE;
+    props.location.id = 1;
+    CUmemoryPool pool1 = NULL;
+    CHECK(cuMemPoolCreate(&pool1, &props) == CUDA_SUCCESS);
+    CHECK(cuMemAllocFromPoolAsync(&p, 80 * MB, pool1, NULL) == CUDA_ERROR_OUT_OF_MEMORY);
+    CHECK(cuMemAllocFromPoolAsync(&p, 16 * MB, pool1, NULL) == CUDA_SUCCESS);
+    CHECK(free_on(1) == 48 * MB && free_now() == before);
+    CHECK(cuMemFreeAsync(p, NULL) == CUDA_SUCCESS && cuMemPoolDestroy(pool1) == CUDA_SUCCESS);
+    CHECK(free_on(1) == 64 * MB);
+    /* A stream of device 1, device 0 current: charged to device 1. */
+    fake_set_device(1);
+    CUstream s1 = NULL;
+    CHECK(cuStreamCreate(&s1, 0) == CUDA_SUCCESS);
+    fake_set_device(0);
+    CHECK(cuMemAllocAsync(&p, 80 * MB, s1) == CUDA_ERROR_OUT_OF_MEMORY);
+    CHECK(cuMemAllocAsync(&p, 16 * MB, s1) == CUDA_SUCCESS);
+    CHECK(free_on(1) == 48 * MB);
+    CHECK(cuMemFreeAsync(p, s1) == CUDA_SUCCESS && cuStreamSynchronize(s1) == CUDA_SUCCESS);
+    CHECK(free_on(1) == 64 * MB);
+}
+
+/* The pool grows in chunks bigger than the request: that growth is what the device loses, so
+ * it must fit the limit too (FAKE_POOL_CHUNK_MB=128 against a 64 MiB limit). */
+static void scenario_pool_chunks(void) {
+    CUdeviceptr p = 0;
+    CHECK(cuMemAllocAsync(&p, 8 * MB, NULL) == CUDA_ERROR_OUT_OF_MEMORY);
+    CHECK(fake_used(0) == 0); /* undone: the pool gave its chunk back */
+    CHECK(free_now() == 64 * MB);
+}
+
+static CUgraph graph_with_allocation(size_t bytes, int dev) {
+    CUgraph g = NULL;
+    CHECK(cuGraphCreate(&g, 0) == CUDA_SUCCESS);
+    CUDA_MEM_ALLOC_NODE_PARAMS params;
+    memset(&params, 0, sizeof(params));
+    params.poolProps.allocType = CU_MEM_ALLOCATION_TYPE_PINNED;
+    params.poolProps.location.type = CU_MEM_LOCATION_TYPE_DEVICE;
+    params.poolProps.location.id = dev;
+    params.bytesize = bytes;
+    CUgraphNode node = NULL;
+    CHECK(cuGraphAddMemAllocNode(&node, g, NULL, 0, &params) == CUDA_SUCCESS);
+    return g;
+}
+
+/* Graph memory nodes, directly, inside a child graph and inside a conditional's body. */
+static void scenario_graphs(void) {
+    size_t before = free_now();
+    CUgraphExec a = NULL, b = NULL, c = NULL;
+    CHECK(cuGraphInstantiateWithFlags(&a, graph_with_allocation(48 * MB, 0), 0) == CUDA_SUCCESS);
+    CHECK(free_now() == before - 48 * MB);
+    CHECK(cuGraphInstantiateWithFlags(&b, graph_with_allocation(32 * MB, 0), 0) ==
+          CUDA_ERROR_OUT_OF_MEMORY);
+    CHECK(b == NULL);
+    CUgraph outer = NULL;
+    CHECK(cuGraphCreate(&outer, 0) == CUDA_SUCCESS);
+    CUgraphNode child = NULL;
+    CHECK(cuGraphAddChildGraphNode(&child, outer, NULL, 0, graph_with_allocation(32 * MB, 0)) ==
+          CUDA_SUCCESS);
+    CHECK(cuGraphInstantiate(&b, outer, NULL, NULL, 0) == CUDA_ERROR_OUT_OF_MEMORY); /* 48 + 32 */
+    CHECK(cuGraphLaunch(a, NULL) == CUDA_SUCCESS);
+    CHECK(cuGraphExecDestroy(a) == CUDA_SUCCESS);
+    CHECK(free_now() == before - 48 * MB); /* the device keeps launched graph memory cached */
+    CHECK(cuDeviceGraphMemTrim(0) == CUDA_SUCCESS);
+    CHECK(free_now() == before);
+    CUDA_GRAPH_INSTANTIATE_PARAMS ip = {0};
+    CHECK(cuGraphInstantiateWithParams(&b, outer, &ip) == CUDA_SUCCESS);
+    CHECK(free_now() == before - 32 * MB);
+    CUgraph cond = NULL;
+    CHECK(cuGraphCreate(&cond, 0) == CUDA_SUCCESS);
+    CUgraphNodeParams np;
+    memset(&np, 0, sizeof(np));
+    np.type = CU_GRAPH_NODE_TYPE_CONDITIONAL;
+    np.conditional.type = CU_GRAPH_COND_TYPE_IF;
+    np.conditional.size = 1;
+    CUgraphNode cnode = NULL;
+    CHECK(cuGraphAddNode_v2(&cnode, cond, NULL, NULL, 0, &np) == CUDA_SUCCESS);
+    CUgraphNodeParams alloc;
+    memset(&alloc, 0, sizeof(alloc));
+    alloc.type = CU_GRAPH_NODE_TYPE_MEM_ALLOC;
+    alloc.alloc.poolProps.location.type = CU_MEM_LOCATION_TYPE_DEVICE;
+    alloc.alloc.bytesize = 40 * MB;
+    CUgraphNode inner = NULL;
+    CHECK(cuGraphAddNode_v2(&inner, np.conditional.phGraph_out[0], NULL, NULL, 0, &alloc) ==
+          CUDA_SUCCESS);
+    CHECK(cuGraphInstantiateWithFlags(&c, cond, 0) == CUDA_ERROR_OUT_OF_MEMORY); /* 32 + 40 */
+    CHECK(cuGraphExecDestroy(b) == CUDA_SUCCESS);
+    CHECK(cuGraphInstantiateWithFlags(&c, cond, 0) == CUDA_SUCCESS);
+    CHECK(cuGraphExecDestroy(c) == CUDA_SUCCESS);
+    CHECK(free_now() == before);
+}
+
+/* The context's heap, printf FIFO and stack are device memory: growing them is charged. */
+static void scenario_ctx_limits(void) {
+    size_t before = free_now();
+    CHECK(cuCtxSetLimit(CU_LIMIT_MALLOC_HEAP_SIZE, 100 * MB) == CUDA_ERROR_OUT_OF_MEMORY);
+    CHECK(cuCtxSetLimit(CU_LIMIT_MALLOC_HEAP_SIZE, 32 * MB) == CUDA_SUCCESS);
+    CHECK(free_now() == before - 24 * MB); /* 8 MiB is the context's own */
+    /* 4 KiB of stack for each of 4 x 2048 resident threads: 32 MiB, 8 of them the default. */
+    CHECK(cuCtxSetLimit(CU_LIMIT_STACK_SIZE, 16384) == CUDA_ERROR_OUT_OF_MEMORY);
+    CHECK(cuCtxSetLimit(CU_LIMIT_STACK_SIZE, 4096) == CUDA_SUCCESS);
+    CHECK(free_now() == before - 48 * MB);
+    CHECK(cuCtxSetLimit(CU_LIMIT_MALLOC_HEAP_SIZE, 8 * MB) == CUDA_SUCCESS);
+    CHECK(cuCtxSetLimit(CU_LIMIT_STACK_SIZE, 1024) == CUDA_SUCCESS);
+    CHECK(free_now() == before);
+    CHECK(cuCtxSetLimit(CU_LIMIT_PRINTF_FIFO_SIZE, SIZE_MAX) == CUDA_ERROR_OUT_OF_MEMORY);
+}
+
+/* Mipmapped arrays: every level counts. 2048 x 2048 floats is 16 MiB; its 12 levels 21.3. */
+static void scenario_mipmaps(void) {
+    size_t before = free_now();
+    CUDA_ARRAY3D_DESCRIPTOR d = {.Width = 2048, .Height = 2048, .Format = CU_AD_FORMAT_FLOAT,
+                                 .NumChannels = 1};
+    CUmipmappedArray m[3] = {NULL, NULL, NULL};
+    CHECK(cuMipmappedArrayCreate(&m[0], &d, 12) == CUDA_SUCCESS);
+    CHECK(cuMipmappedArrayCreate(&m[1], &d, 12) == CUDA_SUCCESS);
+    CHECK(cuMipmappedArrayCreate(&m[2], &d, 12) == CUDA_ERROR_OUT_OF_MEMORY); /* 3 x 21.3 > 64 */
+    CHECK(free_now() < before - 42 * MB);
+    CUDA_ARRAY3D_DESCRIPTOR huge = {.Width = (size_t)1 << 40, .Height = (size_t)1 << 40,
+                                    .Format = CU_AD_FORMAT_FLOAT, .NumChannels = 4};
+    CUmipmappedArray h = NULL;
+    CHECK(cuMipmappedArrayCreate(&h, &huge, 100000) == CUDA_ERROR_OUT_OF_MEMORY);
+    CHECK(cuMipmappedArrayDestroy(m[0]) == CUDA_SUCCESS && cuMipmappedArrayDestroy(m[1]) == CUDA_SUCCESS);
+    CHECK(free_now() == before);
+}
+
+/* With oversubscription, nothing past the limit lands in device memory, pitched rows included,
+ * and a stream-ordered free of such memory works. */
+static void scenario_oversub_routes(void) {
+    CUdeviceptr a = 0, b = 0, c = 0;
+    size_t pitch = 0;
+    CHECK(cuMemAlloc_v2(&a, 48 * MB) == CUDA_SUCCESS);
+    uint64_t device_before = fake_used(0), managed = fake_managed_allocs();
+    CHECK(cuMemAllocPitch_v2(&b, &pitch, 1000, 32768, 4) == CUDA_SUCCESS); /* 32 MiB of rows */
+    CHECK(pitch >= 1000 && pitch % 512 == 0);
+    CHECK(cuMemAllocAsync(&c, 32 * MB, NULL) == CUDA_SUCCESS);
+    CHECK(fake_used(0) == device_before && fake_managed_allocs() == managed + 2);
+    CHECK(cuMemFreeAsync(c, NULL) == CUDA_SUCCESS);
+    CHECK(cuMemFree_v2(b) == CUDA_SUCCESS && cuMemFree_v2(a) == CUDA_SUCCESS);
+}
+
+/* The context reserve is charged once per process and device, however many threads allocate. */
+static void *alloc_one(void *arg) {
+    CUdeviceptr p = 0;
+    CHECK(cuMemAlloc_v2(&p, MB) == CUDA_SUCCESS);
+    *(CUdeviceptr *)arg = p;
+    return NULL;
+}
+
+static void scenario_context_reserve(void) {
+    size_t before = free_now();
+    pthread_t t[4];
+    CUdeviceptr p[4];
+    for (int i = 0; i < 4; i++) CHECK(pthread_create(&t[i], NULL, alloc_one, &p[i]) == 0);
+    for (int i = 0; i < 4; i++) pthread_join(t[i], NULL);
+    CHECK(free_now() == before - 8 * MB - 4 * MB);
+}
+
+static void scenario_free(void) {
+    printf("free %zu\n", free_now() / (size_t)MB);
+}
+
 int main(int argc, char **argv) {
     if (argc < 2) return 2;
     const char *s = argv[1];
@@ -343,7 +571,15 @@ int main(int argc, char **argv) {
     else if (!strcmp(s, "launch-refused")) scenario_launch_refused();
     else if (!strcmp(s, "launch-rate") && argc == 3) scenario_launch_rate(atoi(argv[2]));
     else if (!strcmp(s, "alloc-rate") && argc == 3) scenario_alloc_rate(atoi(argv[2]));
-    else if (!strcmp(s, "all")) { scenario_paths(); }
+    else if (!strcmp(s, "free-race")) scenario_free_race();
+    else if (!strcmp(s, "pools")) scenario_pools();
+    else if (!strcmp(s, "pool-chunks")) scenario_pool_chunks();
+    else if (!strcmp(s, "graphs")) scenario_graphs();
+    else if (!strcmp(s, "ctx-limits")) scenario_ctx_limits();
+    else if (!strcmp(s, "mipmaps")) scenario_mipmaps();
+    else if (!strcmp(s, "oversub-routes")) scenario_oversub_routes();
+    else if (!strcmp(s, "context-reserve")) scenario_context_reserve();
+    else if (!strcmp(s, "free")) scenario_free();
     else return 2;
     if (failures == 0) printf("ok\n");
     return failures ? 1 : 0;

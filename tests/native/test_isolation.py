@@ -323,3 +323,65 @@ def test_vmm_memory_stays_charged_until_its_last_mapping_goes(
             CUDA_DEVICE_MEMORY_SHARED_CACHE=str(tmp_path / "vgpu.cache"),
         )
     )
+
+
+SHARED_LIMIT = {"CUDA_DEVICE_MEMORY_LIMIT": "64m"}
+
+
+@pytest.mark.parametrize(
+    ("scenario", "extra"),
+    [
+        ("free-race", {"FAKE_FREE_YIELD": "1"}),
+        ("pools", {}),
+        ("pool-chunks", {"FAKE_POOL_CHUNK_MB": "128"}),
+        ("graphs", {}),
+        ("ctx-limits", {}),
+        ("mipmaps", {}),
+        ("oversub-routes", {"CUDA_OVERSUBSCRIBE": "true"}),
+        ("context-reserve", {"HAMI_CONTEXT_RESERVE": "8m"}),
+    ],
+)
+def test_every_route_to_device_memory_is_charged(
+    native_build: Path, tmp_path: Path, scenario: str, extra: dict[str, str]
+) -> None:
+    """Each scenario fails on a library that lets its route past the limit: frees racing
+    address reuse, pool retention and chunked growth, graph allocation nodes (direct, child,
+    conditional), context limits, mipmaps, oversubscribed pitched and stream-ordered memory, the
+    context reserve charged per thread."""
+    env = {**SHARED_LIMIT, "CUDA_DEVICE_MEMORY_SHARED_CACHE": str(tmp_path / "c"), **extra}
+    ok(run(native_build, scenario, **env))
+
+
+def test_a_process_without_the_environment_is_bound_by_the_region(
+    native_build: Path, tmp_path: Path
+) -> None:
+    cache = tmp_path / "vgpu.cache"
+    holder = spawn(
+        native_build,
+        "grab",
+        str(8 * MB),
+        "4",
+        CUDA_DEVICE_MEMORY_LIMIT_0="64m",
+        CUDA_DEVICE_SM_LIMIT="30",
+        CUDA_DEVICE_MEMORY_SHARED_CACHE=str(cache),
+    )
+    assert holder.stdout is not None and holder.stdout.readline().strip() == "got 4"
+    # Same region, no limits of its own (an `env -i` child, a shell that unset them).
+    unset = run(native_build, "grab", str(8 * MB), "8", CUDA_DEVICE_MEMORY_SHARED_CACHE=str(cache))
+    holder.communicate(timeout=30)
+    assert "got 4" in unset.stdout, unset.stderr  # 64 MiB - 32 held: four more, not eight
+    throttled = run(native_build, "throttle", "1", CUDA_DEVICE_MEMORY_SHARED_CACHE=str(cache))
+    share = float(throttled.stdout.split("share ")[1].split()[0])
+    assert share < 0.4, throttled.stdout  # the region's 30% binds it too
+
+
+def test_free_memory_is_right_at_the_next_query_after_kill_9(
+    native_build: Path, tmp_path: Path
+) -> None:
+    env = {"CUDA_DEVICE_MEMORY_LIMIT_0": "64m", "CUDA_DEVICE_MEMORY_SHARED_CACHE": str(tmp_path / "c")}
+    holder = spawn(native_build, "grab", str(8 * MB), "8", **env)
+    assert holder.stdout is not None and holder.stdout.readline().strip() == "got 8"
+    holder.kill()
+    holder.communicate()
+    result = run(native_build, "free", **env)  # a query, no allocation hitting the limit
+    assert "free 64" in result.stdout, result.stdout + result.stderr
