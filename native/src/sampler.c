@@ -1,16 +1,19 @@
 /* Measuring the container's GPU time with CUDA events, and waiting when its budget is spent.
  *
  * One chain of marker events per process and device, whatever stream or thread launched:
- * about once per millisecond a marker is recorded after a launch. The chain keeps the marker that completed
- * latest (its "frontier"); a newly completed marker that lies after the frontier moves it, and
- * the time it moved (cuEventElapsedTime works across streams of a context) is work done on the
- * device. Work of several streams that overlaps is counted once (as device time, which is what
+ * about once per millisecond a marker is recorded after a launch. The chain keeps the marker
+ * that completed latest (its "frontier"); a newly completed marker after the frontier moves it,
+ * and the time it moved (cuEventElapsedTime works across streams of a context) is work done on
+ * the device. Work of several streams that overlaps is counted once (as device time, which is what
  * a share of the device means); idle time between markers is counted too, which throttles a
  * sparse job slightly more than needed, never less. Before the throttle sleeps it records a
  * marker (so every launch so far is covered); after the sleep, if everything drained, the chain
  * restarts at a marker recorded before the next launch, so the sleep is not counted as work.
- * The chain is shared by all threads (one lock), so a new thread per launch, many streams or
- * the per-thread default stream cannot slip work past it, and no thread leaves events behind. */
+ * Every launch notes its stream; each sample, and the throttle before it sleeps, records a
+ * marker on every stream launched into since its last one, so the work of every stream is
+ * covered, and the chain restarts only when nothing is left uncovered. The chain is shared by
+ * all threads (one lock), so a new thread per launch, many streams or the per-thread default
+ * stream cannot slip work past it, and no thread leaves events behind. */
 #define _GNU_SOURCE
 #include <pthread.h>
 #include <string.h>
@@ -23,7 +26,8 @@
 
 #define SAMPLE_NS 1000000ULL   /* record an event at most this often per process and device */
 #define BURST_NS 20000000LL    /* bucket cap: 20 ms of GPU time */
-#define RING 64
+#define RING 256
+#define DIRTY 64               /* streams with work no marker covers yet */
 
 struct marker {
     CUevent event;
@@ -38,6 +42,9 @@ struct chain {
     uint64_t last_sample_ns;
     CUevent spare[RING];
     int spares;
+    CUstream dirty[DIRTY]; /* launched into since their last marker */
+    int ndirty;
+    int overflow; /* more streams than DIRTY: the chain must not restart (it could lose work) */
 };
 
 static pthread_mutex_t chain_lock = PTHREAD_MUTEX_INITIALIZER;
@@ -120,16 +127,34 @@ static void settle(int dev, uint64_t busy, uint64_t now) {
     hami_region_unlock(r);
 }
 
-/* chain_lock held, relaxed. */
-static void mark(struct chain *c, CUstream stream) {
-    if (c->count >= RING) return;
+/* chain_lock held, relaxed. Returns 1 when the marker was recorded. */
+static int mark(struct chain *c, CUstream stream) {
+    if (c->count >= RING) return 0;
     CUevent e = take_event(c);
     if (e != NULL && hami_real.cuEventRecord(e, stream) == CUDA_SUCCESS) {
         c->ring[(c->head + c->count) % RING] = (struct marker){e, stream};
         c->count++;
-    } else {
-        give_event(c, e);
+        return 1;
     }
+    give_event(c, e);
+    return 0;
+}
+
+/* chain_lock held. */
+static void note_launch(struct chain *c, CUstream stream) {
+    for (int i = 0; i < c->ndirty; i++)
+        if (c->dirty[i] == stream) return;
+    if (c->ndirty < DIRTY) c->dirty[c->ndirty++] = stream;
+    else c->overflow = 1;
+}
+
+/* Cover every stream's work so far with a marker (chain_lock held, relaxed). A stream whose
+ * marker could not be recorded stays dirty. */
+static void mark_dirty(struct chain *c) {
+    int kept = 0;
+    for (int i = 0; i < c->ndirty; i++)
+        if (!mark(c, c->dirty[i])) c->dirty[kept++] = c->dirty[i];
+    c->ndirty = kept;
 }
 
 void hami_sample_after_launch(CUstream stream) {
@@ -137,16 +162,17 @@ void hami_sample_after_launch(CUstream stream) {
     int dev = hami_stream_device(stream);
     struct chain *c = &chains[dev];
     uint64_t now = hami_now_ns();
-    if (now - __atomic_load_n(&c->last_sample_ns, __ATOMIC_RELAXED) < SAMPLE_NS) return;
     pthread_mutex_lock(&chain_lock);
-    if (now - c->last_sample_ns < SAMPLE_NS) { /* another thread sampled meanwhile */
+    note_launch(c, stream);
+    if (now - c->last_sample_ns < SAMPLE_NS) {
         pthread_mutex_unlock(&chain_lock);
         return;
     }
     c->last_sample_ns = now;
     CUstreamCaptureMode mode = relax();
     uint64_t busy = collect(c);
-    mark(c, stream);
+    mark_dirty(c);
+    c->overflow = 0;
     restore(mode);
     pthread_mutex_unlock(&chain_lock);
     if (hami.limits.policy == HAMI_POLICY_DEFAULT && hami.compute->relaxed[dev]) return;
@@ -176,10 +202,10 @@ void hami_throttle_launch(CUstream stream) {
         hami_bucket_refill(&b, now, hami.limits.sm_percent, BURST_NS);
         uint64_t wait = hami_bucket_wait_ns(&b, hami.limits.sm_percent);
         if (wait == 0) break;
-        if (!slept) { /* cover every launch made so far */
+        if (!slept) { /* cover every launch made so far, on every stream */
             pthread_mutex_lock(&chain_lock);
             CUstreamCaptureMode mode = relax();
-            mark(c, stream);
+            mark_dirty(c);
             restore(mode);
             pthread_mutex_unlock(&chain_lock);
         }
@@ -194,9 +220,11 @@ void hami_throttle_launch(CUstream stream) {
         pthread_mutex_lock(&chain_lock);
         CUstreamCaptureMode mode = relax();
         uint64_t busy = collect(c);
-        if (c->count == 0 && (c->last_done.event == NULL ||
-                              hami_real.cuEventQuery(c->last_done.event) == CUDA_SUCCESS)) {
-            /* Drained while we slept: restart the chain before this launch. */
+        if (c->count == 0 && c->ndirty == 0 && !c->overflow &&
+            (c->last_done.event == NULL ||
+             hami_real.cuEventQuery(c->last_done.event) == CUDA_SUCCESS)) {
+            /* Drained while we slept, and no work is left uncovered (another thread may have
+             * launched since): restart the chain before this launch. */
             give_event(c, c->last_done.event);
             c->last_done = (struct marker){NULL, NULL};
             mark(c, stream);

@@ -552,6 +552,79 @@ static void scenario_free(void) {
     printf("free %zu\n", free_now() / (size_t)MB);
 }
 
+/* The compute share under every launch pattern: "streams N" round robin from one thread,
+ * "threads N" each looping on a stream of its own, "ptds N" threads on the per-thread default
+ * stream, "graphs N" graph launches over N streams (FAKE_GRAPH_KERNELS kernels each), "legacy"
+ * the deprecated entry points. Prints the share of the device the kernels used. */
+struct share_run { const char *pattern; int index, streams; double until; };
+
+static CUresult launch_by(const char *pattern, CUstream s, int n) {
+    if (!strcmp(pattern, "graphs")) return cuGraphLaunch(NULL, s);
+    if (!strcmp(pattern, "ptds"))
+        return cuLaunchKernel_ptsz(NULL, 1, 1, 1, 1, 1, 1, 0, CU_STREAM_PER_THREAD, NULL, NULL);
+    if (!strcmp(pattern, "legacy")) {
+        CUDA_LAUNCH_PARAMS p = {.hStream = s};
+        return n % 4 == 0 ? cuLaunch(NULL)
+               : n % 4 == 1 ? cuLaunchGrid(NULL, 1, 1)
+               : n % 4 == 2 ? cuLaunchGridAsync(NULL, 1, 1, s)
+                            : cuLaunchCooperativeKernelMultiDevice(&p, 1, 0);
+    }
+    return cuLaunchKernel(NULL, 1, 1, 1, 1, 1, 1, 0, s, NULL, NULL);
+}
+
+static void *share_loop(void *arg) {
+    struct share_run *r = arg;
+    for (int n = 0; now_s() < r->until; n++) {
+        CUstream s = (CUstream)(uintptr_t)(1 + (r->index + n) % r->streams);
+        CHECK(launch_by(r->pattern, s, n) == CUDA_SUCCESS);
+    }
+    return NULL;
+}
+
+static void scenario_share(const char *pattern, int n, double seconds) {
+    int threads = !strcmp(pattern, "threads") || !strcmp(pattern, "ptds") ? n : 1;
+    int streams = !strcmp(pattern, "threads") ? 1 : n;
+    double start = now_s();
+    uint64_t k0 = fake_kernel_ns_total();
+    pthread_t t[64];
+    struct share_run runs[64];
+    for (int i = 0; i < threads && i < 64; i++) {
+        runs[i] = (struct share_run){pattern, i, streams, start + seconds};
+        if (!strcmp(pattern, "threads")) runs[i].index = i, runs[i].streams = 64;
+        CHECK(pthread_create(&t[i], NULL, share_loop, &runs[i]) == 0);
+    }
+    for (int i = 0; i < threads && i < 64; i++) pthread_join(t[i], NULL);
+    cuCtxSynchronize();
+    double wall = now_s() - start;
+    printf("share %.3f events %ld\n", (double)(fake_kernel_ns_total() - k0) / 1e9 / wall,
+           fake_events_live());
+}
+
+/* PyTorch captures CUDA graphs in global mode while other streams keep running. Nothing the
+ * library does may invalidate the capture: no event on the capturing stream, no event query
+ * that counts as an unsafe call. The captured graph is throttled when it runs. */
+static void scenario_capture(double seconds) {
+    CUstream capturing = NULL, other = NULL;
+    CHECK(cuStreamCreate(&capturing, 0) == CUDA_SUCCESS && cuStreamCreate(&other, 0) == CUDA_SUCCESS);
+    CHECK(cuStreamBeginCapture_v2(capturing, CU_STREAM_CAPTURE_MODE_GLOBAL) == CUDA_SUCCESS);
+    uint64_t k0 = fake_kernel_ns_total();
+    for (int i = 0; i < 300; i++) {
+        CHECK(cuLaunchKernel(NULL, 1, 1, 1, 1, 1, 1, 0, capturing, NULL, NULL) == CUDA_SUCCESS);
+        CHECK(cuLaunchKernel(NULL, 1, 1, 1, 1, 1, 1, 0, other, NULL, NULL) == CUDA_SUCCESS);
+    }
+    CUgraph graph = NULL;
+    CHECK(cuStreamEndCapture(capturing, &graph) == CUDA_SUCCESS);
+    CHECK(fake_capture_violations() == 0);
+    CHECK(fake_kernel_ns_total() - k0 == 300 * 100000ULL); /* only the other stream's ran */
+    CUgraphExec exec = NULL;
+    CHECK(cuGraphInstantiateWithFlags(&exec, graph, 0) == CUDA_SUCCESS);
+    double start = now_s();
+    k0 = fake_kernel_ns_total();
+    while (now_s() - start < seconds) CHECK(cuGraphLaunch(exec, capturing) == CUDA_SUCCESS);
+    cuCtxSynchronize();
+    printf("share %.3f\n", (double)(fake_kernel_ns_total() - k0) / 1e9 / (now_s() - start));
+}
+
 int main(int argc, char **argv) {
     if (argc < 2) return 2;
     const char *s = argv[1];
@@ -580,6 +653,8 @@ int main(int argc, char **argv) {
     else if (!strcmp(s, "oversub-routes")) scenario_oversub_routes();
     else if (!strcmp(s, "context-reserve")) scenario_context_reserve();
     else if (!strcmp(s, "free")) scenario_free();
+    else if (!strcmp(s, "share") && argc == 5) scenario_share(argv[2], atoi(argv[3]), atof(argv[4]));
+    else if (!strcmp(s, "capture") && argc == 3) scenario_capture(atof(argv[2]));
     else return 2;
     if (failures == 0) printf("ok\n");
     return failures ? 1 : 0;
