@@ -2,6 +2,7 @@
 #ifndef HAMI_LIMITS_H
 #define HAMI_LIMITS_H
 
+#include <stddef.h>
 #include <stdint.h>
 
 #define HAMI_MAX_DEVICES 16
@@ -22,5 +23,18 @@ struct hami_limits {
 int hami_parse_size(const char *text, uint64_t *bytes);
 /* Fill limits from a getenv-like lookup (injectable for tests). */
 void hami_limits_load(struct hami_limits *out, const char *(*lookup)(const char *name));
+
+/* Read a limits file (NAME=VALUE lines, the environment's names) into out; its
+ * CUDA_DEVICE_MEMORY_SHARED_CACHE into cache. Returns 0 when there is no readable file. */
+int hami_limits_read_file(const char *path, struct hami_limits *out, char *cache,
+                          size_t cache_len);
+/* The stricter of into and file for memory and the share; the file's policy, priority and
+ * oversubscription (the environment cannot loosen them). */
+void hami_limits_merge(struct hami_limits *into, const struct hami_limits *file);
+
+/* Where the node agent mounts the container's limits file, read-only. */
+#ifndef HAMI_DEFAULT_LIMITS_FILE
+#define HAMI_DEFAULT_LIMITS_FILE "/usr/local/vgpu/limits"
+#endif
 
 #endif

@@ -1,3 +1,4 @@
+#define _GNU_SOURCE
 #include "region.h"
 
 #include <errno.h>
@@ -33,10 +34,51 @@ uint64_t hami_process_start_ticks(int pid) {
     return strtoull(p, NULL, 10);
 }
 
-static int process_gone(const struct hami_proc_slot *s) {
+/* Slot ownership. Where the region is a file, a process owns its slot by holding an
+ * open-file-description lock on one byte past the end of the file (offset region size + slot
+ * index): the kernel drops the lock when the process dies (or execs), whatever PID namespace it
+ * or the reader lives in, and a new process with a reused PID cannot hold it. Slots of that
+ * kind carry SLOT_LOCKED; without OFD locks (an anonymous region, or a kernel without them)
+ * liveness falls back to the PID and its start time. */
+#define SLOT_LOCKED 1
+static int lock_fd = -1;          /* this process's own open file description of the region */
+static char lock_path[4096];
+static int own_slot = -1, own_pid;
+
+static struct flock slot_lock(int index, short type) {
+    struct flock l = {0};
+    l.l_type = type;
+    l.l_whence = SEEK_SET;
+    l.l_start = (off_t)sizeof(struct hami_region) + index;
+    l.l_len = 1;
+    return l;
+}
+
+/* 1 when the slot's owner is certainly gone. */
+static int process_gone(const struct hami_region *r, const struct hami_proc_slot *s) {
+    if (s->reserved & SLOT_LOCKED) {
+        if (lock_fd < 0) return 0; /* cannot tell: assume alive (keeps its charge) */
+        struct flock probe = slot_lock((int)(s - r->slots), F_WRLCK);
+        if (fcntl(lock_fd, F_OFD_GETLK, &probe) != 0) return 0;
+        return probe.l_type == F_UNLCK;
+    }
     if (kill(s->pid, 0) != 0 && errno == ESRCH) return 1;
     uint64_t ticks = hami_process_start_ticks(s->pid);
     return ticks != 0 && s->start_ticks != 0 && ticks != s->start_ticks;
+}
+
+/* After fork the child shares the parent's open file description, and so its locks: it gets
+ * one of its own, and a slot of its own on first use. */
+static void region_after_fork(void) {
+    own_slot = -1;
+    if (lock_fd < 0) return;
+    int fd = open(lock_path, O_RDWR | O_CLOEXEC | O_NOFOLLOW);
+    close(lock_fd); /* the parent's lock stays: the parent still holds the description */
+    lock_fd = fd;
+}
+
+__attribute__((constructor)) static void region_atfork(void) {
+    pthread_atfork(NULL, NULL, region_after_fork);
 }
 
 static void init_header(struct hami_region *r, const struct hami_limits *limits) {
@@ -98,13 +140,18 @@ struct hami_region *hami_region_open(const char *path, const struct hami_limits 
         if (__atomic_load_n(&r->magic, __ATOMIC_ACQUIRE) != HAMI_REGION_MAGIC) {
             init_header(r, limits);
         } else if (r->version != HAMI_REGION_VERSION ||
-                   r->header_bytes != offsetof(struct hami_region, slots)) {
-            LOG_ERROR("shared region %s has layout version %u, this library %u", path, r->version,
+                   r->header_bytes != offsetof(struct hami_region, slots) ||
+                   r->slot_count != HAMI_MAX_PROCS) {
+            LOG_ERROR("shared region %s has layout version %u (%u header bytes, %u slots), this "
+                      "library %u: not used", path, r->version, r->header_bytes, r->slot_count,
                       HAMI_REGION_VERSION);
             munmap(r, size);
             r = NULL;
+        } else if (hami_region_lock(r) != 0) {
+            LOG_ERROR("shared region %s: its lock is unusable (corrupt): not used", path);
+            munmap(r, size);
+            r = NULL;
         } else {
-            hami_region_lock(r);
             for (int i = 0; i < HAMI_MAX_DEVICES; i++) {
                 uint64_t mine = limits->memory[i];
                 if (mine != 0 && (r->limit[i] == 0 || mine < r->limit[i])) {
@@ -122,49 +169,79 @@ struct hami_region *hami_region_open(const char *path, const struct hami_limits 
         }
     }
     flock(fd, LOCK_UN);
-    close(fd);
+    if (r != NULL && lock_fd < 0 && strlen(path) < sizeof(lock_path)) {
+        strcpy(lock_path, path);
+        lock_fd = fd; /* kept open: the slot's ownership lock lives on this description */
+    } else {
+        close(fd);
+    }
     return r;
 }
 
-void hami_region_lock(struct hami_region *r) {
+int hami_region_lock(struct hami_region *r) {
     int rc = pthread_mutex_lock(&r->lock);
     if (rc == EOWNERDEAD) {
         /* Its owner died inside the critical section. Our updates are single stores, so the
          * counters are whole; the dead process's slot is reaped below. */
         LOG_WARN("shared region lock owner died; recovering");
-        pthread_mutex_consistent(&r->lock);
-        hami_region_reap(r);
-        hami_region_recount(r); /* it may have died between a slot update and the total's */
+        if (pthread_mutex_consistent(&r->lock) != 0) rc = ENOTRECOVERABLE;
+        else rc = 0;
+        if (rc == 0) {
+            hami_region_reap(r);
+            hami_region_recount(r); /* it may have died between a slot update and the total's */
+        }
     }
+    if (rc != 0) {
+        /* ENOTRECOVERABLE, EINVAL (bytes that are not a mutex any more), EDEADLK: the region
+         * cannot be trusted; callers refuse (memory) or fall back to a private budget. */
+        static int told;
+        if (!__atomic_exchange_n(&told, 1, __ATOMIC_RELAXED))
+            LOG_ERROR("shared region lock failed (%s): failing closed", strerror(rc));
+        return -1;
+    }
+    return 0;
 }
 
 void hami_region_unlock(struct hami_region *r) { pthread_mutex_unlock(&r->lock); }
 
-static __thread int cached_pid;
-static __thread int cached_slot = -1;
+/* Claim slot i for this process: with OFD locks, only if nobody holds its lock. */
+static int claim(struct hami_region *r, int i) {
+    int locked = 0;
+    if (lock_fd >= 0 && r != NULL) {
+        struct flock l = slot_lock(i, F_WRLCK);
+        if (fcntl(lock_fd, F_OFD_SETLK, &l) != 0) {
+            if (errno == EAGAIN || errno == EACCES) return 0; /* someone alive owns it */
+        } else {
+            locked = 1;
+        }
+    }
+    struct hami_proc_slot *s = &r->slots[i];
+    if (s->pid != 0) { /* a dead owner's charge leaves with it */
+        for (int d = 0; d < HAMI_MAX_DEVICES; d++)
+            r->used[d] = r->used[d] >= s->used[d] ? r->used[d] - s->used[d] : 0;
+    }
+    memset(s, 0, sizeof(*s));
+    s->start_ticks = hami_process_start_ticks(getpid());
+    s->pid = getpid();
+    s->reserved = locked ? SLOT_LOCKED : 0;
+    return 1;
+}
 
 struct hami_proc_slot *hami_region_slot(struct hami_region *r) {
     int pid = getpid();
-    if (cached_pid == pid && cached_slot >= 0 && r->slots[cached_slot].pid == pid)
-        return &r->slots[cached_slot];
-    int free_slot = -1;
-    for (int i = 0; i < HAMI_MAX_PROCS; i++) {
-        if (r->slots[i].pid == pid) {
-            cached_pid = pid;
-            cached_slot = i;
-            return &r->slots[i];
+    if (own_pid == pid && own_slot >= 0) return &r->slots[own_slot];
+    for (int pass = 0; pass < 2; pass++) {
+        for (int i = 0; i < HAMI_MAX_PROCS; i++) {
+            struct hami_proc_slot *s = &r->slots[i];
+            int free_now = s->pid == 0 || (pass == 1 && process_gone(r, s));
+            if (free_now && claim(r, i)) {
+                own_pid = pid;
+                own_slot = i;
+                return s;
+            }
         }
-        if (r->slots[i].pid == 0 && free_slot < 0) free_slot = i;
     }
-    if (free_slot < 0 && hami_region_reap(r) > 0) return hami_region_slot(r);
-    if (free_slot < 0) return NULL;
-    struct hami_proc_slot *s = &r->slots[free_slot];
-    memset(s, 0, sizeof(*s));
-    s->start_ticks = hami_process_start_ticks(pid);
-    s->pid = pid;
-    cached_pid = pid;
-    cached_slot = free_slot;
-    return s;
+    return NULL;
 }
 
 void hami_region_recount(struct hami_region *r) {
@@ -180,7 +257,7 @@ int hami_region_reap(struct hami_region *r) {
     int freed = 0;
     for (int i = 0; i < HAMI_MAX_PROCS; i++) {
         struct hami_proc_slot *s = &r->slots[i];
-        if (s->pid != 0 && s->pid != getpid() && process_gone(s)) {
+        if (s->pid != 0 && !(own_pid == getpid() && i == own_slot) && process_gone(r, s)) {
             for (int d = 0; d < HAMI_MAX_DEVICES; d++)
                 r->used[d] = r->used[d] >= s->used[d] ? r->used[d] - s->used[d] : 0;
             /* Slots stay where they are: others keep their indices. */
@@ -194,7 +271,7 @@ int hami_region_reap(struct hami_region *r) {
 uint64_t hami_region_used(const struct hami_region *r, int dev) { return r->used[dev]; }
 
 uint64_t hami_region_used_now(struct hami_region *r, int dev) {
-    hami_region_lock(r);
+    if (hami_region_lock(r) != 0) return UINT64_MAX; /* unusable: nothing is free */
     hami_region_reap(r);
     uint64_t used = r->used[dev];
     hami_region_unlock(r);
@@ -210,7 +287,7 @@ uint64_t hami_region_oversub(const struct hami_region *r, int dev) {
 
 int hami_region_reserve(struct hami_region *r, int dev, uint64_t bytes, uint64_t limit,
                         int oversub) {
-    hami_region_lock(r);
+    if (hami_region_lock(r) != 0) return -1;
     struct hami_proc_slot *slot = hami_region_slot(r);
     int ok = slot != NULL;
     if (ok && !oversub && limit != 0) {
@@ -232,7 +309,7 @@ int hami_region_reserve(struct hami_region *r, int dev, uint64_t bytes, uint64_t
 }
 
 void hami_region_release(struct hami_region *r, int dev, uint64_t bytes, int oversub) {
-    hami_region_lock(r);
+    if (hami_region_lock(r) != 0) return; /* the charge stays: never less than what is held */
     struct hami_proc_slot *slot = hami_region_slot(r);
     if (slot != NULL) {
         uint64_t *counter = oversub ? &slot->oversub[dev] : &slot->used[dev];

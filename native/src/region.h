@@ -15,7 +15,7 @@
 
 struct hami_proc_slot {
     int32_t pid;          /* 0: free */
-    int32_t reserved;
+    int32_t reserved;     /* bit 0: owned through a lock on the region file (region.c) */
     uint64_t start_ticks; /* process start time (/proc/<pid>/stat field 22): guards PID reuse */
     uint64_t used[HAMI_MAX_DEVICES];    /* device memory held, bytes */
     uint64_t oversub[HAMI_MAX_DEVICES]; /* host-backed (unified) memory past the limit, bytes */
@@ -40,7 +40,9 @@ struct hami_region {
 /* Map (creating if needed) the region at path, or an anonymous private one when path is NULL.
  * Returns NULL on failure (logged). */
 struct hami_region *hami_region_open(const char *path, const struct hami_limits *limits);
-void hami_region_lock(struct hami_region *r);
+/* 0 with the lock held (an owner that died inside is recovered from); -1 when the lock is
+ * unusable (corrupt, not recoverable): logged once, the caller fails closed. */
+int hami_region_lock(struct hami_region *r);
 void hami_region_unlock(struct hami_region *r);
 /* This process's slot (claimed on first use, after fork too); call with the lock held. */
 struct hami_proc_slot *hami_region_slot(struct hami_region *r);

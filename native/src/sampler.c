@@ -113,10 +113,23 @@ static uint64_t collect(struct chain *c) {
     return busy;
 }
 
+/* The shared budget's lock is unusable: the share is enforced from a private budget instead,
+ * never switched off. */
+static struct hami_region *private_budget(void) {
+    static pthread_mutex_t once = PTHREAD_MUTEX_INITIALIZER;
+    static struct hami_region *fallback;
+    pthread_mutex_lock(&once);
+    if (fallback == NULL) fallback = hami_region_open(NULL, &hami.limits);
+    if (fallback != NULL) __atomic_store_n(&hami.compute, fallback, __ATOMIC_RELEASE);
+    pthread_mutex_unlock(&once);
+    return fallback;
+}
+
 static void settle(int dev, uint64_t busy, uint64_t now) {
     struct hami_region *r = hami.compute;
     struct hami_bucket b;
-    hami_region_lock(r);
+    if (hami_region_lock(r) != 0 && ((r = private_budget()) == NULL || hami_region_lock(r) != 0))
+        return;
     b.tokens_ns = r->tokens_ns[dev];
     b.refill_ns = r->refill_ns[dev];
     hami_bucket_refill(&b, now, hami.limits.sm_percent, BURST_NS);

@@ -11,6 +11,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "log.h"
 
@@ -59,13 +60,41 @@ static void init_once(void) {
 #undef RESOLVE_NVML
 #undef RESOLVE
     hami_limits_load(&hami.limits, env);
+    const char *shared = getenv("CUDA_DEVICE_MEMORY_SHARED_CACHE");
+    static char file_cache[4096];
+    int authoritative = 0;
+    const char *files[] = {HAMI_DEFAULT_LIMITS_FILE, getenv("HAMI_LIMITS_FILE")};
+    for (size_t i = 0; i < sizeof(files) / sizeof(files[0]); i++) {
+        struct hami_limits from_file;
+        char cache[4096];
+        if (files[i] == NULL || *files[i] == '\0' ||
+            !hami_limits_read_file(files[i], &from_file, cache, sizeof(cache)))
+            continue;
+        if (access(files[i], W_OK) == 0)
+            LOG_WARN("limits file %s is writable by this job: its limits are advisory", files[i]);
+        if (!authoritative) {
+            /* The first file places the region: the environment cannot move the job to a
+             * fresh, private one. */
+            if (cache[0] != '\0') {
+                strcpy(file_cache, cache);
+                shared = file_cache;
+            }
+            hami_limits_merge(&hami.limits, &from_file);
+            authoritative = 1;
+        } else {
+            struct hami_limits first = hami.limits;
+            hami_limits_merge(&hami.limits, &from_file);
+            hami.limits.policy = first.policy; /* only the first file's word on these */
+            hami.limits.priority = first.priority;
+            hami.limits.oversubscribe = first.oversubscribe;
+        }
+    }
     hami.context_reserve = 0;
     const char *reserve = getenv("HAMI_CONTEXT_RESERVE");
     if (reserve != NULL && hami_parse_size(reserve, &hami.context_reserve) != 0) {
         LOG_ERROR("HAMI_CONTEXT_RESERVE=%s is malformed; charging 0", reserve);
         hami.context_reserve = 0;
     }
-    const char *shared = getenv("CUDA_DEVICE_MEMORY_SHARED_CACHE");
     hami.region = hami_region_open(shared, &hami.limits);
     hami.compute = hami.region;
     if (hami.compute == NULL) {

@@ -378,7 +378,10 @@ def test_a_process_without_the_environment_is_bound_by_the_region(
 def test_free_memory_is_right_at_the_next_query_after_kill_9(
     native_build: Path, tmp_path: Path
 ) -> None:
-    env = {"CUDA_DEVICE_MEMORY_LIMIT_0": "64m", "CUDA_DEVICE_MEMORY_SHARED_CACHE": str(tmp_path / "c")}
+    env = {
+        "CUDA_DEVICE_MEMORY_LIMIT_0": "64m",
+        "CUDA_DEVICE_MEMORY_SHARED_CACHE": str(tmp_path / "c"),
+    }
     holder = spawn(native_build, "grab", str(8 * MB), "8", **env)
     assert holder.stdout is not None and holder.stdout.readline().strip() == "got 8"
     holder.kill()
@@ -424,9 +427,124 @@ def test_the_compute_share_holds_within_two_points_whatever_the_launch_pattern(
 def test_stream_capture_is_never_invalidated_and_the_graph_is_throttled(
     native_build: Path,
 ) -> None:
-    result = run(
-        native_build, "capture", "1.5", CUDA_DEVICE_SM_LIMIT="50", FAKE_GRAPH_KERNELS="10"
-    )
+    result = run(native_build, "capture", "1.5", CUDA_DEVICE_SM_LIMIT="50", FAKE_GRAPH_KERNELS="10")
     ok(result)
     share = float(result.stdout.split("share ")[1].split()[0])
     assert abs(share - 0.5) <= 0.02, result.stdout
+
+
+def _can_unshare_pid() -> bool:
+    try:
+        probe = subprocess.run(
+            ["unshare", "--pid", "--fork", "--mount-proc", "true"],
+            capture_output=True,
+            timeout=10,
+            check=False,
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+    return probe.returncode == 0
+
+
+@pytest.mark.skipif(not _can_unshare_pid(), reason="needs unshare --pid (root)")
+def test_a_holder_in_another_pid_namespace_is_not_mistaken_for_dead(
+    native_build: Path, tmp_path: Path
+) -> None:
+    """The holder is pid 1 in its own namespace; on this side pid 1 is init with another start
+    time. Its slot must still count as alive (the slot's lock says so), so its 32 MiB stay
+    charged; and once it is gone, they are free at once."""
+    env = preloaded(
+        native_build,
+        {
+            "CUDA_DEVICE_MEMORY_LIMIT_0": "64m",
+            "CUDA_DEVICE_MEMORY_SHARED_CACHE": str(tmp_path / "c"),
+        },
+    )
+    holder = subprocess.Popen(
+        [
+            "unshare",
+            "--pid",
+            "--fork",
+            "--mount-proc",
+            str(native_build / "test_native"),
+            "grab",
+            str(8 * MB),
+            "4",
+        ],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert holder.stdout is not None and holder.stdout.readline().strip() == "got 4"
+    other = run(
+        native_build,
+        "grab",
+        str(8 * MB),
+        "8",
+        **{k: env[k] for k in ("CUDA_DEVICE_MEMORY_LIMIT_0", "CUDA_DEVICE_MEMORY_SHARED_CACHE")},
+    )
+    holder.communicate(timeout=30)
+    assert "got 4" in other.stdout, other.stdout + other.stderr
+    after = run(
+        native_build,
+        "free",
+        CUDA_DEVICE_MEMORY_LIMIT_0="64m",
+        CUDA_DEVICE_MEMORY_SHARED_CACHE=env["CUDA_DEVICE_MEMORY_SHARED_CACHE"],
+    )
+    assert "free 64" in after.stdout, after.stdout + after.stderr
+
+
+def test_the_limits_file_binds_whatever_the_environment_says(
+    native_build: Path, tmp_path: Path
+) -> None:
+    """The placement's limits file (read-only to the job where it is mounted) is the word:
+    a laxer environment, another region path or a high priority cannot loosen it."""
+    placed, elsewhere = tmp_path / "placed.cache", tmp_path / "elsewhere.cache"
+    limits = tmp_path / "limits"
+    limits.write_text(
+        "# written by the node agent\n"
+        "CUDA_DEVICE_MEMORY_LIMIT_0=64m\n"
+        f"CUDA_DEVICE_MEMORY_SHARED_CACHE={placed}\n"
+        "CUDA_DEVICE_SM_LIMIT=30\n"
+        "CUDA_TASK_PRIORITY=1\n"
+    )
+    limits.chmod(0o444)
+    lax = {
+        "HAMI_LIMITS_FILE": str(limits),
+        "CUDA_DEVICE_MEMORY_LIMIT_0": "1g",
+        "CUDA_DEVICE_MEMORY_SHARED_CACHE": str(elsewhere),
+        "CUDA_TASK_PRIORITY": "0",
+    }
+    grabbed = run(native_build, "grab", str(8 * MB), "16", **lax)
+    assert "got 8" in grabbed.stdout, grabbed.stderr
+    assert placed.exists() and not elsewhere.exists()
+    throttled = run(native_build, "throttle", "1", **lax)
+    share = float(throttled.stdout.split("share ")[1].split()[0])
+    assert share < 0.4, throttled.stdout
+    # A stricter environment still tightens it.
+    strict = run(
+        native_build, "grab", str(8 * MB), "16", **{**lax, "CUDA_DEVICE_MEMORY_LIMIT_0": "16m"}
+    )
+    assert "got 2" in strict.stdout, strict.stderr
+
+
+def test_a_malformed_limits_file_fails_closed(native_build: Path, tmp_path: Path) -> None:
+    limits = tmp_path / "limits"
+    limits.write_text("CUDA_DEVICE_MEMORY_LIMIT_0=lots\nnot a line\n")
+    result = run(native_build, "refused", HAMI_LIMITS_FILE=str(limits), LIBCUDA_LOG_LEVEL="1")
+    ok(result)
+    assert "malformed" in result.stderr and "not NAME=VALUE" in result.stderr
+
+
+def test_a_corrupt_region_is_refused_and_left_alone(native_build: Path, tmp_path: Path) -> None:
+    cache = tmp_path / "vgpu.cache"
+    env = {"CUDA_DEVICE_MEMORY_LIMIT_0": "64m", "CUDA_DEVICE_MEMORY_SHARED_CACHE": str(cache)}
+    assert "got 1" in run(native_build, "grab", str(MB), "1", **env).stdout
+    data = bytearray(cache.read_bytes())
+    data[12:16] = (7).to_bytes(4, "little")  # slot_count: a tenant's scribble
+    cache.write_bytes(bytes(data))
+    result = run(native_build, "grab", str(MB), "1", LIBCUDA_LOG_LEVEL="1", **env)
+    assert "got 0" in result.stdout  # fails closed: limited memory refused
+    assert result.stderr.count("not used") == 1, result.stderr
+    assert cache.read_bytes() == bytes(data)
