@@ -32,3 +32,23 @@ def limit_environment(
             raise ValueError(f"core policy {core_policy!r}: expected one of {CORE_POLICIES}")
         env["GPU_CORE_UTILIZATION_POLICY"] = core_policy
     return env
+
+
+LIMITS_FILE_NAMES = (
+    "CUDA_DEVICE_MEMORY_LIMIT",
+    "CUDA_DEVICE_SM_LIMIT",
+    "CUDA_DEVICE_MEMORY_SHARED_CACHE",
+    "CUDA_TASK_PRIORITY",
+    "CUDA_OVERSUBSCRIBE",
+    "GPU_CORE_UTILIZATION_POLICY",
+)
+"""What the native library reads from a limits file (docs/native.md): the same names."""
+
+
+def limits_file_text(env: dict[str, str]) -> str:
+    """The limits file for a job whose environment is ``env``: the placement's word, which the
+    library holds the job to (the stricter of it and the job's own environment) and which the
+    job cannot write."""
+    lines = ["# HAMi limits for this job; the isolation library reads it, the job cannot change it"]
+    lines += [f"{k}={v}" for k, v in sorted(env.items()) if k.startswith(LIMITS_FILE_NAMES)]
+    return "\n".join(lines) + "\n"

@@ -34,6 +34,7 @@ from shared.allocator_client import AllocatorClient
 from shared.embedded_nats import find_nats_server, port_is_free
 from shared.errormap import exit_code
 from shared.errors import HamiError, InvalidRequest, Unavailable
+from shared.native import find_libvgpu
 from shared.natsauth import CREDENTIALS_DIR, Credentials, credentials_file, load_credentials
 from shared.natsutil import connect
 from shared.quantity import parse_cores, parse_count, parse_memory
@@ -112,6 +113,8 @@ def cmd_up(args: argparse.Namespace) -> int:
                 f"hami is up: node {record.node}, NATS {record.nats_url}, "
                 f"metrics {record.metrics_url}"
             )
+            for note in asyncio.run(_up_notes(args, record.nats_url, record.node)):
+                print(note)
             print("run a job with: hami run --gpumem 3g --gpucores 30 -- python train.py")
             return 0
         if process.poll() is not None:
@@ -152,6 +155,35 @@ def _credentials(args: argparse.Namespace) -> Credentials | None:
     if getattr(args, "nats", None) or not path.exists():
         return None
     return load_credentials(path)
+
+
+async def _up_notes(args: argparse.Namespace, url: str, node: str) -> list[str]:
+    """What `hami up` must not leave unsaid: simulated devices, a missing isolation library."""
+    library = find_libvgpu()
+    notes = [
+        f"isolation library: {library}"
+        if library is not None
+        else "isolation library: missing (make -C native): jobs run WITHOUT enforced limits"
+    ]
+    try:
+        nc = await connect(url, "hami-up", reconnect=False, credentials=_credentials(args))
+        try:
+            status = await asyncio.wait_for(AllocatorClient(nc).status(node), 5)
+        finally:
+            await nc.close()
+    except (HamiError, TimeoutError, OSError):
+        return notes  # the services are up; `hami status` shows the devices once they report
+    devices = [d for n in status.nodes if n.node == node for d in n.devices]
+    simulated = [d for d in devices if d.simulated]
+    if simulated:
+        models = ", ".join(sorted({d.model for d in simulated}))
+        notes.append(
+            f"devices: {len(simulated)} SIMULATED ({models}): no GPU answered through NVML here; "
+            "jobs get limits, not devices"
+        )
+    elif devices:
+        notes.append(f"devices: {len(devices)} through NVML ({devices[0].model})")
+    return notes
 
 
 async def _status(args: argparse.Namespace) -> int:
@@ -198,6 +230,7 @@ def build_run_options(args: argparse.Namespace) -> RunOptions:
         wait=args.wait,
         lease_ttl_s=args.lease_ttl,
         leftovers=args.leftovers,
+        require_isolation=args.require_isolation,
     )
 
 
@@ -269,6 +302,11 @@ def parser() -> argparse.ArgumentParser:
         default="kill",
         help="processes the job leaves when its main process exits: kill them (default) or "
         "wait for them; the devices are released only after",
+    )
+    run.add_argument(
+        "--require-isolation",
+        action="store_true",
+        help="refuse to run without the isolation library (limits would not be enforced)",
     )
     run.add_argument("--nats")
     run.add_argument("command", nargs=argparse.REMAINDER, help="-- CMD ARGS...")

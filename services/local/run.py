@@ -16,11 +16,11 @@ from pathlib import Path
 
 from nats.aio.client import Client
 
-from services.local.jobenv import job_environment
+from services.local.jobenv import job_environment, write_limits_file
 from services.local.proctree import become_subreaper, end_leftovers
 from shared.allocator_client import AllocatorClient
 from shared.errormap import EXIT_CODE
-from shared.errors import HamiError, InvalidRequest, NoCapacity
+from shared.errors import HamiError, InvalidRequest, NoCapacity, Unavailable
 from shared.native import find_libvgpu
 from shared.proc import die_with_parent
 from shared.schemas.events import EVENTS
@@ -48,6 +48,8 @@ class RunOptions:
     retry_interval_s: float = 5.0
     leftovers: str = "kill"
     """What happens to processes the job leaves when its main process exits: kill or wait."""
+    require_isolation: bool = False
+    """Refuse to run the job without the isolation library (its limits would be advisory)."""
 
 
 def say(message: str) -> None:
@@ -137,14 +139,28 @@ async def keep_lease(
             return
 
 
+def isolation_library(required: bool) -> Path | None:
+    """The library jobs get preloaded; without it the limits are advisory, and `hami run` says so
+    (or refuses, when the caller requires isolation)."""
+    library = find_libvgpu()
+    if library is None:
+        advice = "build it with `make -C native` or set HAMI_LIBVGPU"
+        if required:
+            raise Unavailable(f"the isolation library libvgpu.so is missing ({advice})")
+        say(f"the isolation library libvgpu.so is missing: limits are not enforced ({advice})")
+    return library
+
+
 async def run_job(nc: Client, options: RunOptions, state_dir: Path) -> int:
+    library = isolation_library(options.require_isolation)
     client = AllocatorClient(nc)
     secret = secrets.token_hex(16)  # only this process can renew or release what it gets
     record = await acquire(nc, client, options, secret)
     cache_dir = state_dir / "containers"
     cache_dir.mkdir(parents=True, exist_ok=True)
     cache_path = cache_dir / f"{record.allocation_id}.cache"
-    env = job_environment(os.environ, record, cache_path=cache_path, libvgpu=find_libvgpu())
+    env = job_environment(os.environ, record, cache_path=cache_path, libvgpu=library)
+    limits = write_limits_file(env, cache_path)
     subreaper = become_subreaper()
     try:
         child = await asyncio.create_subprocess_exec(
@@ -184,6 +200,7 @@ async def run_job(nc: Client, options: RunOptions, state_dir: Path) -> int:
         except HamiError as e:
             say(f"release failed ({e}); the lease expires in {options.lease_ttl_s:.0f}s")
         cache_path.unlink(missing_ok=True)
+        limits.unlink(missing_ok=True)
     return code
 
 

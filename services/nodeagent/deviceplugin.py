@@ -27,6 +27,7 @@ from services.nodeagent.core.containerspec import (
     ContainerSpec,
     HostLayout,
     container_spec,
+    limits_text,
     preload_text,
 )
 from services.nodeagent.core.containerusage import RegionOwner
@@ -187,7 +188,7 @@ class Allocation:
                 self.layout,
                 self.control_nodes,
             )
-            self._prepare_container(chosen)
+            self._prepare_container(chosen, spec)
             await self.kube.patch_pod_annotations(
                 chosen.namespace, chosen.pod, lambda a: handshake.consume(a, chosen)
             )
@@ -209,7 +210,10 @@ class Allocation:
         )
         return _response(spec)
 
-    def _prepare_container(self, chosen: handshake.Assignment) -> None:
+    def _prepare_container(self, chosen: handshake.Assignment, spec: ContainerSpec) -> None:
+        # Read-only to the container (mounted so, and 0444): its processes are held to it.
+        _write_atomically(self.layout.limits_file(chosen.key), limits_text(spec), 0o444)
+        self.layout.limits_file(chosen.key).parent.chmod(0o755)
         region = self.layout.region_dir(chosen.key)
         region.mkdir(parents=True, exist_ok=True)
         # The container's processes (any uid) create and share the region file here.

@@ -109,6 +109,7 @@ class ContainerUsage:
     def _remove(self, key: str) -> None:
         shutil.rmtree(self.layout.region_dir(key), ignore_errors=True)
         self.layout.owner_file(key).unlink(missing_ok=True)
+        self.layout.limits_file(key).unlink(missing_ok=True)
         self._busy.pop(key, None)
         log.info("region of a finished container removed", extra={"container": key})
 

@@ -25,6 +25,7 @@ HAMI = [sys.executable, "-m", "services.local"]
 class Local:
     def __init__(self, state_dir: Path) -> None:
         self.state_dir = state_dir
+        self.up_output = ""
         self.env = {**os.environ, "HAMI_STATE_DIR": str(state_dir)}
         self.env.pop("HAMI_NATS_URL", None)
 
@@ -93,6 +94,7 @@ def local(tmp_path: Path) -> Iterator[Local]:
     )
     assert up.returncode == 0, up.stderr + up.stdout
     assert "hami is up" in up.stdout
+    hami.up_output = up.stdout
     yield hami
     down = hami.hami("down")
     assert down.returncode == 0, down.stderr
@@ -380,3 +382,29 @@ def test_local_nats_knows_each_service_and_refuses_everyone_else(local: Local) -
     asyncio.run(probe())
     keys = [a["allocation_id"] for a in local.status()["allocations"]]
     assert keys == [] and "forged" not in json.dumps(local.status())
+
+
+def test_up_says_its_devices_are_simulated_and_where_the_library_is(local: Local) -> None:
+    assert "devices: 1 SIMULATED (NVIDIA H200" in local.up_output, local.up_output
+    assert "isolation library: " in local.up_output
+
+
+def test_run_says_when_the_library_is_missing_and_can_refuse(local: Local) -> None:
+    local.env["HAMI_LIBVGPU"] = ""  # as if it had never been built
+    plain = local.hami("run", "--gpumem", "1g", "--", "true")
+    assert plain.returncode == 0, plain.stderr
+    assert "libvgpu.so is missing: limits are not enforced" in plain.stderr
+    strict = local.hami("run", "--require-isolation", "--gpumem", "1g", "--", "true")
+    assert strict.returncode != 0
+    assert strict.stderr.count("\n") == 1 and "libvgpu.so is missing" in strict.stderr
+    assert local.status()["allocations"] == []  # refused before anything was allocated
+
+
+def test_the_job_gets_a_read_only_limits_file(local: Local) -> None:
+    show = 'cat "$HAMI_LIMITS_FILE"; stat -c %a "$HAMI_LIMITS_FILE"'
+    result = local.hami("run", "--gpumem", "3g", "--gpucores", "30", "--", "sh", "-c", show)
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert "CUDA_DEVICE_MEMORY_LIMIT_0=3072m" in lines and "CUDA_DEVICE_SM_LIMIT=30" in lines
+    assert lines[-1] == "444"
+    assert not list((local.state_dir / "containers").glob("*.limits"))  # gone with the job

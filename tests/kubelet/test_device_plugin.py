@@ -26,7 +26,9 @@ SHARE = {RESOURCE: "1", "nvidia.com/gpumem": "60000", "nvidia.com/gpucores": "30
 PRINT = (
     "env | sort; echo ---preload; cat /etc/ld.so.preload; echo ---mounts; cat /proc/self/mounts;"
     " echo ---lib; wc -c < /usr/local/vgpu/libvgpu.so; echo ---dev; ls /dev/nvidia0 /dev/nvidiactl;"
-    " echo ---region; touch /usr/local/vgpu/region/probe && echo writable"
+    " echo ---region; touch /usr/local/vgpu/region/probe && echo writable;"
+    " echo ---limits; cat /usr/local/vgpu/limits; echo ---rewrite;"
+    " (echo CUDA_DEVICE_MEMORY_LIMIT_0=1t > /usr/local/vgpu/limits) 2>/dev/null || echo refused"
 )
 
 
@@ -75,6 +77,11 @@ def test_a_pod_starts_with_its_limits_the_library_and_its_region(hami: Hami) -> 
     assert "ro" in mounts["/usr/local/vgpu/libvgpu.so"]
     assert "ro" in mounts["/etc/ld.so.preload"]
     assert "rw" in mounts["/usr/local/vgpu/region"]
+    # The limits file: what the library holds every process to, and the job cannot rewrite it.
+    assert "ro" in mounts["/usr/local/vgpu/limits"]
+    assert env["HAMI_LIMITS_FILE"] == "/usr/local/vgpu/limits"
+    assert "CUDA_DEVICE_MEMORY_LIMIT_0=3000m" in out["limits"]
+    assert out["rewrite"] == ["refused"]
     assert out["lib"] == [str(LIBVGPU.stat().st_size)]  # the real library, not a stand-in
     assert out["dev"] == ["/dev/nvidia0", "/dev/nvidiactl"]
     assert out["region"] == ["writable"]

@@ -6,7 +6,12 @@ from pathlib import Path
 
 import pytest
 
-from services.nodeagent.core.containerspec import HostLayout, container_spec, preload_text
+from services.nodeagent.core.containerspec import (
+    HostLayout,
+    container_spec,
+    limits_text,
+    preload_text,
+)
 from services.nodeagent.core.containerusage import RegionOwner, container_samples, gone
 from services.nodeagent.core.handshake import Assignment
 from services.nodeagent.core.readings import DeviceReading
@@ -91,12 +96,24 @@ def test_container_spec_carries_hamis_environment_mounts_and_device_nodes() -> N
         "CUDA_OVERSUBSCRIBE": "true",
         "GPU_CORE_UTILIZATION_POLICY": "force",
         "HAMI_ALLOCATION_ID": "alloc-1",
+        "HAMI_LIMITS_FILE": "/usr/local/vgpu/limits",
     }
     assert {(m.container_path, m.host_path, m.read_only) for m in spec.mounts} == {
         ("/usr/local/vgpu/libvgpu.so", "/opt/hami/libvgpu.so", True),
         ("/etc/ld.so.preload", "/usr/local/vgpu/ld.so.preload", True),
         ("/usr/local/vgpu/region", "/usr/local/vgpu/containers/uid-1_main", False),
+        ("/usr/local/vgpu/limits", "/usr/local/vgpu/limits/uid-1_main", True),
     }
+    # The limits file repeats the limits, not the bookkeeping: the library reads these names.
+    assert limits_text(spec).splitlines()[1:] == [
+        "CUDA_DEVICE_MEMORY_LIMIT_0=3000m",
+        "CUDA_DEVICE_MEMORY_LIMIT_1=4000m",
+        "CUDA_DEVICE_MEMORY_SHARED_CACHE=/usr/local/vgpu/region/vgpu.cache",
+        "CUDA_DEVICE_SM_LIMIT=30",
+        "CUDA_OVERSUBSCRIBE=true",
+        "CUDA_TASK_PRIORITY=0",
+        "GPU_CORE_UTILIZATION_POLICY=force",
+    ]
     assert [(d.container_path, d.host_path) for d in spec.devices] == [
         ("/dev/nvidia4", "/dev/nvidia4"),
         ("/dev/nvidia7", "/dev/nvidia7"),

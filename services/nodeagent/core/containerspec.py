@@ -4,7 +4,10 @@ Host side (HAMi's layout, root configurable): the library at `<root>/libvgpu.so`
 agent is told), `<root>/ld.so.preload` naming it, one region directory per container at
 `<root>/containers/<podUID>_<container>`. Container side: the library at
 `/usr/local/vgpu/libvgpu.so`, a read-only `/etc/ld.so.preload` that loads it into every
-dynamically linked process, and the region directory at `/usr/local/vgpu/region`."""
+dynamically linked process, the region directory at `/usr/local/vgpu/region`, and the
+container's limits file, read-only, at `/usr/local/vgpu/limits` (host: `<root>/limits/<key>`,
+root's, 0444): the library holds every process of the container to it, whatever its
+environment says."""
 
 from __future__ import annotations
 
@@ -15,11 +18,12 @@ from pathlib import Path
 from services.nodeagent.core.handshake import Assignment
 from services.nodeagent.core.readings import DeviceReading
 from shared.errors import InvalidRequest
-from shared.limitenv import limit_environment
+from shared.limitenv import limit_environment, limits_file_text
 
 CONTAINER_LIBRARY = "/usr/local/vgpu/libvgpu.so"
 CONTAINER_PRELOAD = "/etc/ld.so.preload"
 CONTAINER_REGION_DIR = "/usr/local/vgpu/region"
+CONTAINER_LIMITS = "/usr/local/vgpu/limits"
 REGION_FILE = "vgpu.cache"
 CONTROL_NODES = ("/dev/nvidiactl", "/dev/nvidia-uvm", "/dev/nvidia-uvm-tools")
 STAND_IN = "/dev/null"
@@ -63,6 +67,10 @@ class HostLayout:
 
     def region_dir(self, key: str) -> Path:
         return self.root / "containers" / key
+
+    def limits_file(self, key: str) -> Path:
+        """The container's limits; outside the region directory, which its container can write."""
+        return self.root / "limits" / key
 
     def owner_file(self, key: str) -> Path:
         """Who a region belongs to; outside the region, which its container can write."""
@@ -115,9 +123,16 @@ def container_spec(
         )
     )
     envs["HAMI_ALLOCATION_ID"] = assignment.allocation_id
+    envs["HAMI_LIMITS_FILE"] = CONTAINER_LIMITS
     mounts = (
         Mount(CONTAINER_LIBRARY, str(layout.library), True),
         Mount(CONTAINER_PRELOAD, str(layout.preload), True),
         Mount(CONTAINER_REGION_DIR, str(layout.region_dir(assignment.key)), False),
+        Mount(CONTAINER_LIMITS, str(layout.limits_file(assignment.key)), True),
     )
     return ContainerSpec(envs, mounts, device_nodes(assignment, readings, control))
+
+
+def limits_text(spec: ContainerSpec) -> str:
+    """What the node agent writes to the container's limits file."""
+    return limits_file_text(dict(spec.envs))
