@@ -39,7 +39,7 @@ uint64_t hami_limit(int dev) {
 
 void hami_charge_context(int dev) {
     static int charged_pid[HAMI_MAX_DEVICES]; /* per process, not per thread */
-    int pid = getpid();
+    int pid = hami_pid();
     if (hami.context_reserve == 0 || hami.region == NULL) return;
     if (__atomic_exchange_n(&charged_pid[dev], pid, __ATOMIC_ACQ_REL) == pid) return;
     /* The context's own memory is charged whatever the limit says: it exists. */
@@ -89,6 +89,7 @@ int hami_stream_device(CUstream stream) {
 
 int hami_stream_capturing(CUstream stream) {
     CUstreamCaptureStatus status = CU_STREAM_CAPTURE_STATUS_NONE;
+    if (__atomic_load_n(&hami_captures, __ATOMIC_RELAXED) == 0) return 0; /* none begun */
     if (hami_real.cuStreamIsCapturing == NULL) return 0;
     /* An error here is CUDA_ERROR_STREAM_CAPTURE_IMPLICIT (the legacy stream while another
      * stream captures in global mode): touching the stream would invalidate that capture. */

@@ -125,6 +125,20 @@
     X(cuLaunchCooperativeKernelMultiDevice, CUresult,                                            \
       (CUDA_LAUNCH_PARAMS *list, unsigned int n, unsigned int flags), (list, n, flags))          \
     X(cuGraphLaunch, CUresult, (CUgraphExec g, CUstream s), (g, s))                              \
+    X(cuStreamBeginCapture, CUresult, (CUstream s), (s))                                         \
+    X(cuStreamBeginCapture_ptsz, CUresult, (CUstream s), (s))                                    \
+    X(cuStreamBeginCapture_v2, CUresult, (CUstream s, CUstreamCaptureMode mode), (s, mode))      \
+    X(cuStreamBeginCapture_v2_ptsz, CUresult, (CUstream s, CUstreamCaptureMode mode), (s, mode)) \
+    X(cuStreamBeginCaptureToGraph, CUresult,                                                     \
+      (CUstream s, CUgraph g, const CUgraphNode *deps, const CUgraphEdgeData *edges, size_t n,   \
+       CUstreamCaptureMode mode),                                                                \
+      (s, g, deps, edges, n, mode))                                                              \
+    X(cuStreamBeginCaptureToGraph_ptsz, CUresult,                                                \
+      (CUstream s, CUgraph g, const CUgraphNode *deps, const CUgraphEdgeData *edges, size_t n,   \
+       CUstreamCaptureMode mode),                                                                \
+      (s, g, deps, edges, n, mode))                                                              \
+    X(cuStreamEndCapture, CUresult, (CUstream s, CUgraph *g), (s, g))                            \
+    X(cuStreamEndCapture_ptsz, CUresult, (CUstream s, CUgraph *g), (s, g))                       \
     X(cuGraphLaunch_ptsz, CUresult, (CUgraphExec g, CUstream s), (g, s))                         \
     X(cuGetProcAddress, CUresult,                                                                \
       (const char *symbol, void **pfn, int version, cuuint64_t flags),                           \

@@ -15,10 +15,13 @@
     do {                                                                                          \
         hami_init();                                                                              \
         if (hami.limits.sm_invalid) return CUDA_ERROR_NOT_PERMITTED;                              \
-        int measured_ = hami.throttle && !hami_stream_capturing(stream);                          \
-        if (measured_) hami_throttle_launch(stream);                                              \
+        int measured_ = hami.throttle && !hami_stream_capturing(stream), dev_ = 0;                \
+        if (measured_) {                                                                          \
+            dev_ = hami_stream_device(stream);                                                    \
+            hami_throttle_launch(stream, dev_);                                                   \
+        }                                                                                         \
         CUresult rc_ = (call);                                                                    \
-        if (measured_ && rc_ == CUDA_SUCCESS) hami_sample_after_launch(stream);                   \
+        if (measured_ && rc_ == CUDA_SUCCESS) hami_sample_after_launch(stream, dev_);             \
         return rc_;                                                                               \
     } while (0)
 
@@ -112,9 +115,80 @@ EXPORT CUresult cuLaunchCooperativeKernelMultiDevice(CUDA_LAUNCH_PARAMS *list, u
     REAL_OR_FAIL(cuLaunchCooperativeKernelMultiDevice);
     if (hami.limits.sm_invalid) return CUDA_ERROR_NOT_PERMITTED;
     int measured = hami.throttle && list != NULL;
-    for (unsigned i = 0; measured && i < n; i++) hami_throttle_launch(list[i].hStream);
+    for (unsigned i = 0; measured && i < n; i++)
+        hami_throttle_launch(list[i].hStream, hami_stream_device(list[i].hStream));
     CUresult rc = hami_real.cuLaunchCooperativeKernelMultiDevice(list, n, flags);
     for (unsigned i = 0; measured && rc == CUDA_SUCCESS && i < n; i++)
-        hami_sample_after_launch(list[i].hStream);
+        hami_sample_after_launch(list[i].hStream, hami_stream_device(list[i].hStream));
     return rc;
+}
+
+/* ---- stream capture: counted, so that a launch asks whether its stream captures only while
+ * some stream of the process does ---- */
+
+int hami_captures;
+
+static CUresult began(CUresult rc) {
+    if (rc == CUDA_SUCCESS) __atomic_add_fetch(&hami_captures, 1, __ATOMIC_RELAXED);
+    return rc;
+}
+
+static CUresult ended(CUresult rc) {
+    /* An invalidated capture is over too; a refused end (wrong thread) is not. */
+    if ((rc == CUDA_SUCCESS || rc == CUDA_ERROR_STREAM_CAPTURE_INVALIDATED) &&
+        __atomic_load_n(&hami_captures, __ATOMIC_RELAXED) > 0)
+        __atomic_sub_fetch(&hami_captures, 1, __ATOMIC_RELAXED);
+    return rc;
+}
+
+EXPORT CUresult cuStreamBeginCapture(CUstream s) {
+    hami_init();
+    REAL_OR_FAIL(cuStreamBeginCapture);
+    return began(hami_real.cuStreamBeginCapture(s));
+}
+
+EXPORT CUresult cuStreamBeginCapture_ptsz(CUstream s) {
+    hami_init();
+    REAL_OR_FAIL(cuStreamBeginCapture_ptsz);
+    return began(hami_real.cuStreamBeginCapture_ptsz(s));
+}
+
+EXPORT CUresult cuStreamBeginCapture_v2(CUstream s, CUstreamCaptureMode mode) {
+    hami_init();
+    REAL_OR_FAIL(cuStreamBeginCapture_v2);
+    return began(hami_real.cuStreamBeginCapture_v2(s, mode));
+}
+
+EXPORT CUresult cuStreamBeginCapture_v2_ptsz(CUstream s, CUstreamCaptureMode mode) {
+    hami_init();
+    REAL_OR_FAIL(cuStreamBeginCapture_v2_ptsz);
+    return began(hami_real.cuStreamBeginCapture_v2_ptsz(s, mode));
+}
+
+EXPORT CUresult cuStreamBeginCaptureToGraph(CUstream s, CUgraph g, const CUgraphNode *deps,
+                                            const CUgraphEdgeData *edges, size_t n,
+                                            CUstreamCaptureMode mode) {
+    hami_init();
+    REAL_OR_FAIL(cuStreamBeginCaptureToGraph);
+    return began(hami_real.cuStreamBeginCaptureToGraph(s, g, deps, edges, n, mode));
+}
+
+EXPORT CUresult cuStreamBeginCaptureToGraph_ptsz(CUstream s, CUgraph g, const CUgraphNode *deps,
+                                                 const CUgraphEdgeData *edges, size_t n,
+                                                 CUstreamCaptureMode mode) {
+    hami_init();
+    REAL_OR_FAIL(cuStreamBeginCaptureToGraph_ptsz);
+    return began(hami_real.cuStreamBeginCaptureToGraph_ptsz(s, g, deps, edges, n, mode));
+}
+
+EXPORT CUresult cuStreamEndCapture(CUstream s, CUgraph *g) {
+    hami_init();
+    REAL_OR_FAIL(cuStreamEndCapture);
+    return ended(hami_real.cuStreamEndCapture(s, g));
+}
+
+EXPORT CUresult cuStreamEndCapture_ptsz(CUstream s, CUgraph *g) {
+    hami_init();
+    REAL_OR_FAIL(cuStreamEndCapture_ptsz);
+    return ended(hami_real.cuStreamEndCapture_ptsz(s, g));
 }

@@ -42,6 +42,16 @@ uint64_t hami_process_start_ticks(int pid) {
  * liveness falls back to the PID and its start time. */
 #define SLOT_LOCKED 1
 static int lock_fd = -1;          /* this process's own open file description of the region */
+static int cached_pid;            /* getpid() is a system call: asked once per process */
+
+int hami_pid(void) {
+    int pid = __atomic_load_n(&cached_pid, __ATOMIC_RELAXED);
+    if (pid == 0) {
+        pid = getpid();
+        __atomic_store_n(&cached_pid, pid, __ATOMIC_RELAXED);
+    }
+    return pid;
+}
 static char lock_path[4096];
 static int own_slot = -1, own_pid;
 
@@ -70,6 +80,7 @@ static int process_gone(const struct hami_region *r, const struct hami_proc_slot
 /* After fork the child shares the parent's open file description, and so its locks: it gets
  * one of its own, and a slot of its own on first use. */
 static void region_after_fork(void) {
+    cached_pid = getpid();
     own_slot = -1;
     if (lock_fd < 0) return;
     int fd = open(lock_path, O_RDWR | O_CLOEXEC | O_NOFOLLOW);
@@ -221,14 +232,14 @@ static int claim(struct hami_region *r, int i) {
             r->used[d] = r->used[d] >= s->used[d] ? r->used[d] - s->used[d] : 0;
     }
     memset(s, 0, sizeof(*s));
-    s->start_ticks = hami_process_start_ticks(getpid());
-    s->pid = getpid();
+    s->start_ticks = hami_process_start_ticks(hami_pid());
+    s->pid = hami_pid();
     s->reserved = locked ? SLOT_LOCKED : 0;
     return 1;
 }
 
 struct hami_proc_slot *hami_region_slot(struct hami_region *r) {
-    int pid = getpid();
+    int pid = hami_pid();
     if (own_pid == pid && own_slot >= 0) return &r->slots[own_slot];
     for (int pass = 0; pass < 2; pass++) {
         for (int i = 0; i < HAMI_MAX_PROCS; i++) {
@@ -257,7 +268,7 @@ int hami_region_reap(struct hami_region *r) {
     int freed = 0;
     for (int i = 0; i < HAMI_MAX_PROCS; i++) {
         struct hami_proc_slot *s = &r->slots[i];
-        if (s->pid != 0 && !(own_pid == getpid() && i == own_slot) && process_gone(r, s)) {
+        if (s->pid != 0 && !(own_pid == hami_pid() && i == own_slot) && process_gone(r, s)) {
             for (int d = 0; d < HAMI_MAX_DEVICES; d++)
                 r->used[d] = r->used[d] >= s->used[d] ? r->used[d] - s->used[d] : 0;
             /* Slots stay where they are: others keep their indices. */

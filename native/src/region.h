@@ -63,5 +63,7 @@ int hami_region_reserve(struct hami_region *r, int dev, uint64_t bytes, uint64_t
 void hami_region_release(struct hami_region *r, int dev, uint64_t bytes, int oversub);
 
 uint64_t hami_process_start_ticks(int pid);
+/* This process's pid, cached (again after fork). */
+int hami_pid(void);
 
 #endif

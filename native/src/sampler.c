@@ -45,7 +45,12 @@ struct chain {
     CUstream dirty[DIRTY]; /* launched into since their last marker */
     int ndirty;
     int overflow; /* more streams than DIRTY: the chain must not restart (it could lose work) */
+    uint64_t epoch; /* bumped whenever the dirty streams are marked: a thread's note is stale */
 };
+
+/* The stream this thread last noted dirty, and in which epoch: launching on it again before the
+ * chain marks it needs no lock. */
+static __thread struct { CUstream stream; int dev; uint64_t epoch; } noted = {NULL, -1, 0};
 
 static pthread_mutex_t chain_lock = PTHREAD_MUTEX_INITIALIZER;
 static struct chain chains[HAMI_MAX_DEVICES];
@@ -53,7 +58,11 @@ static struct chain chains[HAMI_MAX_DEVICES];
 /* After fork the child has no CUDA context and maybe a lock held by a thread that is gone. */
 static void reset_chains(void) {
     pthread_mutex_init(&chain_lock, NULL);
-    memset(chains, 0, sizeof(chains));
+    for (int d = 0; d < HAMI_MAX_DEVICES; d++) {
+        uint64_t epoch = chains[d].epoch + 1; /* every thread's note is stale in the child */
+        memset(&chains[d], 0, sizeof(chains[d]));
+        chains[d].epoch = epoch;
+    }
 }
 
 __attribute__((constructor)) static void chain_atfork(void) {
@@ -168,15 +177,22 @@ static void mark_dirty(struct chain *c) {
     for (int i = 0; i < c->ndirty; i++)
         if (!mark(c, c->dirty[i])) c->dirty[kept++] = c->dirty[i];
     c->ndirty = kept;
+    __atomic_store_n(&c->epoch, c->epoch + 1, __ATOMIC_RELEASE);
 }
 
-void hami_sample_after_launch(CUstream stream) {
+void hami_sample_after_launch(CUstream stream, int dev) {
     if (hami_real.cuEventRecord == NULL || hami_real.cuEventQuery == NULL) return;
-    int dev = hami_stream_device(stream);
     struct chain *c = &chains[dev];
     uint64_t now = hami_now_ns();
+    uint64_t epoch = __atomic_load_n(&c->epoch, __ATOMIC_ACQUIRE);
+    int known = noted.stream == stream && noted.dev == dev && noted.epoch == epoch;
+    if (known && now - __atomic_load_n(&c->last_sample_ns, __ATOMIC_RELAXED) < SAMPLE_NS)
+        return; /* already dirty, and not time to sample: nothing to do */
     pthread_mutex_lock(&chain_lock);
     note_launch(c, stream);
+    noted.stream = stream;
+    noted.dev = dev;
+    noted.epoch = c->epoch;
     if (now - c->last_sample_ns < SAMPLE_NS) {
         pthread_mutex_unlock(&chain_lock);
         return;
@@ -201,10 +217,11 @@ static uint64_t collect_locked(struct chain *c) {
     return busy;
 }
 
-void hami_throttle_launch(CUstream stream) {
-    int dev = hami_stream_device(stream);
+void hami_throttle_launch(CUstream stream, int dev) {
     struct chain *c = &chains[dev];
     struct hami_region *r = hami.compute;
+    /* Tokens left: no wait (a refill only adds). The common case costs one load. */
+    if (__atomic_load_n(&r->tokens_ns[dev], __ATOMIC_RELAXED) >= 0) return;
     if (hami.limits.policy == HAMI_POLICY_DEFAULT && r->relaxed[dev]) return;
     int slept = 0;
     for (int rounds = 0; rounds < 1000; rounds++) {

@@ -17,7 +17,10 @@ extern struct hami_state hami;
 
 int hami_current_device(void);
 uint64_t hami_now_ns(void);
-void hami_throttle_launch(CUstream stream);
-void hami_sample_after_launch(CUstream stream);
+/* Launch bookkeeping for stream's device dev (sampler.c). */
+void hami_throttle_launch(CUstream stream, int dev);
+void hami_sample_after_launch(CUstream stream, int dev);
+/* Stream captures in progress in this process (capture hooks): 0 means no stream captures. */
+extern int hami_captures;
 
 #endif

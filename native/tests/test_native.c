@@ -324,6 +324,16 @@ static void scenario_launch_rate(int launches) {
     printf("ns_per_launch %.1f\n", (now_s() - start) * 1e9 / launches);
 }
 
+static void scenario_pool_rate(int n) {
+    double start = now_s();
+    for (int i = 0; i < n; i++) {
+        CUdeviceptr p = 0;
+        cuMemAllocAsync(&p, 4096, NULL);
+        cuMemFreeAsync(p, NULL);
+    }
+    printf("ns_per_async_alloc_free %.1f\n", (now_s() - start) * 1e9 / n);
+}
+
 static void scenario_alloc_rate(int n) {
     double start = now_s();
     for (int i = 0; i < n; i++) {
@@ -644,6 +654,7 @@ int main(int argc, char **argv) {
     else if (!strcmp(s, "launch-refused")) scenario_launch_refused();
     else if (!strcmp(s, "launch-rate") && argc == 3) scenario_launch_rate(atoi(argv[2]));
     else if (!strcmp(s, "alloc-rate") && argc == 3) scenario_alloc_rate(atoi(argv[2]));
+    else if (!strcmp(s, "pool-rate") && argc == 3) scenario_pool_rate(atoi(argv[2]));
     else if (!strcmp(s, "free-race")) scenario_free_race();
     else if (!strcmp(s, "pools")) scenario_pools();
     else if (!strcmp(s, "pool-chunks")) scenario_pool_chunks();
