@@ -23,9 +23,15 @@ from services.nodeagent.core.containerusage import (
     listed_containers,
     owner_decoder,
 )
-from services.nodeagent.core.region import RegionReading, RegionUnreadable, read_region
+from services.nodeagent.core.region import (
+    RegionCorrupt,
+    RegionReading,
+    RegionUnreadable,
+    read_region,
+)
 from services.nodeagent.kubeletapi.podresources.v1 import api_pb2 as pb
 from services.nodeagent.kubeletapi.podresources.v1 import api_pb2_grpc as pb_grpc
+from services.nodeagent.regionfiles import recreate_if_unheld
 from shared.schemas.base import node_token
 from shared.schemas.usage import USAGE, usage_codec
 
@@ -98,6 +104,18 @@ class ContainerUsage:
             return None
         try:
             reading = read_region(data)
+        except RegionCorrupt as e:
+            if recreate_if_unheld(path):
+                log.warning(
+                    "corrupt region moved aside: the container's next process makes a new one",
+                    extra={"container": key, "error": str(e)},
+                )
+                self._unreadable.discard(key)
+                return None
+            if key not in self._unreadable:
+                log.warning("region corrupt, still held", extra={"container": key, "error": str(e)})
+                self._unreadable.add(key)
+            return None
         except RegionUnreadable as e:
             if key not in self._unreadable:
                 log.warning("region unreadable", extra={"container": key, "error": str(e)})

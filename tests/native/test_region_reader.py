@@ -46,3 +46,27 @@ def test_anything_else_is_unreadable(tmp_path: Path) -> None:
     ):
         with pytest.raises(RegionUnreadable):
             read_region(bad)
+
+
+def test_a_corrupt_region_is_recreated_only_when_nobody_holds_it(
+    native_build: Path, tmp_path: Path
+) -> None:
+    from services.nodeagent.core.region import RegionCorrupt
+    from services.nodeagent.regionfiles import live_holders, recreate_if_unheld
+
+    cache = tmp_path / "vgpu.cache"
+    env = {"CUDA_DEVICE_MEMORY_LIMIT_0": "64m", "CUDA_DEVICE_MEMORY_SHARED_CACHE": str(cache)}
+    holder = spawn(native_build, "grab", str(8 * MB), "2", **env)
+    assert holder.stdout is not None and holder.stdout.readline().strip() == "got 2"
+    assert live_holders(cache) == 1
+    data = bytearray(cache.read_bytes())
+    data[12:16] = (9).to_bytes(4, "little")  # scribbled over while its holder lives
+    cache.write_bytes(bytes(data))
+    with pytest.raises(RegionCorrupt):
+        read_region(cache.read_bytes())
+    assert not recreate_if_unheld(cache)  # a second region would double the container's limit
+    holder.kill()
+    holder.communicate()
+    assert live_holders(cache) == 0
+    assert recreate_if_unheld(cache)
+    assert not cache.exists() and len(list(tmp_path.glob("vgpu.cache.corrupt-*"))) == 1

@@ -22,6 +22,11 @@ class RegionUnreadable(ValueError):
     """Not a region of the layout this agent knows (another version, torn, or not one)."""
 
 
+class RegionCorrupt(RegionUnreadable):
+    """Says it is our layout (magic and version) but its shape is wrong: scribbled over. The
+    library refuses it; the agent may recreate it once no process holds a slot in it."""
+
+
 @dataclass(frozen=True, slots=True)
 class RegionReading:
     limit_bytes: tuple[int, ...]
@@ -42,7 +47,7 @@ def read_region(data: bytes) -> RegionReading:
     if version != VERSION:
         raise RegionUnreadable(f"layout version {version}; this agent reads {VERSION}")
     if header_bytes != HEADER_BYTES or slot_count != SLOT_COUNT or len(data) < REGION_BYTES:
-        raise RegionUnreadable(
+        raise RegionCorrupt(
             f"header {header_bytes} B, {slot_count} slots, {len(data)} B: expected "
             f"{HEADER_BYTES}, {SLOT_COUNT}, {REGION_BYTES}"
         )
