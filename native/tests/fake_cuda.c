@@ -742,6 +742,10 @@ EXPORT CUresult cuDevicePrimaryCtxRetain(CUcontext *ctx, CUdevice dev) {
     *ctx = (CUcontext)&contexts[dev];
     return CUDA_SUCCESS;
 }
+EXPORT CUresult cuCtxSetCurrent(CUcontext ctx) {
+    if (ctx != NULL) current = ((struct { int dev; } *)ctx)->dev;
+    return CUDA_SUCCESS;
+}
 EXPORT CUresult cuCtxCreate_v2(CUcontext *ctx, unsigned int flags, CUdevice dev) {
     (void)flags;
     current = dev;

@@ -43,6 +43,20 @@ for sm in 25 50; do
   wait
 done
 
+# Routes where the real driver decides: cuGetProcAddress identity, VMM release-while-mapped,
+# pool retention (and whether a stream-ordered allocation is reserved at the call), JAX's
+# preallocation, CuPy's pool; PyTorch graph capture and three streams under an SM limit.
+for check in gpa_identity vmm_release_while_mapped pool_retention jax_prealloc cupy_pool; do
+  limited env CUDA_DEVICE_MEMORY_SHARED_CACHE="$(mktemp -u /tmp/hami-gpu-XXXXXX.cache)" \
+    "$PY" tests/gpu/checks.py "$check" >> "$RESULTS"
+done
+"$PY" tests/gpu/checks.py torch_graph_capture 4 >> "$RESULTS"
+"$PY" tests/gpu/checks.py torch_streams 4 >> "$RESULTS"
+for sm in 30 50; do
+  LD_PRELOAD="$LIB" CUDA_DEVICE_SM_LIMIT=$sm "$PY" tests/gpu/checks.py torch_graph_capture 4 >> "$RESULTS"
+  LD_PRELOAD="$LIB" CUDA_DEVICE_SM_LIMIT=$sm "$PY" tests/gpu/checks.py torch_streams 4 >> "$RESULTS"
+done
+
 # Launch overhead: empty kernels, alternating without and with the library (limits set).
 if command -v nvcc >/dev/null; then
   nvcc -O2 -o "$OUT/empty_kernel" tests/gpu/empty_kernel.cu

@@ -28,3 +28,28 @@ if plain and hooked:
         f"| empty-kernel launch | {p:.3f} us plain, {h:.3f} us with library: "
         f"{100 * (h / p - 1):+.1f}% |"
     )
+for r in rows:
+    if r["check"] in (
+        "gpa_identity",
+        "vmm_release_while_mapped",
+        "pool_retention",
+        "jax_prealloc",
+        "cupy_pool",
+    ):
+        print(
+            f"| {r['check']} | "
+            + ", ".join(f"{k}={v}" for k, v in r.items() if k != "check")
+            + " |"
+        )
+for kind in ("torch_graph_capture", "torch_streams"):
+    runs = [r for r in rows if r["check"] == kind and "matmuls_per_s" in r]
+    free = [r["matmuls_per_s"] for r in runs if not r["sm_limit"]]
+    for r in runs:
+        if r["sm_limit"] and free:
+            print(
+                f"| {kind} at SM limit {r['sm_limit']}% | "
+                f"{100 * r['matmuls_per_s'] / free[0]:.1f}% of unlimited throughput |"
+            )
+    for r in rows:
+        if r["check"] == kind and "error" in r:
+            print(f"| {kind} | {r['error']} |")

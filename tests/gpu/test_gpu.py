@@ -37,3 +37,11 @@ def test_gpu_checks(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stderr
     table = (tmp_path / "results.md").read_text()
     assert "refused_past_limit=False" not in table
+    for broken in (
+        "all_ours=False",
+        "charged_while_mapped=False",
+        "retained_charged=False",
+        "charged_while_held=False",
+        "within_limit=False",
+    ):
+        assert broken not in table, table
