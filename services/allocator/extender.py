@@ -14,7 +14,7 @@ from typing import Any, Protocol
 
 import msgspec
 
-from services.allocator.core.fit import REASONS
+from services.allocator.core.fit import Reason
 from services.allocator.core.kinds import DEFAULT_KINDS, KindRegistry
 from services.allocator.core.placement import FitMemo, SchedulingSettings, filter_nodes, node_scores
 from services.allocator.core.podspec import PodRequest, encode_devices, parse_pod
@@ -63,13 +63,13 @@ def _node_names(args: Mapping[str, Any]) -> list[str]:
     raise InvalidRequest("ExtenderArgs needs NodeNames (nodeCacheCapable) or Nodes")
 
 
-def naming_the_resource(reason: str, names: ResourceNames) -> str:
+def naming_the_resource(reason: Reason, names: ResourceNames) -> str:
     """kube-scheduler's style (`Insufficient <resource>`), so a pending pod's FailedScheduling
     event says which of its requests did not fit."""
-    for key, resource in (("memory", names.memory), ("cores", names.cores)):
-        if REASONS[key] in reason:
-            return f"Insufficient {resource}: {reason}"
-    return f"Insufficient {names.count}: {reason}"
+    for code, resource in (("memory", names.memory), ("cores", names.cores)):
+        if reason.about(code):
+            return f"Insufficient {resource}: {reason.text}"
+    return f"Insufficient {names.count}: {reason.text}"
 
 
 def _resources_of(request: PodRequest, kinds: KindRegistry) -> ResourceNames:

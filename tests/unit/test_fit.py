@@ -6,7 +6,7 @@ import pytest
 from immutables import Map
 
 from services.allocator.core import ledger
-from services.allocator.core.fit import fit_node, type_allowed
+from services.allocator.core.fit import NodeFit, Reason, fit_node, type_allowed
 from services.allocator.core.placement import Never, Placed, SchedulingSettings, Wait, decide
 from services.allocator.core.policies import Binpack, Spread
 from services.allocator.core.state import ClusterState, DeviceUsage
@@ -23,56 +23,52 @@ def fit(devices: tuple, usage: dict, *containers: C):  # type: ignore[no-untyped
 
 def test_memory_in_mib_fits_until_full() -> None:
     d = (device(0, memory=1000),)
-    assert not isinstance(fit(d, {}, C(memory_mib=1000)), str)
-    assert (
-        fit(d, {d[0].uuid: DeviceUsage(memory_mib=1, count=1)}, C(memory_mib=1000))
-        == "not enough free device memory"
+    assert isinstance(fit(d, {}, C(memory_mib=1000)), NodeFit)
+    assert fit(d, {d[0].uuid: DeviceUsage(memory_mib=1, count=1)}, C(memory_mib=1000)) == Reason(
+        "memory"
     )
 
 
 def test_memory_percent_is_of_the_device() -> None:
     d = (device(0, memory=1000),)
     result = fit(d, {}, C(memory_percent=25))
-    assert not isinstance(result, str)
+    assert isinstance(result, NodeFit)
     assert result.containers[0][0].memory_mib == 250
 
 
 def test_no_memory_given_takes_the_whole_device() -> None:
     d = (device(0, memory=1000),)
     result = fit(d, {}, C())
-    assert not isinstance(result, str) and result.containers[0][0].memory_mib == 1000
-    assert (
-        fit(d, {d[0].uuid: DeviceUsage(memory_mib=1000, count=1)}, C(memory_mib=1))
-        == "not enough free device memory"
+    assert isinstance(result, NodeFit) and result.containers[0][0].memory_mib == 1000
+    assert fit(d, {d[0].uuid: DeviceUsage(memory_mib=1000, count=1)}, C(memory_mib=1)) == Reason(
+        "memory"
     )
 
 
 def test_cores_add_up_to_the_device() -> None:
     d = (device(0),)
     used = {d[0].uuid: DeviceUsage(memory_mib=3, cores=90, count=3)}
-    assert not isinstance(fit(d, used, C(memory_mib=1, cores=10)), str)
-    assert fit(d, used, C(memory_mib=1, cores=11)) == "not enough free device cores"
+    assert isinstance(fit(d, used, C(memory_mib=1, cores=10)), NodeFit)
+    assert fit(d, used, C(memory_mib=1, cores=11)) == Reason("cores")
 
 
 def test_exclusive_request_needs_an_idle_device() -> None:
     d = (device(0),)
     used = {d[0].uuid: DeviceUsage(memory_mib=1, cores=0, count=1)}
-    assert (
-        fit(d, used, C(memory_mib=1, cores=100)) == "exclusive use (100 cores) needs an idle device"
-    )
-    assert not isinstance(fit(d, {}, C(memory_mib=1, cores=100)), str)
+    assert fit(d, used, C(memory_mib=1, cores=100)) == Reason("exclusive")
+    assert isinstance(fit(d, {}, C(memory_mib=1, cores=100)), NodeFit)
 
 
 def test_a_device_with_all_cores_taken_accepts_no_zero_core_share() -> None:
     d = (device(0),)
     used = {d[0].uuid: DeviceUsage(memory_mib=1, cores=100, count=1)}
-    assert fit(d, used, C(memory_mib=1, cores=0)) == "not enough free device cores"
+    assert fit(d, used, C(memory_mib=1, cores=0)) == Reason("cores")
 
 
 def test_split_count_limits_sharers() -> None:
     d = (device(0, split=2),)
     used = {d[0].uuid: DeviceUsage(memory_mib=2, count=2)}
-    assert fit(d, used, C(memory_mib=1)) == "device split count reached"
+    assert fit(d, used, C(memory_mib=1)) == Reason("split")
 
 
 @pytest.mark.parametrize(
@@ -97,50 +93,47 @@ def test_type_selectors_are_case_insensitive_substrings(
 def test_uuid_selectors() -> None:
     d = (device(0), device(1))
     result = fit(d, {}, C(memory_mib=1, use_uuids=(d[1].uuid,)))
-    assert not isinstance(result, str) and result.containers[0][0].uuid == d[1].uuid
+    assert isinstance(result, NodeFit) and result.containers[0][0].uuid == d[1].uuid
     result = fit(d, {}, C(memory_mib=1, nouse_uuids=(d[0].uuid,)))
-    assert not isinstance(result, str) and result.containers[0][0].uuid == d[1].uuid
-    assert "UUID" in fit(d, {}, C(memory_mib=1, use_uuids=("GPU-other",)))  # type: ignore[operator]
+    assert isinstance(result, NodeFit) and result.containers[0][0].uuid == d[1].uuid
+    assert fit(d, {}, C(memory_mib=1, use_uuids=("GPU-other",))) == Reason("uuid")
 
 
 def test_unhealthy_devices_are_skipped() -> None:
     d = (device(0, healthy=False), device(1))
     result = fit(d, {}, C(memory_mib=1))
-    assert not isinstance(result, str) and result.containers[0][0].index == 1
+    assert isinstance(result, NodeFit) and result.containers[0][0].index == 1
 
 
 def test_several_devices_are_distinct() -> None:
     d = (device(0), device(1), device(2))
     result = fit(d, {}, C(count=3, memory_mib=10))
-    assert not isinstance(result, str)
+    assert isinstance(result, NodeFit)
     assert len({g.uuid for g in result.containers[0]}) == 3
-    assert fit(d, {}, C(count=4, memory_mib=10)) == "3 of 3 devices fit, 4 asked"
+    assert fit(d, {}, C(count=4, memory_mib=10)) == Reason("count", "3 of 3 devices fit, 4 asked")
 
 
 def test_numa_bind_keeps_devices_on_one_node() -> None:
     d = (device(0, numa=0), device(1, numa=1), device(2, numa=1))
     result = fit(d, {}, C(count=2, memory_mib=1, numa_bind=True))
-    assert not isinstance(result, str)
+    assert isinstance(result, NodeFit)
     assert {g.index for g in result.containers[0]} == {1, 2}
-    assert (
-        fit(d, {}, C(count=3, memory_mib=1, numa_bind=True))
-        == "not enough fitting devices on one NUMA node"
-    )
+    assert fit(d, {}, C(count=3, memory_mib=1, numa_bind=True)) == Reason("numa")
 
 
 def test_containers_of_one_pod_see_each_other() -> None:
     d = (device(0, memory=1000, split=10),)
     result = fit(d, {}, C(memory_mib=600), C(memory_mib=600))
-    assert result == "not enough free device memory"
+    assert result == Reason("memory")
     d = (device(0, memory=1000, split=1), device(1, memory=1000, split=1))
     result = fit(d, {}, C(memory_mib=100), C(memory_mib=100))
-    assert not isinstance(result, str)
+    assert isinstance(result, NodeFit)
     assert result.containers[0][0].uuid != result.containers[1][0].uuid
 
 
 def test_container_without_devices_gets_none() -> None:
     result = fit((device(0),), {}, C(count=0), C(memory_mib=1))
-    assert not isinstance(result, str) and result.containers[0] == ()
+    assert isinstance(result, NodeFit) and result.containers[0] == ()
 
 
 def test_gpu_policies_order_devices() -> None:
@@ -148,8 +141,8 @@ def test_gpu_policies_order_devices() -> None:
     used = {d[0].uuid: DeviceUsage(memory_mib=500, cores=10, count=1)}
     spread = fit_node("n1", d, Map(used), (C(memory_mib=1),), Spread().device_order())
     binpack = fit_node("n1", d, Map(used), (C(memory_mib=1),), Binpack().device_order())
-    assert not isinstance(spread, str) and spread.containers[0][0].index == 1
-    assert not isinstance(binpack, str) and binpack.containers[0][0].index == 0
+    assert isinstance(spread, NodeFit) and spread.containers[0][0].index == 1
+    assert isinstance(binpack, NodeFit) and binpack.containers[0][0].index == 0
 
 
 def cluster(*nodes: object, now: float = 0.0) -> ClusterState:
@@ -250,5 +243,5 @@ def test_filter_splits_fit_busy_and_impossible() -> None:
         ["a", "b", "small", "ghost"],
     )
     assert passed == ["b"]
-    assert set(failed) == {"a"} and "memory" in failed["a"]
-    assert set(never) == {"small", "ghost"} and "inventory" in never["ghost"]
+    assert set(failed) == {"a"} and failed["a"].about("memory")
+    assert set(never) == {"small", "ghost"} and never["ghost"] == Reason("no-inventory")

@@ -135,7 +135,7 @@ def test_the_decision_is_the_best_gradient_over_all_nodes(
     fills: list[list[int]], mix: list[tuple[int, int]], ask: int
 ) -> None:
     """The chosen node has the best score of every node that fits; the memo never changes it."""
-    from services.allocator.core.fit import fit_node
+    from services.allocator.core.fit import NodeFit, fit_node
     from services.allocator.core.policies import policy_named
 
     state = cluster(
@@ -151,7 +151,7 @@ def test_the_decision_is_the_best_gradient_over_all_nodes(
     for name, record in state.nodes.items():
         usage = state.node_usage(name)
         fit = fit_node(name, record.devices, usage, shape, policy.device_order())
-        if not isinstance(fit, str):
+        if isinstance(fit, NodeFit):
             scores[name] = policy.node_score(record.devices, usage, fit)
             assert remembered(state.mix.snapshot, record.devices, usage) == (
                 measure(state.mix.snapshot, record.devices, usage)

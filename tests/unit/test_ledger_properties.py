@@ -138,7 +138,7 @@ def test_restore_gives_leases_a_fresh_deadline() -> None:
 def test_decision_matches_a_brute_force_oracle_on_small_clusters(
     fills: list[tuple[int, int, int]], policy: str, want: int
 ) -> None:
-    from services.allocator.core.fit import fit_node
+    from services.allocator.core.fit import NodeFit, fit_node
     from services.allocator.core.placement import BOUNDED_FITS, Wait
     from services.allocator.core.policies import policy_named
 
@@ -171,7 +171,7 @@ def test_decision_matches_a_brute_force_oracle_on_small_clusters(
     for name in names:
         record, usage = state.nodes[name], state.node_usage(name)
         fit = fit_node(name, record.devices, usage, ask.containers, order)
-        if not isinstance(fit, str):
+        if isinstance(fit, NodeFit):
             scored.append((-node_policy.node_score(record.devices, usage, fit), name))
     if not scored:
         assert not isinstance(decision, Placed)

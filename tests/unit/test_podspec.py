@@ -83,7 +83,7 @@ def test_annotation_encoding_round_trips() -> None:
 def test_another_vendor_plugs_in_through_the_registry() -> None:
     from immutables import Map
 
-    from services.allocator.core.fit import fit_node
+    from services.allocator.core.fit import NodeFit, fit_node
     from services.allocator.core.kinds import DEFAULT_KINDS, DeviceKind
     from services.allocator.core.policies import Spread
     from shared.resources import ResourceNames
@@ -128,7 +128,7 @@ def test_another_vendor_plugs_in_through_the_registry() -> None:
         ),
     )
     fit = fit_node("n", devices, Map(), request.containers, spread_order)
-    assert not isinstance(fit, str)
+    assert isinstance(fit, NodeFit)
     assert [g.uuid for c in fit.containers for g in c] == ["NPU-0", "GPU-0"]
     assert encode_devices(fit.containers, kinds).startswith("NPU-0,Ascend,1000,0:;GPU-0,NVIDIA,")
     with pytest.raises(InvalidRequest, match="several kinds"):

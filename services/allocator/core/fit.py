@@ -86,6 +86,27 @@ class NodeFit:
     containers: tuple[tuple[DeviceGrant, ...], ...]
 
 
+@dataclass(frozen=True, slots=True)
+class Reason:
+    """Why a request does not fit a node: a code (a key of REASONS, or "count": too few devices
+    passed, ``detail`` says how many, ``cause`` is what stopped most of the others). Shells
+    render it (``text``); tests and callers compare codes."""
+
+    code: str
+    detail: str = ""
+    cause: str = ""
+
+    @property
+    def text(self) -> str:
+        if self.code == "count":
+            return f"{self.detail} (others: {REASONS[self.cause]})" if self.cause else self.detail
+        return REASONS[self.code] + (f": {self.detail}" if self.detail else "")
+
+    def about(self, code: str) -> bool:
+        """Whether this reason is, or mostly comes from, ``code`` (e.g. "memory")."""
+        return code in (self.code, self.cause)
+
+
 REASONS = {
     "kind": "no device of this kind",
     "unhealthy": "device unhealthy",
@@ -96,6 +117,8 @@ REASONS = {
     "cores": "not enough free device cores",
     "exclusive": "exclusive use (100 cores) needs an idle device",
     "numa": "not enough fitting devices on one NUMA node",
+    "no-inventory": "no HAMi device inventory from this node (node agent not running?)",
+    "no-node": "no live node with devices",
 }
 
 
@@ -129,7 +152,7 @@ def fit_node(
     containers: Sequence[ContainerRequest],
     order: DeviceOrder,
     heat: Mapping[str, int] | None = None,
-) -> NodeFit | str:
+) -> NodeFit | Reason:
     """Place every container on this node's devices, or say why not (the most telling reason).
     Devices the order ranks equal go cooler first (``heat``: usage feedback, core/heat.py).
 
@@ -157,12 +180,12 @@ def fit_node(
         picked = _choose(request, [c[3] for c in candidates])
         if picked is None:
             if candidates and request.numa_bind:
-                return REASONS["numa"]
-            main = REASONS[max(rejections, key=lambda k: rejections[k])] if rejections else ""
+                return Reason("numa")
+            main = max(rejections, key=lambda k: rejections[k]) if rejections else ""
             if candidates or not rejections:
                 count = f"{len(candidates)} of {len(devices)} devices fit, {request.count} asked"
-                return f"{count} (others: {main})" if main else count
-            return main
+                return Reason("count", count, main)
+            return Reason(main)
         grants = tuple(_grant(request, device) for device in picked)
         for grant in grants:
             current = taken.get(grant.uuid) or usage.get(grant.uuid, NO_USAGE)

@@ -20,7 +20,13 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import replace
 
-from services.allocator.core.fit import device_rejection, fit_node, fullest_first, type_allowed
+from services.allocator.core.fit import (
+    NodeFit,
+    device_rejection,
+    fit_node,
+    fullest_first,
+    type_allowed,
+)
 from services.allocator.core.mix import (
     EMPTY_SNAPSHOT,
     MIN_WEIGHT,
@@ -45,7 +51,7 @@ def stranded(
 ) -> float:
     """Free capacity on the node that this shape could not use (in devices)."""
     free = [free_fraction(d, usage.get(d.uuid, NO_USAGE)) for d in devices]
-    if isinstance(fit_node("", devices, usage, shape, fullest_first), str):
+    if not isinstance(fit_node("", devices, usage, shape, fullest_first), NodeFit):
         return sum(free)
     return sum(
         f

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 from immutables import Map
 
-from services.allocator.core.fit import DeviceOrder, NodeFit, fit_node
+from services.allocator.core.fit import DeviceOrder, NodeFit, Reason, fit_node
 from services.allocator.core.policies import Policy, policy_named
 from services.allocator.core.state import (
     NO_HEAT,
@@ -103,86 +103,120 @@ def policies_for(
     return node_policy.bind(state, request.containers), policy_named(gpu_name)
 
 
-def live_nodes(state: ClusterState, now: float, ttl: float) -> list[NodeRecord]:
-    return [record for record in state.nodes.values() if now - record.last_seen <= ttl]
-
-
-def live_among(
-    state: ClusterState, names: Iterable[str], now: float, ttl: float
-) -> list[NodeRecord]:
-    """The live nodes among ``names``, in the order given (each once): O(candidates), never a
-    walk over the cluster."""
-    out = []
-    for name in dict.fromkeys(names):
-        record = state.nodes.get(name)
-        if record is not None and now - record.last_seen <= ttl:
-            out.append(record)
-    return out
-
-
 BOUNDED_FITS = 16
 """With a load-ordered policy, a search stops after this many nodes that fit: in load order
 they are the best candidates, and the cost no longer grows with the cluster."""
 
 
-def best_fit(
-    nodes: Iterable[NodeRecord],
+# ---- the stages: every view of a placement (decide, the extender's filter and prioritize, the
+# NATS API) is one loop over candidate nodes that gives each a verdict. ----
+
+
+@dataclass(slots=True)
+class Verdicts:
+    """What one evaluation found, node by node, in kube-scheduler's three outcomes: ``fits``
+    (Success: the node and the node policy's score, higher is better); every other node is
+    in ``failed`` (why not now, in the order visited) and is either busy (Unschedulable: it
+    would fit the node empty) or in ``never`` too (UnschedulableAndUnresolvable: why not even
+    empty). Plain collections, not an object per node: the loop runs for every node of every
+    pod."""
+
+    fits: dict[str, float]
+    failed: dict[str, Reason]
+    never: dict[str, Reason]
+    unknown: list[str]
+    """Names without a live inventory (no node agent heard from within the node TTL)."""
+    best: tuple[str, float, NodeFit] | None = None
+    """The fit with the highest score; ties to the lexically smallest node (reproducible)."""
+
+
+def evaluate(
+    names: Iterable[str],
     state: ClusterState,
     containers: tuple[ContainerRequest, ...],
     node_policy: Policy,
     gpu_policy: Policy,
     memo: FitMemo,
     *,
-    empty: bool = False,
+    now: float,
+    ttl: float,
     enough: int | None = None,
-) -> tuple[NodeFit | None, dict[str, str]]:
-    """The best-scoring fit over the nodes (stopping after ``enough`` fits when given), and each
-    failed node's reason; ``empty``: as if nothing were allocated. One score lookup per node
-    the memo knows unchanged; the fit itself is fetched for the winner and for failures'
-    reasons only."""
+    scored: bool = True,
+) -> Verdicts:
+    """The verdict of each named node (stopping after ``enough`` fits when given; every fit
+    scores 0 unless ``scored``: a filter needs no scores). One lookup per node the memo knows
+    unchanged; whether a failing node could ever fit is remembered per node's devices."""
     order = gpu_policy.device_order()
-    fit_of = memo(containers, order)
-    score_of = memo.scorer(containers, order, node_policy)
-    usage_get, heat_get = state.usage.get, state.heat.get
-    best: tuple[float, str, NodeRecord, Map[str, DeviceUsage], Map[str, int]] | None = None
-    reasons: dict[str, str] = {}
-    fits = 0
-    for record in nodes:
-        if enough is not None and fits >= enough:
-            break
-        name = record.name
-        usage = NO_NODE_USAGE if empty else usage_get(name, NO_NODE_USAGE)
-        heat = heat_get(name, NO_HEAT)
-        score = score_of(record, usage, heat)
-        if score is None:
-            reason = fit_of(record, usage, heat)
-            assert isinstance(reason, str)  # no score: it does not fit
-            reasons[name] = reason
-            continue
-        fits += 1
-        # Ties go to the lexically smallest node name so that decisions are reproducible.
-        if best is None or score > best[0] or (score == best[0] and name < best[1]):
-            best = (score, name, record, usage, heat)
-    if best is None:
-        return None, reasons
-    fit = fit_of(best[2], best[3], best[4])
-    assert not isinstance(fit, str)
-    return fit, reasons
+    empty = memo.empty(containers, order)
+    nodes_get, usage_get, heat_get = state.nodes.get, state.usage.get, state.heat.get
+    out = Verdicts({}, {}, {}, [])
+    fits, failed, never, unknown = out.fits, out.failed, out.never, out.unknown
+    limit = enough if enough is not None else -1  # -1: no bound
+    found = 0
+    best_name, best_score, best_fit = "", -math.inf, None
+    # Two copies of one loop, scored and not, so that the per-node path has no extra branch:
+    # kube-scheduler runs it for every node of every pod.
+    if scored:
+        judge = memo.judge(containers, order, node_policy)
+        hits = memo.answers(("judge", containers, order, node_policy))
+        for name in names:
+            if found == limit:
+                break
+            record = nodes_get(name)
+            if record is None or now - record.last_seen > ttl:
+                unknown.append(name)
+                continue
+            usage, heat = usage_get(name, NO_NODE_USAGE), heat_get(name, NO_HEAT)
+            hit = hits.get(name)  # the memo's hit path, inline: this loop is the hot one
+            if hit is not None and hit[0] is usage and hit[1] is record.devices and hit[2] is heat:
+                answer: Judged = hit[3]  # type: ignore[assignment]
+            else:
+                answer = judge(record, usage, heat)
+            if isinstance(answer, Reason):
+                failed[name] = answer
+                never_fit = empty(record)
+                if isinstance(never_fit, Reason):
+                    never[name] = never_fit
+                continue
+            score = fits[name] = answer[0]
+            found += 1
+            if score > best_score or (score == best_score and name < best_name):
+                best_name, best_score, best_fit = name, score, answer[1]
+    else:
+        fit = memo.fit(containers, order)
+        hits = memo.answers(("fit", containers, order))
+        for name in names:
+            if found == limit:
+                break
+            record = nodes_get(name)
+            if record is None or now - record.last_seen > ttl:
+                unknown.append(name)
+                continue
+            usage, heat = usage_get(name, NO_NODE_USAGE), heat_get(name, NO_HEAT)
+            hit = hits.get(name)
+            if hit is not None and hit[0] is usage and hit[1] is record.devices and hit[2] is heat:
+                result: NodeFit | Reason = hit[3]  # type: ignore[assignment]
+            else:
+                result = fit(record, usage, heat)
+            if isinstance(result, Reason):
+                failed[name] = result
+                never_fit = empty(record)
+                if isinstance(never_fit, Reason):
+                    never[name] = never_fit
+                continue
+            fits[name] = 0.0
+            found += 1
+            if best_fit is None:
+                best_name, best_score, best_fit = name, 0.0, result
+    best = (best_name, best_score, best_fit) if best_fit is not None else None
+    out.best = best
+    return out
 
 
-def _by_load(
-    state: ClusterState, now: float, ttl: float, most_loaded_first: bool
-) -> Iterator[NodeRecord]:
-    for name in state.index.ordered(most_loaded_first=most_loaded_first):
-        record = state.nodes.get(name)
-        if record is not None and now - record.last_seen <= ttl:
-            yield record
-
-
-def summarize(reasons: dict[str, str]) -> str:
+def summarize(reasons: Iterable[Reason]) -> str:
     counts: dict[str, int] = {}
-    for reason in reasons.values():
-        counts[reason] = counts.get(reason, 0) + 1
+    for reason in reasons:
+        counts[reason.text] = counts.get(reason.text, 0) + 1
     return "; ".join(f"{n} node(s): {r}" for r, n in sorted(counts.items(), key=lambda kv: -kv[1]))
 
 
@@ -198,42 +232,37 @@ def decide(
     validate(request)
     memo = memo or FitMemo()
     node_policy, gpu_policy = policies_for(state, request, settings)
-    if request.candidate_nodes is None and node_policy.most_loaded_first is not None:
-        fit, reasons = best_fit(
-            _by_load(state, now, settings.node_ttl_s, node_policy.most_loaded_first),
-            state,
-            request.containers,
-            node_policy,
-            gpu_policy,
-            memo,
-            enough=BOUNDED_FITS,
-        )
-        if fit is not None:
-            return Placed(fit)
-        # Nothing fitted, so the bounded search never stopped early: every live node was
-        # tried and has its reason. No second pass.
-        nodes = [state.nodes[name] for name in reasons]
+    bounded = request.candidate_nodes is None and node_policy.most_loaded_first is not None
+    if bounded:
+        assert node_policy.most_loaded_first is not None
+        names: Iterable[str] = state.index.ordered(most_loaded_first=node_policy.most_loaded_first)
+    elif request.candidate_nodes is None:
+        names = state.nodes.keys()
     else:
-        nodes = (
-            live_nodes(state, now, settings.node_ttl_s)
-            if request.candidate_nodes is None
-            else live_among(state, request.candidate_nodes, now, settings.node_ttl_s)
-        )
-        fit, reasons = best_fit(nodes, state, request.containers, node_policy, gpu_policy, memo)
-        if fit is not None:
-            return Placed(fit)
-    if not nodes:
+        names = dict.fromkeys(request.candidate_nodes)  # each once, in the order given
+    verdicts = evaluate(
+        names,
+        state,
+        request.containers,
+        node_policy,
+        gpu_policy,
+        memo,
+        now=now,
+        ttl=settings.node_ttl_s,
+        enough=BOUNDED_FITS if bounded else None,
+    )
+    best = verdicts.best
+    if best is not None:
+        return Placed(best[2])
+    # Nothing fitted, so a bounded search never stopped early: every live node has a verdict.
+    if not verdicts.failed:  # no live node among the names
         return Never(
-            "no live node with devices"
+            Reason("no-node").text
             + (" among the candidates" if request.candidate_nodes is not None else "")
         )
-    # A memo of its own: empty answers must not displace the remembered real ones.
-    empty_fit, empty_reasons = best_fit(
-        nodes, state, request.containers, node_policy, gpu_policy, FitMemo(), empty=True
-    )
-    if empty_fit is None:
-        return Never(summarize(empty_reasons))
-    return Wait(summarize(reasons))
+    if len(verdicts.never) < len(verdicts.failed):  # some node is only busy: wait for it
+        return Wait(summarize(verdicts.failed.values()))
+    return Never(summarize(verdicts.never.values()))
 
 
 HEAT_TIE = 1e-12
@@ -247,10 +276,11 @@ def heated(score: float, fit: NodeFit, heat: Map[str, int]) -> float:
     return score - HEAT_TIE * sum(heat.get(g.uuid, 0) for c in fit.containers for g in c)
 
 
-NodeFitFn = Callable[[NodeRecord, Map[str, DeviceUsage], Map[str, int]], "NodeFit | str"]
-"""Fit one node (its record, usage and heat) for a request bound in advance."""
-NodeScoreFn = Callable[[NodeRecord, Map[str, DeviceUsage], Map[str, int]], "float | None"]
-"""The node policy's score for one node (None: the request does not fit there)."""
+Judged = tuple[float, NodeFit] | Reason
+"""A node's answer for a request: its score and fit, or why it does not fit."""
+JudgeFn = Callable[[NodeRecord, Map[str, DeviceUsage], Map[str, int]], Judged]
+FitFn = Callable[[NodeRecord, Map[str, DeviceUsage], Map[str, int]], "NodeFit | Reason"]
+EmptyFn = Callable[[NodeRecord], "NodeFit | Reason"]
 
 _MISS = object()
 
@@ -275,9 +305,9 @@ class _PerNode:
 
 
 class FitMemo:
-    """Fits and node scores of the last few request shapes, per node. kube-scheduler asking
-    about every node for every pod, and the allocator deciding request after request, pay one
-    lookup per unchanged node."""
+    """Answers of the last few request shapes, per node. kube-scheduler asking about every node
+    for every pod, and the allocator deciding request after request, pay one lookup per
+    unchanged node."""
 
     def __init__(self, shapes: int = 64) -> None:
         self._shapes = shapes
@@ -290,12 +320,13 @@ class FitMemo:
             del self._tables[next(iter(self._tables))]
         return table
 
-    def __call__(self, containers: tuple[ContainerRequest, ...], order: DeviceOrder) -> NodeFitFn:
+    def fit(self, containers: tuple[ContainerRequest, ...], order: DeviceOrder) -> FitFn:
+        """The node's fit, or why the request does not fit there."""
         table = self._table(("fit", containers, order))
 
         def fit(
             record: NodeRecord, usage: Map[str, DeviceUsage], heat: Map[str, int]
-        ) -> NodeFit | str:
+        ) -> NodeFit | Reason:
             answer = table.get(record, usage, heat)
             if answer is _MISS:
                 answer = fit_node(record.name, record.devices, usage, containers, order, heat)
@@ -304,30 +335,49 @@ class FitMemo:
 
         return fit
 
-    def scorer(
-        self, containers: tuple[ContainerRequest, ...], order: DeviceOrder, policy: Policy
-    ) -> NodeScoreFn:
-        """Scores remembered the same way (keyed also by the node policy, which for the
-        fragmentation policy includes the mix it measures against). Cooler devices win exact
-        ties (usage feedback)."""
-        fit = self(containers, order)
-        table = self._table(("score", containers, order, policy))
+    def answers(self, key: object) -> dict[str, tuple[object, object, object, object]]:
+        """The raw answers of one table (``judge``'s or ``fit``'s key), for the evaluation
+        loop's hit path: a hit is (usage, devices, heat, answer) with the same objects."""
+        return self._table(key)._answers
 
-        def score(
-            record: NodeRecord, usage: Map[str, DeviceUsage], heat: Map[str, int]
-        ) -> float | None:
+    def judge(
+        self, containers: tuple[ContainerRequest, ...], order: DeviceOrder, policy: Policy
+    ) -> JudgeFn:
+        """The node's score and fit (keyed also by the node policy, which for the fragmentation
+        policy includes the mix it measures against), or why it does not fit. Cooler devices
+        win exact ties (usage feedback)."""
+        fit = self.fit(containers, order)
+        table = self._table(("judge", containers, order, policy))
+
+        def judge(record: NodeRecord, usage: Map[str, DeviceUsage], heat: Map[str, int]) -> Judged:
             answer = table.get(record, usage, heat)
             if answer is _MISS:
                 result = fit(record, usage, heat)
                 answer = (
-                    None
-                    if isinstance(result, str)
-                    else heated(policy.node_score(record.devices, usage, result), result, heat)
+                    result
+                    if isinstance(result, Reason)
+                    else (
+                        heated(policy.node_score(record.devices, usage, result), result, heat),
+                        result,
+                    )
                 )
                 table.put(record, usage, heat, answer)
             return answer  # type: ignore[return-value]
 
-        return score
+        return judge
+
+    def empty(self, containers: tuple[ContainerRequest, ...], order: DeviceOrder) -> EmptyFn:
+        """The fit on the node with nothing allocated: valid while its devices are unchanged."""
+        table = self._table(("empty", containers, order))
+
+        def empty(record: NodeRecord) -> NodeFit | Reason:
+            answer = table.get(record, NO_NODE_USAGE, NO_HEAT)
+            if answer is _MISS:
+                answer = fit_node(record.name, record.devices, NO_NODE_USAGE, containers, order)
+                table.put(record, NO_NODE_USAGE, NO_HEAT, answer)
+            return answer  # type: ignore[return-value]
+
+        return empty
 
 
 def node_scores(
@@ -340,21 +390,18 @@ def node_scores(
     """The node policy's score for every candidate node the request fits now (higher is better)."""
     validate(request)
     node_policy, gpu_policy = policies_for(state, request, settings)
-    order = gpu_policy.device_order()
-    score = (memo or FitMemo()).scorer(request.containers, order, node_policy)
     names = state.nodes.keys() if request.candidate_nodes is None else request.candidate_nodes
-    # Called for every pod with every node: the lookups are bound once, out of the loop.
-    nodes_get, usage_get, heat_get = state.nodes.get, state.usage.get, state.heat.get
-    ttl = settings.node_ttl_s
-    scores = {}
-    for name in names:
-        record = nodes_get(name)
-        if record is None or now - record.last_seen > ttl:
-            continue
-        value = score(record, usage_get(name, NO_NODE_USAGE), heat_get(name, NO_HEAT))
-        if value is not None:
-            scores[name] = value
-    return scores
+    verdicts = evaluate(
+        names,
+        state,
+        request.containers,
+        node_policy,
+        gpu_policy,
+        memo or FitMemo(),
+        now=now,
+        ttl=settings.node_ttl_s,
+    )
+    return verdicts.fits
 
 
 def filter_nodes(
@@ -364,26 +411,23 @@ def filter_nodes(
     now: float,
     names: list[str],
     memo: FitMemo | None = None,
-) -> tuple[list[str], dict[str, str], dict[str, str]]:
+) -> tuple[list[str], dict[str, Reason], dict[str, Reason]]:
     """For kube-scheduler's filter: the named nodes the request fits now; the ones it does not
-    fit now (with why); and the ones it could never fit, even empty (with why)."""
+    fit now (with why); and the ones it could never fit, even empty (with why not now)."""
     validate(request)
-    order = policies_for(state, request, settings)[1].device_order()
-    fit = (memo or FitMemo())(request.containers, order)
-    passed: list[str] = []
-    failed: dict[str, str] = {}
-    never: dict[str, str] = {}
-    nodes_get, usage_get, heat_get = state.nodes.get, state.usage.get, state.heat.get
-    ttl = settings.node_ttl_s
-    for name in names:
-        record = nodes_get(name)
-        if record is None or now - record.last_seen > ttl:
-            never[name] = "no HAMi device inventory from this node (node agent not running?)"
-            continue
-        result = fit(record, usage_get(name, NO_NODE_USAGE), heat_get(name, NO_HEAT))
-        if not isinstance(result, str):
-            passed.append(name)
-            continue
-        empty = fit_node(name, record.devices, Map(), request.containers, order)
-        (never if isinstance(empty, str) else failed)[name] = result
-    return passed, failed, never
+    node_policy, gpu_policy = policies_for(state, request, settings)
+    verdicts = evaluate(
+        names,
+        state,
+        request.containers,
+        node_policy,
+        gpu_policy,
+        memo or FitMemo(),
+        now=now,
+        ttl=settings.node_ttl_s,
+        scored=False,
+    )
+    busy = {n: r for n, r in verdicts.failed.items() if n not in verdicts.never}
+    never = {name: Reason("no-inventory") for name in verdicts.unknown}
+    never.update((n, verdicts.failed[n]) for n in verdicts.never)
+    return list(verdicts.fits), busy, never
