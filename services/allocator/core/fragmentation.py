@@ -36,7 +36,13 @@ from services.allocator.core.mix import (
     Shape,
     WorkloadMix,
 )
-from services.allocator.core.state import NO_USAGE, ClusterState, DeviceUsage, free_fraction
+from services.allocator.core.state import (
+    NO_USAGE,
+    ClusterState,
+    DeviceUsage,
+    NodeKey,
+    free_fraction,
+)
 from shared.schemas.inventory import DeviceInfo
 from shared.schemas.placement import AllocationRecord, ContainerRequest
 
@@ -62,18 +68,22 @@ def stranded(
 
 
 def remembered(
-    snapshot: MixSnapshot, devices: tuple[DeviceInfo, ...], usage: Mapping[str, DeviceUsage]
+    snapshot: MixSnapshot,
+    devices: tuple[DeviceInfo, ...],
+    usage: Mapping[str, DeviceUsage],
+    key: NodeKey | None = None,
 ) -> float:
-    """The node's fragmentation under ``snapshot``, remembered per (devices, usage) object
-    pair while the snapshot lives: the state's maps are immutable."""
-    key = (id(devices), id(usage))
+    """The node's fragmentation under ``snapshot``, remembered per node generation (``key``)
+    while the snapshot lives; without a key, measured."""
+    if key is None:
+        return measure(snapshot, devices, usage)
     hit = snapshot.memo.get(key)
-    if hit is not None and hit[0] is devices and hit[1] is usage:
-        return hit[2]
+    if hit is not None:
+        return hit
     value = measure(snapshot, devices, usage)
     if len(snapshot.memo) > 65536:
         snapshot.memo.clear()
-    snapshot.memo[key] = (devices, usage, value)  # holding both keeps their ids unique
+    snapshot.memo[key] = value
     return value
 
 

@@ -51,7 +51,7 @@ def observe_usage(state: ClusterState, sample: UsageSample, now: float) -> Clust
         node_heat.set(sample.device_uuid, level) if level else node_heat.delete(sample.device_uuid)
     )
     heat = state.heat.set(sample.node, node_heat) if node_heat else state.heat.delete(sample.node)
-    return replace(state, heat=heat)
+    return replace(state, heat=heat).touched(sample.node)
 
 
 def forget_heat(state: ClusterState, node: str) -> ClusterState:
@@ -64,4 +64,4 @@ def forget_heat(state: ClusterState, node: str) -> ClusterState:
         return state
     utilization = Map({u: v for u, v in state.utilization.items() if u not in uuids})
     heat = state.heat.delete(node) if node in state.heat else state.heat
-    return replace(state, heat=heat, utilization=utilization)
+    return replace(state, heat=heat, utilization=utilization).touched(node)

@@ -27,7 +27,8 @@ def observe_inventory(state: ClusterState, inventory: NodeInventory, now: float)
     known = state.nodes.get(inventory.node)
     state = replace(state, nodes=state.nodes.set(inventory.node, NodeRecord(inventory, now)))
     if known is not None and known.inventory.devices == inventory.devices:
-        return state  # a plain heartbeat: the load did not change
+        return state  # a plain heartbeat: nothing a decision reads changed
+    state = state.touched(inventory.node)
     return replace(state, index=state.reindexed(inventory.node))
 
 

@@ -35,13 +35,12 @@ def shape_of(containers: Shape) -> Shape:
 @dataclass(frozen=True, slots=True, eq=False)
 class MixSnapshot:
     """The mix as the measure uses it: normalised weights of the top shapes, the scarcity of
-    each device model, and a memo of node fragmentation (valid while the snapshot lives)."""
+    each device model, and a memo of node fragmentation per node generation."""
 
     shapes: tuple[tuple[Shape, float], ...] = ()
     scarcity: Mapping[str, float] = field(default_factory=dict)
-    memo: dict[tuple[int, int], tuple[object, object, float]] = field(
-        default_factory=dict, compare=False, repr=False
-    )
+    memo: dict[tuple[str, int], float] = field(default_factory=dict, compare=False, repr=False)
+    """Node fragmentation per (node, generation): valid while this snapshot lives."""
 
     def close_to(self, other: MixSnapshot) -> bool:
         """Within 5% (total variation) in shapes, and 0.05 in each model's scarcity."""

@@ -149,6 +149,7 @@ def evaluate(
     order = gpu_policy.device_order()
     empty = memo.empty(containers, order)
     nodes_get, usage_get, heat_get = state.nodes.get, state.usage.get, state.heat.get
+    generation_get = state.generation.get
     out = Verdicts({}, {}, {}, [])
     fits, failed, never, unknown = out.fits, out.failed, out.never, out.unknown
     limit = enough if enough is not None else -1  # -1: no bound
@@ -166,15 +167,17 @@ def evaluate(
             if record is None or now - record.last_seen > ttl:
                 unknown.append(name)
                 continue
-            usage, heat = usage_get(name, NO_NODE_USAGE), heat_get(name, NO_HEAT)
+            generation = generation_get(name, 0)
             hit = hits.get(name)  # the memo's hit path, inline: this loop is the hot one
-            if hit is not None and hit[0] is usage and hit[1] is record.devices and hit[2] is heat:
-                answer: Judged = hit[3]  # type: ignore[assignment]
+            if hit is not None and hit[0] == generation:
+                answer: Judged = hit[1]  # type: ignore[assignment]
             else:
-                answer = judge(record, usage, heat)
+                answer = judge(
+                    record, usage_get(name, NO_NODE_USAGE), heat_get(name, NO_HEAT), generation
+                )
             if isinstance(answer, Reason):
                 failed[name] = answer
-                never_fit = empty(record)
+                never_fit = empty(record, generation)
                 if isinstance(never_fit, Reason):
                     never[name] = never_fit
                 continue
@@ -192,15 +195,17 @@ def evaluate(
             if record is None or now - record.last_seen > ttl:
                 unknown.append(name)
                 continue
-            usage, heat = usage_get(name, NO_NODE_USAGE), heat_get(name, NO_HEAT)
+            generation = generation_get(name, 0)
             hit = hits.get(name)
-            if hit is not None and hit[0] is usage and hit[1] is record.devices and hit[2] is heat:
-                result: NodeFit | Reason = hit[3]  # type: ignore[assignment]
+            if hit is not None and hit[0] == generation:
+                result: NodeFit | Reason = hit[1]  # type: ignore[assignment]
             else:
-                result = fit(record, usage, heat)
+                result = fit(
+                    record, usage_get(name, NO_NODE_USAGE), heat_get(name, NO_HEAT), generation
+                )
             if isinstance(result, Reason):
                 failed[name] = result
-                never_fit = empty(record)
+                never_fit = empty(record, generation)
                 if isinstance(never_fit, Reason):
                     never[name] = never_fit
                 continue
@@ -278,43 +283,27 @@ def heated(score: float, fit: NodeFit, heat: Map[str, int]) -> float:
 
 Judged = tuple[float, NodeFit] | Reason
 """A node's answer for a request: its score and fit, or why it does not fit."""
-JudgeFn = Callable[[NodeRecord, Map[str, DeviceUsage], Map[str, int]], Judged]
-FitFn = Callable[[NodeRecord, Map[str, DeviceUsage], Map[str, int]], "NodeFit | Reason"]
-EmptyFn = Callable[[NodeRecord], "NodeFit | Reason"]
-
-_MISS = object()
-
-
-class _PerNode:
-    """Answers per node, each valid while the node's devices, usage and heat are the objects it
-    was computed for (the state is immutable: the same objects mean an unchanged node)."""
-
-    __slots__ = ("_answers",)
-
-    def __init__(self) -> None:
-        self._answers: dict[str, tuple[object, object, object, object]] = {}
-
-    def get(self, record: NodeRecord, usage: object, heat: object) -> object:
-        hit = self._answers.get(record.name)
-        if hit is not None and hit[0] is usage and hit[1] is record.devices and hit[2] is heat:
-            return hit[3]
-        return _MISS
-
-    def put(self, record: NodeRecord, usage: object, heat: object, answer: object) -> None:
-        self._answers[record.name] = (usage, record.devices, heat, answer)
+JudgeFn = Callable[[NodeRecord, Map[str, DeviceUsage], Map[str, int], int], Judged]
+FitFn = Callable[[NodeRecord, Map[str, DeviceUsage], Map[str, int], int], "NodeFit | Reason"]
+EmptyFn = Callable[[NodeRecord, int], "NodeFit | Reason"]
 
 
 class FitMemo:
-    """Answers of the last few request shapes, per node. kube-scheduler asking about every node
-    for every pod, and the allocator deciding request after request, pay one lookup per
-    unchanged node."""
+    """Answers of the last few request shapes, per node, each valid while the node's generation
+    (``ClusterState.generation``: bumped by the ledger whenever the node's devices, usage or
+    heat change) is the one it was computed at. kube-scheduler asking about every node for
+    every pod, and the allocator deciding request after request, pay one lookup per unchanged
+    node."""
 
     def __init__(self, shapes: int = 64) -> None:
         self._shapes = shapes
-        self._tables: dict[object, _PerNode] = {}
+        self._tables: dict[object, dict[str, tuple[int, object]]] = {}
 
-    def _table(self, key: object) -> _PerNode:
-        table = self._tables.pop(key, None) or _PerNode()
+    def answers(self, key: object) -> dict[str, tuple[int, object]]:
+        """One table: node -> (generation, answer). The evaluation loop reads it inline."""
+        table = self._tables.pop(key, None)
+        if table is None:
+            table = {}
         self._tables[key] = table  # most recently used last
         if len(self._tables) > self._shapes:
             del self._tables[next(iter(self._tables))]
@@ -322,23 +311,19 @@ class FitMemo:
 
     def fit(self, containers: tuple[ContainerRequest, ...], order: DeviceOrder) -> FitFn:
         """The node's fit, or why the request does not fit there."""
-        table = self._table(("fit", containers, order))
+        table = self.answers(("fit", containers, order))
 
         def fit(
-            record: NodeRecord, usage: Map[str, DeviceUsage], heat: Map[str, int]
+            record: NodeRecord, usage: Map[str, DeviceUsage], heat: Map[str, int], generation: int
         ) -> NodeFit | Reason:
-            answer = table.get(record, usage, heat)
-            if answer is _MISS:
-                answer = fit_node(record.name, record.devices, usage, containers, order, heat)
-                table.put(record, usage, heat, answer)
-            return answer  # type: ignore[return-value]
+            hit = table.get(record.name)
+            if hit is not None and hit[0] == generation:
+                return hit[1]  # type: ignore[return-value]
+            answer = fit_node(record.name, record.devices, usage, containers, order, heat)
+            table[record.name] = (generation, answer)
+            return answer
 
         return fit
-
-    def answers(self, key: object) -> dict[str, tuple[object, object, object, object]]:
-        """The raw answers of one table (``judge``'s or ``fit``'s key), for the evaluation
-        loop's hit path: a hit is (usage, devices, heat, answer) with the same objects."""
-        return self._table(key)._answers
 
     def judge(
         self, containers: tuple[ContainerRequest, ...], order: DeviceOrder, policy: Policy
@@ -347,35 +332,44 @@ class FitMemo:
         policy includes the mix it measures against), or why it does not fit. Cooler devices
         win exact ties (usage feedback)."""
         fit = self.fit(containers, order)
-        table = self._table(("judge", containers, order, policy))
+        table = self.answers(("judge", containers, order, policy))
 
-        def judge(record: NodeRecord, usage: Map[str, DeviceUsage], heat: Map[str, int]) -> Judged:
-            answer = table.get(record, usage, heat)
-            if answer is _MISS:
-                result = fit(record, usage, heat)
-                answer = (
-                    result
-                    if isinstance(result, Reason)
-                    else (
-                        heated(policy.node_score(record.devices, usage, result), result, heat),
+        def judge(
+            record: NodeRecord, usage: Map[str, DeviceUsage], heat: Map[str, int], generation: int
+        ) -> Judged:
+            hit = table.get(record.name)
+            if hit is not None and hit[0] == generation:
+                return hit[1]  # type: ignore[return-value]
+            result = fit(record, usage, heat, generation)
+            answer: Judged = (
+                result
+                if isinstance(result, Reason)
+                else (
+                    heated(
+                        policy.node_score(record.devices, usage, result, (record.name, generation)),
                         result,
-                    )
+                        heat,
+                    ),
+                    result,
                 )
-                table.put(record, usage, heat, answer)
-            return answer  # type: ignore[return-value]
+            )
+            table[record.name] = (generation, answer)
+            return answer
 
         return judge
 
     def empty(self, containers: tuple[ContainerRequest, ...], order: DeviceOrder) -> EmptyFn:
-        """The fit on the node with nothing allocated: valid while its devices are unchanged."""
-        table = self._table(("empty", containers, order))
+        """The fit on the node with nothing allocated (recomputed when the generation moves,
+        which is more often than its devices change: cheap, and one rule for every cache)."""
+        table = self.answers(("empty", containers, order))
 
-        def empty(record: NodeRecord) -> NodeFit | Reason:
-            answer = table.get(record, NO_NODE_USAGE, NO_HEAT)
-            if answer is _MISS:
-                answer = fit_node(record.name, record.devices, NO_NODE_USAGE, containers, order)
-                table.put(record, NO_NODE_USAGE, NO_HEAT, answer)
-            return answer  # type: ignore[return-value]
+        def empty(record: NodeRecord, generation: int) -> NodeFit | Reason:
+            hit = table.get(record.name)
+            if hit is not None and hit[0] == generation:
+                return hit[1]  # type: ignore[return-value]
+            answer = fit_node(record.name, record.devices, NO_NODE_USAGE, containers, order)
+            table[record.name] = (generation, answer)
+            return answer
 
         return empty
 

@@ -23,6 +23,7 @@ from services.allocator.core.state import (
     NO_USAGE,
     ClusterState,
     DeviceUsage,
+    NodeKey,
     device_load,
     free_fraction,
 )
@@ -72,9 +73,13 @@ class Policy(Protocol):
         ...
 
     def node_score(
-        self, devices: tuple[DeviceInfo, ...], usage: Mapping[str, DeviceUsage], fit: NodeFit
+        self,
+        devices: tuple[DeviceInfo, ...],
+        usage: Mapping[str, DeviceUsage],
+        fit: NodeFit,
+        key: NodeKey | None = None,
     ) -> float:
-        """Higher is better."""
+        """Higher is better. ``key``: the node's generation, for policies that remember."""
         ...
 
 
@@ -93,7 +98,11 @@ class Binpack:
         return self
 
     def node_score(
-        self, devices: tuple[DeviceInfo, ...], usage: Mapping[str, DeviceUsage], fit: NodeFit
+        self,
+        devices: tuple[DeviceInfo, ...],
+        usage: Mapping[str, DeviceUsage],
+        fit: NodeFit,
+        key: NodeKey | None = None,
     ) -> float:
         return node_load_after(devices, usage, fit)
 
@@ -113,7 +122,11 @@ class Spread:
         return self
 
     def node_score(
-        self, devices: tuple[DeviceInfo, ...], usage: Mapping[str, DeviceUsage], fit: NodeFit
+        self,
+        devices: tuple[DeviceInfo, ...],
+        usage: Mapping[str, DeviceUsage],
+        fit: NodeFit,
+        key: NodeKey | None = None,
     ) -> float:
         return -node_load_after(devices, usage, fit)
 
@@ -133,7 +146,11 @@ class BestFit:
         return self
 
     def node_score(
-        self, devices: tuple[DeviceInfo, ...], usage: Mapping[str, DeviceUsage], fit: NodeFit
+        self,
+        devices: tuple[DeviceInfo, ...],
+        usage: Mapping[str, DeviceUsage],
+        fit: NodeFit,
+        key: NodeKey | None = None,
     ) -> float:
         after = usage_after(usage, fit)
         return -sum(free_fraction(d, after.get(d.uuid, NO_USAGE)) for d in devices)
@@ -159,9 +176,13 @@ class FragmentationAware:
         return FragmentationAware(mix=state.mix.snapshot, flexible=flexible)
 
     def node_score(
-        self, devices: tuple[DeviceInfo, ...], usage: Mapping[str, DeviceUsage], fit: NodeFit
+        self,
+        devices: tuple[DeviceInfo, ...],
+        usage: Mapping[str, DeviceUsage],
+        fit: NodeFit,
+        key: NodeKey | None = None,
     ) -> float:
-        before = remembered(self.mix, devices, usage)
+        before = remembered(self.mix, devices, usage, key)
         after = measure(self.mix, devices, usage_after(usage, fit))
         scarce = 0.0
         if self.mix.scarcity:

@@ -5,6 +5,7 @@ Big maps are persistent (``immutables.Map``) so that a decision copies O(log n),
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass, field, replace
 
 from immutables import Map
@@ -97,6 +98,14 @@ class Allocation:
         return tuple(grant for container in self.record.containers for grant in container)
 
 
+_GENERATIONS = itertools.count(1)
+"""Generation numbers, unique in the process: a cache keyed by (node, generation) can never take
+another state's node (a restored ledger, a test's) for this one."""
+
+NodeKey = tuple[str, int]
+"""A node as caches know it: its name and its generation."""
+
+
 @dataclass(frozen=True, slots=True)
 class ClusterState:
     nodes: Map[str, NodeRecord] = field(default_factory=Map)
@@ -114,6 +123,17 @@ class ClusterState:
     mix: WorkloadMix = field(default_factory=WorkloadMix)
     """Recent request shapes, for the fragmentation-aware policy (soft state: rebuilt from the
     allocations on restart)."""
+    generation: Map[str, int] = field(default_factory=Map)
+    """node -> a number that changes whenever anything a decision reads about the node does
+    (its devices, their usage, their heat). Every cache of per-node answers is keyed by it
+    (core/placement.py: FitMemo, core/fragmentation.py: the snapshot's memo)."""
+
+    def touched(self, node: str) -> ClusterState:
+        """This state with the node's generation moved on: its cached answers are stale."""
+        return replace(self, generation=self.generation.set(node, next(_GENERATIONS)))
+
+    def node_key(self, node: str) -> NodeKey:
+        return (node, self.generation.get(node, 0))
 
     def reindexed(self, node: str) -> LoadIndex:
         record = self.nodes.get(node)
@@ -142,7 +162,7 @@ class ClusterState:
             usage=self.usage.set(record.node, node_usage),
             allocations=self.allocations.set(record.allocation_id, allocation),
             by_request=self.by_request.set(record.request_id, record.allocation_id),
-        )
+        ).touched(record.node)
         return replace(state, index=state.reindexed(record.node))
 
     def without_allocation(self, allocation_id: str) -> ClusterState:
@@ -166,5 +186,5 @@ class ClusterState:
             by_request=self.by_request.delete(record.request_id)
             if self.by_request.get(record.request_id) == allocation_id
             else self.by_request,
-        )
+        ).touched(record.node)
         return replace(state, index=state.reindexed(record.node))

@@ -1,0 +1,121 @@
+"""A remembered answer is always the answer: whatever happens to the cluster (allocations,
+releases, inventory changes, a device going unhealthy, heat), deciding, filtering and scoring
+with the allocator's long-lived memo gives exactly what a fresh memo gives."""
+
+from __future__ import annotations
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from services.allocator.core import heat, ledger
+from services.allocator.core.fragmentation import observe_request
+from services.allocator.core.placement import (
+    FitMemo,
+    Placed,
+    SchedulingSettings,
+    decide,
+    filter_nodes,
+    node_scores,
+)
+from services.allocator.core.state import ClusterState
+from shared.schemas.inventory import DeviceInfo, NodeInventory
+from shared.schemas.placement import ContainerRequest, PlaceRequest
+from shared.schemas.usage import UsageSample
+
+NODES = ("a", "b", "c", "d")
+MODELS = ("NVIDIA H200", "Tesla T4")
+
+
+def inventory(node: str, devices: int, model: str, unhealthy: int | None) -> NodeInventory:
+    return NodeInventory(
+        node=node,
+        agent_id="agent",
+        devices=tuple(
+            DeviceInfo(
+                uuid=f"{node}-{i}",
+                index=i,
+                model=model,
+                memory_mib=80000,
+                physical_memory_mib=80000,
+                healthy=i != unhealthy,
+            )
+            for i in range(devices)
+        ),
+    )
+
+
+# Few shapes, so that the same one comes back and the memo really answers.
+requests = st.builds(
+    ContainerRequest,
+    count=st.sampled_from([1, 2]),
+    memory_mib=st.sampled_from([30000, 70000]),
+    cores=st.sampled_from([0, 50]),
+    use_types=st.sampled_from([(), ("T4",)]),
+)
+operations = st.lists(
+    st.one_of(
+        st.tuples(st.just("place"), requests, st.booleans()),
+        st.tuples(st.just("release"), st.integers(0, 50)),
+        st.tuples(
+            st.just("inventory"),
+            st.sampled_from(NODES),
+            st.integers(1, 4),
+            st.sampled_from(MODELS),
+            st.one_of(st.none(), st.integers(0, 3)),
+        ),
+        st.tuples(
+            st.just("heat"), st.sampled_from(NODES), st.integers(0, 1), st.sampled_from([0.0, 99.0])
+        ),
+    ),
+    min_size=1,
+    max_size=60,
+)
+
+
+@settings(max_examples=150, deadline=None)
+@given(operations, st.sampled_from(["binpack", "spread", "best-fit", "fragmentation"]))
+def test_remembered_answers_equal_fresh_ones(ops: list[tuple], policy: str) -> None:
+    state = ClusterState()
+    for node in NODES:
+        state = ledger.observe_inventory(state, inventory(node, 2, MODELS[0], None), 0.0)
+    memo, scheduling = FitMemo(), SchedulingSettings(node_policy=policy, node_ttl_s=1e9)
+    live: list[str] = []
+    for step, op in enumerate(ops):
+        now = 1.0 + step
+        if op[0] == "place":
+            _, container, candidates = op
+            request = PlaceRequest(
+                request_id=f"r{step}",
+                containers=(container,),
+                candidate_nodes=NODES[:2] if candidates else None,
+            )
+            state = observe_request(state, request.containers, now)
+            remembered = decide(state, request, scheduling, now, memo)
+            assert remembered == decide(state, request, scheduling, now, FitMemo())
+            names = list(NODES)
+            assert filter_nodes(state, request, scheduling, now, names, memo) == filter_nodes(
+                state, request, scheduling, now, names, FitMemo()
+            )
+            assert node_scores(state, request, scheduling, now, memo) == node_scores(
+                state, request, scheduling, now, FitMemo()
+            )
+            if isinstance(remembered, Placed):
+                record = ledger.record_for(request, remembered.fit, f"a{step}", now)
+                state, _ = ledger.commit(state, record, now)
+                live.append(record.allocation_id)
+        elif op[0] == "release" and live:
+            state, _ = ledger.release(state, live.pop(op[1] % len(live)), now)
+        elif op[0] == "inventory":
+            _, node, devices, model, unhealthy = op
+            state = ledger.observe_inventory(state, inventory(node, devices, model, unhealthy), now)
+        elif op[0] == "heat":
+            _, node, device, percent = op
+            sample = UsageSample(
+                node=node,
+                device_uuid=f"{node}-{device}",
+                at=now,
+                memory_used_bytes=0,
+                memory_total_bytes=1,
+                utilization_percent=percent,
+            )
+            state = heat.observe_usage(state, sample, now)
