@@ -27,6 +27,7 @@ from aiohttp import ClientSession, web
 from services.allocator.core import ledger
 from services.allocator.core.fragmentation import observe_request
 from services.allocator.core.placement import FitMemo, Placed, SchedulingSettings, decide
+from services.allocator.core.signals import NO_SIGNALS
 from services.allocator.core.state import ClusterState
 from services.allocator.extender import Extender
 from services.allocator.extenderhttp import local_application as application
@@ -89,11 +90,12 @@ def request(i: int) -> PlaceRequest:
 
 def in_process(state: ClusterState, count: int) -> list[float]:
     memo = FitMemo()  # as the allocator service keeps one
+    signals = NO_SIGNALS
     times = []
     for i in range(count):
         start = time.perf_counter()
-        state = observe_request(state, request(i).containers, 0.0)
-        decision = decide(state, request(i), SETTINGS, 0.0, memo)
+        signals = observe_request(signals, state, request(i).containers, 0.0)
+        decision = decide(state, request(i), SETTINGS, 0.0, memo, signals=signals)
         if isinstance(decision, Placed):  # reserve: the new state is what the next one sees
             state, _ = ledger.commit(
                 state, ledger.record_for(request(i), decision.fit, f"b{i}", 0.0), 0.0
@@ -107,6 +109,7 @@ class StateOnly:
 
     def __init__(self, state: ClusterState) -> None:
         self.state = state
+        self.signals = NO_SIGNALS
         self.scheduling = SETTINGS
         self.fits = FitMemo()
 

@@ -16,9 +16,11 @@ import msgspec
 from nats.js import JetStreamContext
 from nats.js.kv import KeyValue
 
-from services.allocator.core import fragmentation, heat, ledger
-from services.allocator.core.placement import FitMemo, Never, SchedulingSettings, Wait, decide
+from services.allocator.core import ledger, world
+from services.allocator.core.placement import FitMemo, Never, SchedulingSettings, Wait
+from services.allocator.core.signals import Signals
 from services.allocator.core.state import ClusterState
+from services.allocator.core.world import World
 from services.allocator.fencedkv import FencedBucket
 from services.allocator.quarantine import Quarantine
 from services.allocator.settings import AllocatorSettings
@@ -69,7 +71,7 @@ class Allocator:
             gpu_policy=settings.gpu_policy,
             node_ttl_s=settings.node_ttl_s,
         )
-        self.state = ClusterState()
+        self.world = World()
         self._js = js
         self._allocations = allocations
         self._writer = FencedBucket(js, ALLOCATIONS_BUCKET)
@@ -92,6 +94,20 @@ class Allocator:
         if not self._fence():
             raise Unavailable("this allocator no longer leads; retry (the new leader answers)")
 
+    @property
+    def state(self) -> ClusterState:
+        """The ledger (what the extender and the status read)."""
+        return self.world.ledger
+
+    @state.setter
+    def state(self, state: ClusterState) -> None:
+        self.world = World(state, self.world.signals)
+
+    @property
+    def signals(self) -> Signals:
+        """What the allocator learnt by watching (heat, the request mix)."""
+        return self.world.signals
+
     async def restore(self) -> int:
         """Take the bucket over (seal it), then read the state back: a write an earlier leader
         still had in flight is either in what is read here or refused."""
@@ -109,15 +125,12 @@ class Allocator:
                     extra={"key": key, "error": e, "quarantine": self.quarantine.describe()},
                 )
                 continue
-            self.state = ledger.restore(self.state, record, now)
-            self.state = fragmentation.observe_request(
-                self.state, fragmentation.shape_of_record(record), record.created_at
-            )
+            self.world = world.restored(self.world, record, now)
         return len(records)
 
     def observe_node(self, key: str, value: bytes | None) -> None:
         if value is None:
-            self.state = ledger.forget_node(heat.forget_heat(self.state, key), key)
+            self.world = world.node_left(self.world, key)
             log.info("node left", extra={"node": key})
             return
         try:
@@ -129,9 +142,7 @@ class Allocator:
             log.info(
                 "node joined", extra={"node": inventory.node, "devices": len(inventory.devices)}
             )
-        self.state = ledger.observe_inventory(
-            self.state, self.quarantine.apply(inventory), self._clock()
-        )
+        self.world = world.node_seen(self.world, self.quarantine.apply(inventory), self._clock())
 
     def observe_usage(self, data: bytes) -> None:
         """A usage sample from a node agent (usage feedback: core/heat.py)."""
@@ -140,7 +151,7 @@ class Allocator:
         except InvalidRequest as e:
             log.warning("ignoring malformed usage sample", extra={"error": e})
             return
-        self.state = heat.observe_usage(self.state, sample, self._clock())
+        self.world = world.usage_seen(self.world, sample, self._clock())
 
     async def _publish(self, events: list[AllocationEvent]) -> None:
         for event in events:
@@ -161,8 +172,7 @@ class Allocator:
             if existing is not None:
                 return PlaceReply(outcome="placed", allocation=existing)
             now = self._clock()
-            self.state = fragmentation.observe_request(self.state, request.containers, now)
-            decision = decide(self.state, request, self.scheduling, now, self.fits)
+            self.world, decision = world.asked(self.world, request, self.scheduling, now, self.fits)
             if isinstance(decision, Wait):
                 return PlaceReply(outcome="wait", reason=decision.reason)
             if isinstance(decision, Never):

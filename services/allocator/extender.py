@@ -18,6 +18,7 @@ from services.allocator.core.fit import Reason
 from services.allocator.core.kinds import DEFAULT_KINDS, KindRegistry
 from services.allocator.core.placement import FitMemo, SchedulingSettings, filter_nodes, node_scores
 from services.allocator.core.podspec import PodRequest, encode_devices, parse_pod
+from services.allocator.core.signals import Signals
 from services.allocator.core.state import ClusterState
 from shared.errormap import extender_status
 from shared.errors import HamiError, InvalidRequest
@@ -105,7 +106,12 @@ class Allocator(Protocol):
     """What the extender needs of the allocator (services/allocator/allocator.py): its
     state to read, and placement and release to call. The HTTP verbs map to these only."""
 
-    state: ClusterState
+    @property
+    def state(self) -> ClusterState: ...
+
+    @property
+    def signals(self) -> Signals: ...
+
     scheduling: SchedulingSettings
     fits: FitMemo
 
@@ -168,6 +174,7 @@ class Extender:
             self.clock(),
             names,
             self.fits,
+            signals=self.allocator.signals,
         )
         names_of = _resources_of(request, self.kinds)
         if self.best_node_only and len(passed) > 1:
@@ -188,6 +195,7 @@ class Extender:
             self.allocator.scheduling,
             self.clock(),
             self.fits,
+            signals=self.allocator.signals,
         )
         return max(passed, key=lambda n: scores.get(n, float("-inf")))  # ties: the first
 
@@ -203,6 +211,7 @@ class Extender:
             self.allocator.scheduling,
             self.clock(),
             self.fits,
+            signals=self.allocator.signals,
         )
         low, high = min(scores.values(), default=0.0), max(scores.values(), default=0.0)
         spread = high - low

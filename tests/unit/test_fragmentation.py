@@ -20,6 +20,7 @@ from services.allocator.core.fragmentation import (
 from services.allocator.core.mix import REFRESH_EVERY, WorkloadMix, shape_of
 from services.allocator.core.placement import FitMemo, Placed, SchedulingSettings, decide
 from services.allocator.core.state import ClusterState, DeviceUsage
+from services.allocator.core.world import World
 from shared.schemas.placement import ContainerRequest as C
 from tests.unit.helpers import device, node, request
 
@@ -31,7 +32,7 @@ def used(cores: int, memory: int = 0) -> DeviceUsage:
     return DeviceUsage(memory_mib=memory, cores=cores, count=1)
 
 
-def cluster(*nodes: tuple[str, list[DeviceUsage | None], str]) -> ClusterState:
+def cluster(*nodes: tuple[str, list[DeviceUsage | None], str]) -> World:
     state = ClusterState()
     for name, usages, model in nodes:
         devices = [device(i, node=name, model=model) for i in range(len(usages))]
@@ -39,26 +40,36 @@ def cluster(*nodes: tuple[str, list[DeviceUsage | None], str]) -> ClusterState:
         taken = Map({d.uuid: u for d, u in zip(devices, usages, strict=True) if u is not None})
         state = replace(state, usage=state.usage.set(name, taken))
         state = replace(state, index=state.reindexed(name))
-    return state
+    return World(state)
 
 
-def learn(state: ClusterState, *shapes: tuple[tuple[C, ...], int]) -> ClusterState:
+def observe(world: World, shape: tuple[C, ...], now: float) -> World:
+    return replace(world, signals=observe_request(world.signals, world.ledger, shape, now))
+
+
+def learn(world: World, *shapes: tuple[tuple[C, ...], int]) -> World:
     now = 0.0
     for shape, times in shapes:
         for _ in range(times):
-            state = observe_request(state, shape, now)
+            world = observe(world, shape, now)
     # Force a fresh snapshot of everything observed.
     models: dict[str, int] = {}
-    for record in state.nodes.values():
+    for record in world.ledger.nodes.values():
         for d in record.devices:
             models[d.model] = models.get(d.model, 0) + 1
-    snapshot = snapshot_of(state.mix.weights, models)
-    return replace(state, mix=WorkloadMix(weights=state.mix.weights, snapshot=snapshot))
+    weights = world.signals.mix.weights
+    snapshot = snapshot_of(weights, models)
+    mix = WorkloadMix(weights=weights, snapshot=snapshot)
+    return replace(world, signals=replace(world.signals, mix=mix))
 
 
-def place(state: ClusterState, shape: tuple[C, ...], policy: str) -> str:
+def place(world: World, shape: tuple[C, ...], policy: str) -> str:
     decision = decide(
-        state, request(*shape, node_policy=policy), SchedulingSettings(node_ttl_s=1e9), 0.0
+        world.ledger,
+        request(*shape, node_policy=policy),
+        SchedulingSettings(node_ttl_s=1e9),
+        0.0,
+        signals=world.signals,
     )
     assert isinstance(decision, Placed), decision
     return decision.fit.node
@@ -109,14 +120,14 @@ def test_flexible_requests_leave_the_model_pinned_requests_need() -> None:
 
 def test_the_mix_forgets_and_snapshots_only_every_so_often() -> None:
     state = cluster(("a", [None], "NVIDIA H200"))
-    state = observe_request(state, (C(name="x", cores=30),), 0.0)
-    first = state.mix.snapshot
+    state = observe(state, (C(name="x", cores=30),), 0.0)
+    first = state.signals.mix.snapshot
     assert [s for s, _ in first.shapes] == [shape_of((C(cores=30),))]
     for i in range(REFRESH_EVERY - 1):
-        state = observe_request(state, (C(cores=60),), float(i))
-    assert state.mix.snapshot is first  # not refreshed yet
-    state = observe_request(state, (C(cores=60),), 100.0)
-    assert state.mix.snapshot is not first
+        state = observe(state, (C(cores=60),), float(i))
+    assert state.signals.mix.snapshot is first  # not refreshed yet
+    state = observe(state, (C(cores=60),), 100.0)
+    assert state.signals.mix.snapshot is not first
     # An hour later a request weighs twice what the same request did before.
     mix = WorkloadMix().observe(HALF, 0.0).observe(WHOLE, 3600.0)
     assert abs(mix.weights[shape_of(HALF)] - 0.5) < 1e-9 and mix.weights[shape_of(WHOLE)] == 1
@@ -138,29 +149,32 @@ def test_the_decision_is_the_best_gradient_over_all_nodes(
     from services.allocator.core.fit import NodeFit, fit_node
     from services.allocator.core.policies import policy_named
 
-    state = cluster(
+    world = cluster(
         *(
             (f"n{i}", [used(c, c * 10) if c else None for c in cores], "NVIDIA H200")
             for i, cores in enumerate(fills)
         )
     )
-    state = learn(state, *(((C(count=n, cores=c, memory_percent=c),), 3) for n, c in mix))
+    world = learn(world, *(((C(count=n, cores=c, memory_percent=c),), 3) for n, c in mix))
+    state, signals = world.ledger, world.signals
     shape = (C(cores=ask, memory_percent=ask),)
-    policy = policy_named("fragmentation").bind(state, shape)
+    policy = policy_named("fragmentation").bind(signals, shape)
     scores = {}
     for name, record in state.nodes.items():
         usage = state.node_usage(name)
         fit = fit_node(name, record.devices, usage, shape, policy.device_order())
         if isinstance(fit, NodeFit):
             scores[name] = policy.node_score(record.devices, usage, fit)
-            assert remembered(state.mix.snapshot, record.devices, usage) == (
-                measure(state.mix.snapshot, record.devices, usage)
+            key = (name, state.generation.get(name, 0))
+            assert remembered(signals.mix.snapshot, record.devices, usage, key) == (
+                measure(signals.mix.snapshot, record.devices, usage)
             )
     ask_request = request(*shape, node_policy="fragmentation")
-    decision = decide(state, ask_request, SchedulingSettings(node_ttl_s=1e9), 0.0)
+    scheduling = SchedulingSettings(node_ttl_s=1e9)
+    decision = decide(state, ask_request, scheduling, 0.0, signals=signals)
     memo = FitMemo()
     for _ in range(2):  # the second time every node's answer comes from the memo
-        again = decide(state, ask_request, SchedulingSettings(node_ttl_s=1e9), 0.0, memo)
+        again = decide(state, ask_request, scheduling, 0.0, memo, signals=signals)
         assert again == decision
     if not scores:
         assert not isinstance(decision, Placed)

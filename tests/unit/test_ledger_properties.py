@@ -10,6 +10,7 @@ from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
 from services.allocator.core import ledger
 from services.allocator.core.fragmentation import observe_request
 from services.allocator.core.placement import Placed, SchedulingSettings, decide
+from services.allocator.core.signals import NO_SIGNALS
 from services.allocator.core.state import ClusterState
 from shared.schemas.placement import ContainerRequest
 from tests.unit.helpers import device, node, request
@@ -33,6 +34,7 @@ class LedgerMachine(RuleBasedStateMachine):
     def __init__(self) -> None:
         super().__init__()
         self.state = ClusterState()
+        self.signals = NO_SIGNALS
         for name, count in (("a", 2), ("b", 3)):
             inventory = node(
                 name,
@@ -53,8 +55,10 @@ class LedgerMachine(RuleBasedStateMachine):
             gpu_policy=gpu_policy,
             lease_ttl_s=ttl,
         )
-        self.state = observe_request(self.state, r.containers, self.now)
-        decision = decide(self.state, r, SchedulingSettings(node_ttl_s=1e9), self.now)
+        self.signals = observe_request(self.signals, self.state, r.containers, self.now)
+        decision = decide(
+            self.state, r, SchedulingSettings(node_ttl_s=1e9), self.now, signals=self.signals
+        )
         if isinstance(decision, Placed):
             record = ledger.record_for(r, decision.fit, f"alloc-{self.serial}", self.now)
             self.state, events = ledger.commit(self.state, record, self.now)
@@ -165,7 +169,7 @@ def test_decision_matches_a_brute_force_oracle_on_small_clusters(
         gpu_policy=policy,
     )
     decision = decide(state, ask, SchedulingSettings(), 0.0)
-    node_policy = policy_named(policy).bind(state, ask.containers)
+    node_policy = policy_named(policy).bind(NO_SIGNALS, ask.containers)
     order = node_policy.device_order()
     scored = []
     for name in names:

@@ -17,6 +17,7 @@ from services.allocator.core.placement import (
     filter_nodes,
     node_scores,
 )
+from services.allocator.core.signals import NO_SIGNALS
 from services.allocator.core.state import ClusterState
 from shared.schemas.inventory import DeviceInfo, NodeInventory
 from shared.schemas.placement import ContainerRequest, PlaceRequest
@@ -79,6 +80,7 @@ def test_remembered_answers_equal_fresh_ones(ops: list[tuple], policy: str) -> N
     for node in NODES:
         state = ledger.observe_inventory(state, inventory(node, 2, MODELS[0], None), 0.0)
     memo, scheduling = FitMemo(), SchedulingSettings(node_policy=policy, node_ttl_s=1e9)
+    signals = NO_SIGNALS
     live: list[str] = []
     for step, op in enumerate(ops):
         now = 1.0 + step
@@ -89,15 +91,15 @@ def test_remembered_answers_equal_fresh_ones(ops: list[tuple], policy: str) -> N
                 containers=(container,),
                 candidate_nodes=NODES[:2] if candidates else None,
             )
-            state = observe_request(state, request.containers, now)
-            remembered = decide(state, request, scheduling, now, memo)
-            assert remembered == decide(state, request, scheduling, now, FitMemo())
+            signals = observe_request(signals, state, request.containers, now)
+            remembered = decide(state, request, scheduling, now, memo, signals=signals)
+            assert remembered == decide(state, request, scheduling, now, signals=signals)
             names = list(NODES)
-            assert filter_nodes(state, request, scheduling, now, names, memo) == filter_nodes(
-                state, request, scheduling, now, names, FitMemo()
-            )
-            assert node_scores(state, request, scheduling, now, memo) == node_scores(
-                state, request, scheduling, now, FitMemo()
+            assert filter_nodes(
+                state, request, scheduling, now, names, memo, signals=signals
+            ) == filter_nodes(state, request, scheduling, now, names, signals=signals)
+            assert node_scores(state, request, scheduling, now, memo, signals=signals) == (
+                node_scores(state, request, scheduling, now, signals=signals)
             )
             if isinstance(remembered, Placed):
                 record = ledger.record_for(request, remembered.fit, f"a{step}", now)
@@ -118,4 +120,4 @@ def test_remembered_answers_equal_fresh_ones(ops: list[tuple], policy: str) -> N
                 memory_total_bytes=1,
                 utilization_percent=percent,
             )
-            state = heat.observe_usage(state, sample, now)
+            signals = heat.observe_usage(signals, sample, now)

@@ -36,6 +36,7 @@ from services.allocator.core.mix import (
     Shape,
     WorkloadMix,
 )
+from services.allocator.core.signals import Signals
 from services.allocator.core.state import (
     NO_USAGE,
     ClusterState,
@@ -141,16 +142,19 @@ def snapshot_of(counts: Mapping[Shape, float], models: Mapping[str, int]) -> Mix
     return MixSnapshot(shapes=tuple((s, w / total) for s, w in top), scarcity=scarcity)
 
 
-def observe_request(state: ClusterState, containers: Shape, now: float) -> ClusterState:
-    """Count a request into the mix (every request the allocator is asked to place)."""
-    mix = state.mix.observe(containers, now)
+def observe_request(
+    signals: Signals, state: ClusterState, containers: Shape, now: float
+) -> Signals:
+    """Count a request into the mix (every request the allocator is asked to place); the
+    ledger ``state`` says how many devices of each model there are, for scarcity."""
+    mix = signals.mix.observe(containers, now)
     if mix.since_snapshot >= REFRESH_EVERY or mix.snapshot is EMPTY_SNAPSHOT:
         models: dict[str, int] = {}
         for record in state.nodes.values():
             for device in record.devices:
                 models[device.model] = models.get(device.model, 0) + 1
         mix = refreshed(mix, models)
-    return replace(state, mix=mix)
+    return replace(signals, mix=mix)
 
 
 def shape_of_record(record: AllocationRecord) -> Shape:

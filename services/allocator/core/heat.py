@@ -2,8 +2,9 @@
 
 Allocations reserve memory and cores; they say nothing of a device that is busy in practice (a
 process outside HAMi, a job at its limit all day). Samples of device utilisation are smoothed
-per device and quantised into a few *heat* levels; a level change is the only thing that
-changes the state, so a steady device leaves every remembered fit and score valid. Placement
+per device and quantised into a few *heat* levels (core/signals.py, beside the ledger); a level
+change is the only thing that moves the node's generation, so a steady device leaves every
+remembered fit and score valid. Placement
 uses heat last: among devices that a policy ranks equal the cooler is taken, and among nodes
 that score equal the one whose chosen devices are cooler wins. Heat never overrides a policy.
 """
@@ -15,7 +16,9 @@ from dataclasses import replace
 
 from immutables import Map
 
-from services.allocator.core.state import NO_HEAT, ClusterState
+from services.allocator.core.signals import Signals
+from services.allocator.core.state import NO_HEAT
+from shared.schemas.inventory import DeviceInfo
 from shared.schemas.usage import UsageSample
 
 TAU_S = 30.0
@@ -29,39 +32,39 @@ def level_of(utilization_percent: float) -> int:
     return max(0, min(MAX_LEVEL, int(utilization_percent // LEVEL_PERCENT)))
 
 
-def observe_usage(state: ClusterState, sample: UsageSample, now: float) -> ClusterState:
+def observe_usage(signals: Signals, sample: UsageSample, now: float) -> Signals:
     """Fold one device sample in (per-allocation samples and samples without a utilisation
     reading carry no heat)."""
     if sample.allocation_id is not None or sample.utilization_percent is None:
-        return state
+        return signals
     value = min(100.0, max(0.0, sample.utilization_percent))
-    smoothed = state.utilization.get(sample.device_uuid)
+    smoothed = signals.utilization.get(sample.device_uuid)
     if smoothed is None:
         current = value
     else:
         before, at = smoothed
         weight = 1 - math.exp(-max(0.0, now - at) / TAU_S)
         current = before + weight * (value - before)
-    state = replace(state, utilization=state.utilization.set(sample.device_uuid, (current, now)))
-    node_heat = state.heat.get(sample.node, NO_HEAT)
+    utilization = signals.utilization.set(sample.device_uuid, (current, now))
+    signals = replace(signals, utilization=utilization)
+    node_heat = signals.heat.get(sample.node, NO_HEAT)
     level = level_of(current)
     if node_heat.get(sample.device_uuid, 0) == level:
-        return state
+        return signals
     node_heat = (
         node_heat.set(sample.device_uuid, level) if level else node_heat.delete(sample.device_uuid)
     )
-    heat = state.heat.set(sample.node, node_heat) if node_heat else state.heat.delete(sample.node)
-    return replace(state, heat=heat).touched(sample.node)
-
-
-def forget_heat(state: ClusterState, node: str) -> ClusterState:
-    """The node left: its devices' readings go with it."""
-    record = state.nodes.get(node)
-    uuids = (
-        set(state.heat.get(node, NO_HEAT)) | {d.uuid for d in record.devices} if record else set()
+    heat = (
+        signals.heat.set(sample.node, node_heat) if node_heat else signals.heat.delete(sample.node)
     )
-    if not uuids & set(state.utilization):
-        return state
-    utilization = Map({u: v for u, v in state.utilization.items() if u not in uuids})
-    heat = state.heat.delete(node) if node in state.heat else state.heat
-    return replace(state, heat=heat, utilization=utilization).touched(node)
+    return replace(signals, heat=heat).touched(sample.node)
+
+
+def forget_heat(signals: Signals, node: str, devices: tuple[DeviceInfo, ...]) -> Signals:
+    """The node left: its devices' readings go with it (``devices``: its last inventory's)."""
+    uuids = set(signals.heat.get(node, NO_HEAT)) | {d.uuid for d in devices}
+    if not uuids & set(signals.utilization):
+        return signals
+    utilization = Map({u: v for u, v in signals.utilization.items() if u not in uuids})
+    heat = signals.heat.delete(node) if node in signals.heat else signals.heat
+    return replace(signals, heat=heat, utilization=utilization).touched(node)

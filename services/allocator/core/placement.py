@@ -10,6 +10,7 @@ from immutables import Map
 
 from services.allocator.core.fit import DeviceOrder, NodeFit, Reason, fit_node
 from services.allocator.core.policies import Policy, policy_named
+from services.allocator.core.signals import NO_SIGNALS, Signals
 from services.allocator.core.state import (
     NO_HEAT,
     NO_NODE_USAGE,
@@ -93,14 +94,14 @@ def validate(request: PlaceRequest) -> None:
 
 
 def policies_for(
-    state: ClusterState, request: PlaceRequest, settings: SchedulingSettings
+    signals: Signals, request: PlaceRequest, settings: SchedulingSettings
 ) -> tuple[Policy, Policy]:
-    """The node policy (bound to the state and request) and the GPU policy for a request."""
+    """The node policy (prepared with the signals and the request) and the GPU policy."""
     node_policy = policy_named(request.node_policy or settings.node_policy)
     gpu_name = request.gpu_policy
     if gpu_name is None:
         gpu_name = node_policy.name if node_policy.own_device_order else settings.gpu_policy
-    return node_policy.bind(state, request.containers), policy_named(gpu_name)
+    return node_policy.bind(signals, request.containers), policy_named(gpu_name)
 
 
 BOUNDED_FITS = 16
@@ -140,6 +141,7 @@ def evaluate(
     *,
     now: float,
     ttl: float,
+    signals: Signals = NO_SIGNALS,
     enough: int | None = None,
     scored: bool = True,
 ) -> Verdicts:
@@ -148,8 +150,10 @@ def evaluate(
     unchanged; whether a failing node could ever fit is remembered per node's devices."""
     order = gpu_policy.device_order()
     empty = memo.empty(containers, order)
-    nodes_get, usage_get, heat_get = state.nodes.get, state.usage.get, state.heat.get
+    nodes_get, usage_get, heat_get = state.nodes.get, state.usage.get, signals.heat.get
     generation_get = state.generation.get
+    heated_nodes = signals.generation  # empty until some device reports heat
+    heat_generation_get = heated_nodes.get
     out = Verdicts({}, {}, {}, [])
     fits, failed, never, unknown = out.fits, out.failed, out.never, out.unknown
     limit = enough if enough is not None else -1  # -1: no bound
@@ -167,7 +171,12 @@ def evaluate(
             if record is None or now - record.last_seen > ttl:
                 unknown.append(name)
                 continue
+            # Both counters come from one: the larger moves on whenever either does.
             generation = generation_get(name, 0)
+            if heated_nodes:
+                heat_generation = heat_generation_get(name, 0)
+                if heat_generation > generation:
+                    generation = heat_generation
             hit = hits.get(name)  # the memo's hit path, inline: this loop is the hot one
             if hit is not None and hit[0] == generation:
                 answer: Judged = hit[1]  # type: ignore[assignment]
@@ -196,6 +205,10 @@ def evaluate(
                 unknown.append(name)
                 continue
             generation = generation_get(name, 0)
+            if heated_nodes:
+                heat_generation = heat_generation_get(name, 0)
+                if heat_generation > generation:
+                    generation = heat_generation
             hit = hits.get(name)
             if hit is not None and hit[0] == generation:
                 result: NodeFit | Reason = hit[1]  # type: ignore[assignment]
@@ -231,12 +244,14 @@ def decide(
     settings: SchedulingSettings,
     now: float,
     memo: FitMemo | None = None,
+    *,
+    signals: Signals = NO_SIGNALS,
 ) -> Decision:
     """Where the request goes now, or why it waits or can never be placed. ``memo`` (kept by
     the caller across decisions) changes nothing but the cost."""
     validate(request)
     memo = memo or FitMemo()
-    node_policy, gpu_policy = policies_for(state, request, settings)
+    node_policy, gpu_policy = policies_for(signals, request, settings)
     bounded = request.candidate_nodes is None and node_policy.most_loaded_first is not None
     if bounded:
         assert node_policy.most_loaded_first is not None
@@ -254,6 +269,7 @@ def decide(
         memo,
         now=now,
         ttl=settings.node_ttl_s,
+        signals=signals,
         enough=BOUNDED_FITS if bounded else None,
     )
     best = verdicts.best
@@ -380,10 +396,12 @@ def node_scores(
     settings: SchedulingSettings,
     now: float,
     memo: FitMemo | None = None,
+    *,
+    signals: Signals = NO_SIGNALS,
 ) -> dict[str, float]:
     """The node policy's score for every candidate node the request fits now (higher is better)."""
     validate(request)
-    node_policy, gpu_policy = policies_for(state, request, settings)
+    node_policy, gpu_policy = policies_for(signals, request, settings)
     names = state.nodes.keys() if request.candidate_nodes is None else request.candidate_nodes
     verdicts = evaluate(
         names,
@@ -394,6 +412,7 @@ def node_scores(
         memo or FitMemo(),
         now=now,
         ttl=settings.node_ttl_s,
+        signals=signals,
     )
     return verdicts.fits
 
@@ -405,11 +424,13 @@ def filter_nodes(
     now: float,
     names: list[str],
     memo: FitMemo | None = None,
+    *,
+    signals: Signals = NO_SIGNALS,
 ) -> tuple[list[str], dict[str, Reason], dict[str, Reason]]:
     """For kube-scheduler's filter: the named nodes the request fits now; the ones it does not
     fit now (with why); and the ones it could never fit, even empty (with why not now)."""
     validate(request)
-    node_policy, gpu_policy = policies_for(state, request, settings)
+    node_policy, gpu_policy = policies_for(signals, request, settings)
     verdicts = evaluate(
         names,
         state,
@@ -419,6 +440,7 @@ def filter_nodes(
         memo or FitMemo(),
         now=now,
         ttl=settings.node_ttl_s,
+        signals=signals,
         scored=False,
     )
     busy = {n: r for n, r in verdicts.failed.items() if n not in verdicts.never}

@@ -19,9 +19,9 @@ from services.allocator.core.fit import (
 )
 from services.allocator.core.fragmentation import measure, remembered, taken_fraction
 from services.allocator.core.mix import EMPTY_SNAPSHOT, TIE, MixSnapshot
+from services.allocator.core.signals import Signals
 from services.allocator.core.state import (
     NO_USAGE,
-    ClusterState,
     DeviceUsage,
     NodeKey,
     device_load,
@@ -68,8 +68,9 @@ class Policy(Protocol):
 
     def device_order(self) -> DeviceOrder: ...
 
-    def bind(self, state: ClusterState, containers: tuple[ContainerRequest, ...]) -> Policy:
-        """The policy as it applies to this state and request (most ignore both)."""
+    def bind(self, signals: Signals, containers: tuple[ContainerRequest, ...]) -> Policy:
+        """The policy as it applies to what the allocator has learnt and to this request (its
+        prepare step, kube-scheduler's PreScore; most ignore both)."""
         ...
 
     def node_score(
@@ -94,7 +95,7 @@ class Binpack:
     def device_order(self) -> DeviceOrder:
         return fullest_first
 
-    def bind(self, state: ClusterState, containers: tuple[ContainerRequest, ...]) -> Policy:
+    def bind(self, signals: Signals, containers: tuple[ContainerRequest, ...]) -> Policy:
         return self
 
     def node_score(
@@ -118,7 +119,7 @@ class Spread:
     def device_order(self) -> DeviceOrder:
         return emptiest_first
 
-    def bind(self, state: ClusterState, containers: tuple[ContainerRequest, ...]) -> Policy:
+    def bind(self, signals: Signals, containers: tuple[ContainerRequest, ...]) -> Policy:
         return self
 
     def node_score(
@@ -142,7 +143,7 @@ class BestFit:
     def device_order(self) -> DeviceOrder:
         return tightest_first
 
-    def bind(self, state: ClusterState, containers: tuple[ContainerRequest, ...]) -> Policy:
+    def bind(self, signals: Signals, containers: tuple[ContainerRequest, ...]) -> Policy:
         return self
 
     def node_score(
@@ -171,9 +172,9 @@ class FragmentationAware:
     def device_order(self) -> DeviceOrder:
         return tightest_first
 
-    def bind(self, state: ClusterState, containers: tuple[ContainerRequest, ...]) -> Policy:
+    def bind(self, signals: Signals, containers: tuple[ContainerRequest, ...]) -> Policy:
         flexible = tuple(not c.use_types and not c.nouse_types for c in containers)
-        return FragmentationAware(mix=state.mix.snapshot, flexible=flexible)
+        return FragmentationAware(mix=signals.mix.snapshot, flexible=flexible)
 
     def node_score(
         self,

@@ -1,4 +1,5 @@
-"""The allocator's state: nodes, per-device use and allocations, as immutable values.
+"""The ledger: nodes, per-device use and allocations (and their indexes), as immutable values.
+What the allocator learns by watching (heat, the request mix) lives beside it: core/signals.py.
 
 Big maps are persistent (``immutables.Map``) so that a decision copies O(log n), not the cluster.
 """
@@ -11,7 +12,6 @@ from dataclasses import dataclass, field, replace
 from immutables import Map
 
 from services.allocator.core.index import LoadIndex
-from services.allocator.core.mix import WorkloadMix
 from shared.schemas.inventory import DeviceInfo, NodeInventory
 from shared.schemas.placement import AllocationRecord, DeviceGrant
 
@@ -102,6 +102,13 @@ _GENERATIONS = itertools.count(1)
 """Generation numbers, unique in the process: a cache keyed by (node, generation) can never take
 another state's node (a restored ledger, a test's) for this one."""
 
+
+def next_generation() -> int:
+    """A number larger than any handed out before: the larger of two generations moves on
+    whenever either does (the ledger's and the signals' share this counter)."""
+    return next(_GENERATIONS)
+
+
 NodeKey = tuple[str, int]
 """A node as caches know it: its name and its generation."""
 
@@ -116,33 +123,20 @@ class ClusterState:
     """request_id -> allocation_id, so a retried request is answered, not placed twice."""
     index: LoadIndex = field(default_factory=LoadIndex)
     """Nodes by current load, for bounded searches (derived from nodes and usage)."""
-    utilization: Map[str, tuple[float, float]] = field(default_factory=Map)
-    """device uuid -> (smoothed utilisation percent, when): usage feedback (core/heat.py)."""
-    heat: Map[str, Map[str, int]] = field(default_factory=Map)
-    """node -> device uuid -> heat level (absent: 0); changes only when a level does."""
-    mix: WorkloadMix = field(default_factory=WorkloadMix)
-    """Recent request shapes, for the fragmentation-aware policy (soft state: rebuilt from the
-    allocations on restart)."""
     generation: Map[str, int] = field(default_factory=Map)
-    """node -> a number that changes whenever anything a decision reads about the node does
-    (its devices, their usage, their heat). Every cache of per-node answers is keyed by it
+    """node -> a number that changes whenever the node's devices or their usage change. Every
+    cache of per-node answers is keyed by it, with the signals' (core/signals.py: heat)
     (core/placement.py: FitMemo, core/fragmentation.py: the snapshot's memo)."""
 
     def touched(self, node: str) -> ClusterState:
         """This state with the node's generation moved on: its cached answers are stale."""
-        return replace(self, generation=self.generation.set(node, next(_GENERATIONS)))
-
-    def node_key(self, node: str) -> NodeKey:
-        return (node, self.generation.get(node, 0))
+        return replace(self, generation=self.generation.set(node, next_generation()))
 
     def reindexed(self, node: str) -> LoadIndex:
         record = self.nodes.get(node)
         if record is None:
             return self.index.without(node)
         return self.index.with_load(node, node_load(record.devices, self.node_usage(node)))
-
-    def node_heat(self, node: str) -> Map[str, int]:
-        return self.heat.get(node, NO_HEAT)
 
     def node_usage(self, node: str) -> Map[str, DeviceUsage]:
         return self.usage.get(node, NO_NODE_USAGE)
