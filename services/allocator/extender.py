@@ -15,14 +15,15 @@ from typing import Any, Protocol
 import msgspec
 
 from services.allocator.core.fit import Reason
-from services.allocator.core.kinds import DEFAULT_KINDS, KindRegistry
 from services.allocator.core.placement import FitMemo, SchedulingSettings, filter_nodes, node_scores
-from services.allocator.core.podspec import PodRequest, encode_devices, parse_pod
+from services.allocator.core.podspec import encode_devices
 from services.allocator.core.signals import Signals
 from services.allocator.core.state import ClusterState
+from shared.devicekinds import DEFAULT_KINDS, KindRegistry
 from shared.errormap import extender_status
 from shared.errors import HamiError, InvalidRequest
 from shared.kube.client import KubeClient
+from shared.podspec import PodRequest, parse_pod
 from shared.resources import (
     ASSIGNED_NODE,
     ASSIGNED_TIME,

@@ -10,9 +10,9 @@ from typing import Any
 
 import msgspec
 
-from services.allocator.core.kinds import DEFAULT_KINDS, NVIDIA, KindRegistry
 from shared import settings
 from shared.deviceconfig import load_device_config
+from shared.devicekinds import DEFAULT_KINDS, NVIDIA, KindRegistry
 from shared.servicesettings import AllocatorSettings as AllocatorSettings
 
 

@@ -9,11 +9,11 @@ from typing import Any
 from hypothesis import given
 from hypothesis import strategies as st
 
-from services.allocator.core.podspec import parse_pod
 from services.webhook.core.admission import validate_pod
 from services.webhook.core.settings import WebhookSettings
 from shared.containerrules import Limits, first_problem
 from shared.errors import InvalidRequest
+from shared.podspec import parse_pod
 from shared.resources import ResourceNames
 
 NAMES = ResourceNames()

@@ -4,8 +4,9 @@ from typing import Any
 
 import pytest
 
-from services.allocator.core.podspec import PodDefaults, decode_devices, encode_devices, parse_pod
+from services.allocator.core.podspec import decode_devices, encode_devices
 from shared.errors import InvalidRequest
+from shared.podspec import PodDefaults, parse_pod
 from shared.schemas.placement import DeviceGrant
 
 
@@ -84,8 +85,8 @@ def test_another_vendor_plugs_in_through_the_registry() -> None:
     from immutables import Map
 
     from services.allocator.core.fit import NodeFit, fit_node
-    from services.allocator.core.kinds import DEFAULT_KINDS, DeviceKind
     from services.allocator.core.policies import Spread
+    from shared.devicekinds import DEFAULT_KINDS, DeviceKind
     from shared.resources import ResourceNames
     from shared.schemas.inventory import DeviceInfo
 

@@ -14,8 +14,7 @@ from typing import Any
 from services.webhook.core.settings import INTERNAL_ANNOTATIONS, POLICY_ANNOTATIONS, WebhookSettings
 from shared.containerrules import Limits, first_problem
 from shared.podresources import container_resources
-
-Obj = Mapping[str, Any]
+from shared.podspec import Obj, annotations_of, pod_containers, requests_managed
 
 
 @dataclass(frozen=True, slots=True)
@@ -33,35 +32,12 @@ def _m(value: object) -> Obj:
     return value if isinstance(value, Mapping) else {}
 
 
-def _annotations(obj: object) -> Obj:
-    return _m(_m(_m(obj).get("metadata")).get("annotations"))
-
-
 def _escape(key: str) -> str:
     return key.replace("~", "~0").replace("/", "~1")
 
 
-def _containers(pod: Obj) -> list[tuple[str, int, Obj]]:
-    spec = _m(pod.get("spec"))
-    out = []
-    for kind in ("containers", "initContainers"):
-        items = spec.get(kind)
-        for i, c in enumerate(items if isinstance(items, list) else []):
-            if isinstance(c, Mapping):
-                out.append((kind, i, c))
-    return out
-
-
 def _resource(container: Obj, name: str) -> object | None:
     return container_resources(container).get(name)
-
-
-def requests_managed(pod: Obj, settings: WebhookSettings) -> bool:
-    return any(
-        _resource(c, name) is not None
-        for _, _, c in _containers(pod)
-        for name in settings.resources.managed
-    )
 
 
 def validate_pod(pod: Obj, settings: WebhookSettings) -> str | None:
@@ -70,7 +46,7 @@ def validate_pod(pod: Obj, settings: WebhookSettings) -> str | None:
         max_devices_per_container=settings.max_devices_per_container,
         max_device_memory_mib=settings.max_device_memory_mib,
     )
-    for kind, i, container in _containers(pod):
+    for kind, i, container in pod_containers(pod):
         where = f"{kind[:-1]} {container.get('name') or i!r}"
         problem = first_problem(container, where, settings.resources, limits)
         if problem is not None:
@@ -92,10 +68,10 @@ def _add_limit(kind: str, i: int, container: Obj, name: str, value: str) -> list
 
 def mutate_pod(pod: Obj, settings: WebhookSettings) -> list[dict[str, Any]]:
     """JSONPatch for a pod that asks for a managed resource; [] when it does not."""
-    if not requests_managed(pod, settings):
+    if not requests_managed(pod, settings.resources):
         return []
     ops: list[dict[str, Any]] = []
-    for kind, i, container in _containers(pod):
+    for kind, i, container in pod_containers(pod):
         has_count = _resource(container, settings.resources.count) is not None
         has_mem = any(
             _resource(container, n) is not None
@@ -140,7 +116,7 @@ def _applied(container: Obj, name: str, value: str) -> Obj:
 
 
 def strip_internal(pod: Obj) -> list[dict[str, Any]]:
-    annotations = _annotations(pod)
+    annotations = annotations_of(pod)
     return [
         {"op": "remove", "path": f"/metadata/annotations/{_escape(key)}"}
         for key in INTERNAL_ANNOTATIONS
@@ -149,7 +125,7 @@ def strip_internal(pod: Obj) -> list[dict[str, Any]]:
 
 
 def _internal(obj: object) -> dict[str, Any]:
-    annotations = _annotations(obj)
+    annotations = annotations_of(obj)
     return {k: v for k, v in annotations.items() if k in INTERNAL_ANNOTATIONS}
 
 
@@ -174,7 +150,7 @@ def validate(request: Obj, settings: WebhookSettings) -> Verdict:
                 False, "annotations " + ", ".join(sorted(_internal(pod))) + " are set by HAMi only"
             )
         reason = _policy_reason(pod, settings)
-        if reason is None and requests_managed(pod, settings):
+        if reason is None and requests_managed(pod, settings.resources):
             reason = validate_pod(pod, settings)
         return Verdict(False, reason) if reason else ALLOW
     if operation == "UPDATE" and (
@@ -189,7 +165,7 @@ def validate(request: Obj, settings: WebhookSettings) -> Verdict:
 
 
 def _policy_reason(pod: Obj, settings: WebhookSettings) -> str | None:
-    annotations = _annotations(pod)
+    annotations = annotations_of(pod)
     for key in POLICY_ANNOTATIONS:
         value = annotations.get(key)
         if value is not None and value not in settings.policies:
