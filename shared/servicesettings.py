@@ -135,3 +135,21 @@ class TelemetrySettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknow
     log_level: LogLevel = "INFO"
     nats_credentials: str | None = None
     """A JSON file {user, password} (shared.natsauth); None: connect without."""
+
+
+class CliSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """What `hami` (the local-mode CLI) takes from its environment, read once by the loader;
+    a subcommand's own flags (`--state-dir`, `--nats`) override them."""
+
+    state_dir: Annotated[str, msgspec.Meta(extra={"env": "HAMI_STATE_DIR"})] = ""
+    """Local state (the running `hami up`'s record, credentials, regions); empty:
+    `$XDG_STATE_HOME/hami`, else `~/.local/state/hami`."""
+    xdg_state_home: Annotated[str, msgspec.Meta(extra={"env": "XDG_STATE_HOME"})] = ""
+    """The freedesktop base directory for state."""
+    nats_url: Annotated[str, msgspec.Meta(extra={"env": "HAMI_NATS_URL"})] = ""
+    """Join this NATS server instead of the one the local `hami up` runs."""
+    nats_credentials: Annotated[str, msgspec.Meta(extra={"env": "HAMI_NATS_CREDENTIALS"})] = ""
+    """A JSON file {user, password}; empty: the client credentials `hami up` made."""
+    libvgpu: Annotated[str, msgspec.Meta(extra={"env": "HAMI_LIBVGPU"})] = "auto"
+    """The isolation library jobs are preloaded with: `auto` (the one built with the install),
+    a path, or empty for none (limits are then not enforced, and `hami run` says so)."""

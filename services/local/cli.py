@@ -39,7 +39,8 @@ from shared.natsauth import CREDENTIALS_DIR, Credentials, credentials_file, load
 from shared.natsutil import connect
 from shared.quantity import parse_cores, parse_count, parse_memory
 from shared.schemas.placement import MAX_LEASE_TTL_S, ContainerRequest
-from shared.servicesettings import LogLevel
+from shared.servicesettings import CliSettings, LogLevel
+from shared.settings import load
 from shared.simspec import parse_spec
 
 
@@ -48,15 +49,21 @@ def fail(message: str, code: int) -> int:
     return code
 
 
+def _settings(args: argparse.Namespace) -> CliSettings:
+    """The CLI's settings from the environment, read once by the loader (main sets them)."""
+    settings = getattr(args, "settings", None)
+    return settings if isinstance(settings, CliSettings) else CliSettings()
+
+
 def _state_dir(args: argparse.Namespace) -> Path:
-    return Path(args.state_dir) if args.state_dir else default_state_dir()
+    return Path(args.state_dir) if args.state_dir else default_state_dir(_settings(args))
 
 
 def _nats_url(args: argparse.Namespace) -> str:
     if getattr(args, "nats", None):
         return str(args.nats)
-    if os.environ.get("HAMI_NATS_URL"):
-        return os.environ["HAMI_NATS_URL"]
+    if _settings(args).nats_url:
+        return _settings(args).nats_url
     record = running_record(_state_dir(args))
     if record is None:
         raise Unavailable("HAMi is not running here: start it with `hami up` (or pass --nats URL)")
@@ -148,7 +155,7 @@ def cmd_down(args: argparse.Namespace) -> int:
 def _credentials(args: argparse.Namespace) -> Credentials | None:
     """HAMI_NATS_CREDENTIALS if set, else the client credentials `hami up` made (readable by
     the user who started it alone), else none (a NATS joined with --nats without auth)."""
-    explicit = os.environ.get("HAMI_NATS_CREDENTIALS")
+    explicit = _settings(args).nats_credentials
     if explicit:
         return load_credentials(explicit)
     path = credentials_file(_state_dir(args) / CREDENTIALS_DIR, "client")
@@ -159,7 +166,7 @@ def _credentials(args: argparse.Namespace) -> Credentials | None:
 
 async def _up_notes(args: argparse.Namespace, url: str, node: str) -> list[str]:
     """What `hami up` must not leave unsaid: simulated devices, a missing isolation library."""
-    library = find_libvgpu()
+    library = find_libvgpu(_settings(args).libvgpu)
     notes = [
         f"isolation library: {library}"
         if library is not None
@@ -231,6 +238,7 @@ def build_run_options(args: argparse.Namespace) -> RunOptions:
         lease_ttl_s=args.lease_ttl,
         leftovers=args.leftovers,
         require_isolation=args.require_isolation,
+        libvgpu=_settings(args).libvgpu,
     )
 
 
@@ -315,6 +323,7 @@ def parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> None:
     args = parser().parse_args(argv)
+    args.settings = load(CliSettings, [], prog="hami")  # the environment, read once
     if getattr(args, "command", None) and args.command[:1] == ["--"]:
         args.command = args.command[1:]
     try:

@@ -10,15 +10,15 @@ from pathlib import Path
 import msgspec
 
 from shared.errors import Unavailable
+from shared.servicesettings import CliSettings
 
 LOCK_FILE = "supervisor.lock"
 
 
-def default_state_dir() -> Path:
-    explicit = os.environ.get("HAMI_STATE_DIR")
-    if explicit:
-        return Path(explicit)
-    base = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
+def default_state_dir(settings: CliSettings) -> Path:
+    if settings.state_dir:
+        return Path(settings.state_dir)
+    base = settings.xdg_state_home or str(Path.home() / ".local" / "state")
     return Path(base) / "hami"
 
 

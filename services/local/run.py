@@ -50,6 +50,8 @@ class RunOptions:
     """What happens to processes the job leaves when its main process exits: kill or wait."""
     require_isolation: bool = False
     """Refuse to run the job without the isolation library (its limits would be advisory)."""
+    libvgpu: str = "auto"
+    """Which library (CliSettings.libvgpu): auto, a path, or empty for none."""
 
 
 def say(message: str) -> None:
@@ -139,10 +141,10 @@ async def keep_lease(
             return
 
 
-def isolation_library(required: bool) -> Path | None:
+def isolation_library(required: bool, setting: str = "auto") -> Path | None:
     """The library jobs get preloaded; without it the limits are advisory, and `hami run` says so
     (or refuses, when the caller requires isolation)."""
-    library = find_libvgpu()
+    library = find_libvgpu(setting)
     if library is None:
         advice = "build it with `make -C native` or set HAMI_LIBVGPU"
         if required:
@@ -152,7 +154,7 @@ def isolation_library(required: bool) -> Path | None:
 
 
 async def run_job(nc: Client, options: RunOptions, state_dir: Path) -> int:
-    library = isolation_library(options.require_isolation)
+    library = isolation_library(options.require_isolation, options.libvgpu)
     client = AllocatorClient(nc)
     secret = secrets.token_hex(16)  # only this process can renew or release what it gets
     record = await acquire(nc, client, options, secret)

@@ -6,10 +6,10 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import os
 import random
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from kubernetes_asyncio import client, config, watch
@@ -48,6 +48,14 @@ def _raise_for(e: ApiException, what: str) -> None:
         raise Unavailable(f"{what}: API server answered {e.status}") from e
 
 
+SERVICE_ACCOUNT_TOKEN = Path("/var/run/secrets/kubernetes.io/serviceaccount/token")
+
+
+def in_cluster() -> bool:
+    """Inside a pod with a service account (one stat, at start)."""
+    return SERVICE_ACCOUNT_TOKEN.is_file()
+
+
 class KubeClient:
     def __init__(self, api: client.ApiClient) -> None:
         self.api = api
@@ -59,9 +67,10 @@ class KubeClient:
 
     @classmethod
     async def from_config(cls, kubeconfig: str | None) -> KubeClient:
-        """The kubeconfig given; else the pod's service account inside a cluster; else the
+        """The kubeconfig given; else the pod's service account inside a cluster (the kubelet
+        mounts its token; the library reads the API server's address itself); else the
         default kubeconfig."""
-        if kubeconfig is None and os.environ.get("KUBERNETES_SERVICE_HOST"):
+        if kubeconfig is None and in_cluster():
             config.load_incluster_config()
             return cls(client.ApiClient())
         return await cls.from_kubeconfig(kubeconfig)

@@ -138,3 +138,39 @@ def test_the_help_is_the_fields_documentation(capsys: pytest.CaptureFixture[str]
         allocator_settings(["--help"])
     shown = capsys.readouterr().out
     assert "--leader-ttl" in shown and "standby takes over" in shown and "HAMI_LEADER_TTL" in shown
+
+
+def test_the_cli_reads_its_environment_through_the_loader() -> None:
+    from shared.servicesettings import CliSettings
+
+    env = {
+        "HAMI_STATE_DIR": "/s",
+        "HAMI_NATS_URL": "nats://x:1",
+        "HAMI_NATS_CREDENTIALS": "/c.json",
+        "HAMI_LIBVGPU": "",
+        "XDG_STATE_HOME": "/x",
+    }
+    loaded = settings.load(CliSettings, [], prog="hami", env=env)
+    assert (loaded.state_dir, loaded.nats_url, loaded.nats_credentials) == (
+        "/s",
+        "nats://x:1",
+        "/c.json",
+    )
+    assert loaded.libvgpu == "" and loaded.xdg_state_home == "/x"  # empty: no library
+    assert settings.load(CliSettings, [], prog="hami", env={}).libvgpu == "auto"
+
+
+def test_nothing_but_the_loader_reads_the_environment() -> None:
+    import re
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2]
+    readers = []
+    for path in [*root.glob("services/**/*.py"), *root.glob("shared/**/*.py")]:
+        text = path.read_text()
+        if path.name == "settings.py" and path.parent.name == "shared":
+            continue
+        # Handing the environment on to a job (`hami run`) is not reading a setting.
+        for match in re.finditer(r"os\.environ(?!\s*,)|os\.getenv|getenv\(", text):
+            readers.append(f"{path.relative_to(root)}:{text[: match.start()].count(chr(10)) + 1}")
+    assert not readers, readers
