@@ -15,6 +15,7 @@ from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.js.kv import KeyValue
 
+from services.allocator import heap
 from services.allocator.allocator import Allocator
 from services.allocator.extender import Extender
 from services.allocator.extenderhttp import ExtenderRouter, answer_forwarded, application
@@ -122,6 +123,7 @@ async def serve(
     ready: Callable[[], None] | None = None,
     extender_started: Callable[[int], None] | None = None,
 ) -> None:
+    heap.tune_for_a_large_heap()
     nc: Client = await connect(
         settings.nats_url, "hami-allocator", credentials=credentials_of(settings.nats_credentials)
     )

@@ -47,14 +47,16 @@ def header_functions() -> set[str]:
     return names
 
 
-def exported(build: Path) -> set[str]:
+def exported(build: Path, kinds: str = "") -> set[str]:
+    """The symbols libvgpu.so defines (``kinds``: only those of these nm types, e.g. "TtWw")."""
     symbols = subprocess.run(
         ["nm", "-D", "--defined-only", str(build / "libvgpu.so")],
         capture_output=True,
         text=True,
         check=True,
     ).stdout
-    return {line.split()[-1] for line in symbols.splitlines()}
+    rows = [line.split() for line in symbols.splitlines()]
+    return {row[-1] for row in rows if not kinds or row[1] in kinds}
 
 
 def documented() -> set[str]:

@@ -232,13 +232,9 @@ def test_python_ctypes_program_is_limited(native_build: Path) -> None:
 
 
 def test_only_hooked_symbols_are_exported(native_build: Path) -> None:
-    symbols = subprocess.run(
-        ["nm", "-D", "--defined-only", str(native_build / "libvgpu.so")],
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout
-    names = [line.split()[-1] for line in symbols.splitlines() if line.split()[1] in "TtWw"]
+    from tests.native.test_hook_coverage import exported
+
+    names = exported(native_build, "TtWw")
     assert names and all(n.startswith(("cu", "nvml")) or n == "dlsym" for n in names), names
 
 

@@ -149,11 +149,7 @@ def observe_request(
     ledger ``state`` says how many devices of each model there are, for scarcity."""
     mix = signals.mix.observe(containers, now)
     if mix.since_snapshot >= REFRESH_EVERY or mix.snapshot is EMPTY_SNAPSHOT:
-        models: dict[str, int] = {}
-        for record in state.nodes.values():
-            for device in record.devices:
-                models[device.model] = models.get(device.model, 0) + 1
-        mix = refreshed(mix, models)
+        mix = refreshed(mix, state.models)  # the ledger keeps the counts: O(models), not O(cluster)
     return replace(signals, mix=mix)
 
 

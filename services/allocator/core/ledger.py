@@ -28,15 +28,22 @@ def observe_inventory(state: ClusterState, inventory: NodeInventory, now: float)
     state = replace(state, nodes=state.nodes.set(inventory.node, NodeRecord(inventory, now)))
     if known is not None and known.inventory.devices == inventory.devices:
         return state  # a plain heartbeat: nothing a decision reads changed
-    state = state.touched(inventory.node)
+    models = state.recounted(known.devices if known else (), inventory.devices)
+    state = replace(state, models=models).touched(inventory.node)
     return replace(state, index=state.reindexed(inventory.node))
 
 
 def forget_node(state: ClusterState, node: str) -> ClusterState:
     """The node's agent left on purpose. Its allocations stay: their holders still run."""
-    if node not in state.nodes:
+    record = state.nodes.get(node)
+    if record is None:
         return state
-    return replace(state, nodes=state.nodes.delete(node), index=state.index.without(node))
+    return replace(
+        state,
+        nodes=state.nodes.delete(node),
+        index=state.index.without(node),
+        models=state.recounted(record.devices, ()),
+    )
 
 
 def record_for(

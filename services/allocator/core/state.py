@@ -123,10 +123,28 @@ class ClusterState:
     """request_id -> allocation_id, so a retried request is answered, not placed twice."""
     index: LoadIndex = field(default_factory=LoadIndex)
     """Nodes by current load, for bounded searches (derived from nodes and usage)."""
+    models: Map[str, int] = field(default_factory=Map)
+    """device model -> devices of it in the cluster (derived from nodes; for scarcity)."""
     generation: Map[str, int] = field(default_factory=Map)
     """node -> a number that changes whenever the node's devices or their usage change. Every
     cache of per-node answers is keyed by it, with the signals' (core/signals.py: heat)
     (core/placement.py: FitMemo, core/fragmentation.py: the snapshot's memo)."""
+
+    def recounted(
+        self, removed: tuple[DeviceInfo, ...], added: tuple[DeviceInfo, ...]
+    ) -> Map[str, int]:
+        """The model counts with one node's devices replaced: O(its devices)."""
+        with self.models.mutate() as models:
+            for device in removed:
+                left = models.get(device.model, 0) - 1
+                if left > 0:
+                    models[device.model] = left
+                else:
+                    models.pop(device.model, None)
+            for device in added:
+                models[device.model] = models.get(device.model, 0) + 1
+            counted: Map[str, int] = models.finish()
+        return counted
 
     def touched(self, node: str) -> ClusterState:
         """This state with the node's generation moved on: its cached answers are stale."""
