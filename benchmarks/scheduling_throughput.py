@@ -11,6 +11,10 @@ every kwok node has 8 of) through `bench-plain`, and P HAMi pods (`nvidia.com/gp
 5-50% memory share) through `bench-hami`, each batch created as fast as the API server takes
 them (8 client threads). Reported per batch: pods/s from the first creation to the last bind,
 the median and p99 of each pod's creation-to-bound latency, and the ratio of the two rates.
+The HAMi pods are bound by our extender (the allocator writes the annotations and the
+Binding): afterwards every bound pod must hold exactly one allocation on the node it was bound
+to, no allocation may lack a bound pod, and no device may be over-committed (memory, cores,
+split count); the extender's bind time (median, p99) is read from the allocator's log.
 Both schedulers get clientConnection qps/burst 1000 (the default 50 would cap the plain one's
 own Binding calls; our extender binds with its own client), and the allocator a node TTL of an
 hour (nothing refreshes the published inventory during the run)."""
@@ -210,6 +214,65 @@ def run_batch(
     }
 
 
+async def check_allocations(plane: ControlPlane, nats_url: str, namespace: str) -> str:
+    """Every bound pod holds one allocation, on its node; none without a bound pod; no device
+    past its memory, cores or split count. Raises on a violation."""
+    from shared import kvwatch
+    from shared.natsutil import allocations_bucket
+    from shared.schemas.placement import allocation_codec
+
+    listed = plane.request("GET", f"/api/v1/namespaces/{namespace}/pods")
+    bound = {
+        p["metadata"]["uid"]: p["spec"]["nodeName"]
+        for p in listed["items"]
+        if p.get("spec", {}).get("nodeName")
+    }
+    nc = await connect(nats_url, "bench-check")
+    try:  # the durable records, as a new leader would read them back
+        stored = await kvwatch.snapshot(await allocations_bucket(nc.jetstream()))
+    finally:
+        await nc.close()
+    per_pod: dict[str, list[str]] = {}
+    used: dict[str, list[int]] = {}
+    for record in (allocation_codec.decode(value) for value in stored.values()):
+        uid = record.request_id.removeprefix("pod/")
+        per_pod.setdefault(uid, []).append(record.node)
+        for grants in record.containers:
+            for g in grants:
+                memory, cores, count = used.setdefault(g.uuid, [0, 0, 0])
+                used[g.uuid] = [memory + g.memory_mib, cores + g.cores, count + 1]
+    twice = {u: n for u, n in per_pod.items() if len(n) > 1}
+    wrong = {u: n for u, n in per_pod.items() if u in bound and n != [bound[u]]}
+    orphans = set(per_pod) - set(bound)
+    unheld = set(bound) - set(per_pod)
+    over = {u: v for u, v in used.items() if v[0] > H200_MIB or v[1] > 100 or v[2] > 10}
+    if twice or wrong or orphans or unheld or over:
+        raise SystemExit(
+            f"allocation check failed: {len(twice)} pods allocated twice, {len(wrong)} on "
+            f"another node, {len(orphans)} allocations without a bound pod, {len(unheld)} bound "
+            f"pods without one, {len(over)} devices over-committed"
+        )
+    return (
+        f"check: {len(bound)} bound pods, one allocation each on their node, "
+        f"{len(used)} devices used, none over-committed"
+    )
+
+
+def bind_times(log: Path) -> str:
+    """The extender's bind time per pod, from the allocator's `bound` log lines."""
+    times = sorted(
+        float(word.split("=", 1)[1])
+        for line in log.read_text(errors="replace").splitlines()
+        if " bound " in f"{line} " and "bind_ms=" in line
+        for word in line.split()
+        if word.startswith("bind_ms=")
+    )
+    if not times:
+        return "bind: no timings in the allocator's log"
+    p99 = times[min(len(times) - 1, int(0.99 * len(times)))]
+    return f"bind: {len(times)} binds, median {statistics.median(times):.1f} ms, p99 {p99:.1f} ms"
+
+
 def measure(nodes: int, pods: int, run: Path, prioritize: bool, best_only: bool) -> None:
     plane = start_control_plane(run / "cp")
     nats = start_nats(run / "nats", port=0)
@@ -271,6 +334,8 @@ def measure(nodes: int, pods: int, run: Path, prioritize: bool, best_only: bool)
             )
         if plain["pods_per_s"]:
             print(f"  ratio {hami['pods_per_s'] / plain['pods_per_s']:.2f}", flush=True)
+        print(f"  {asyncio.run(check_allocations(plane, nats.url, 'bench-hami'))}", flush=True)
+        print(f"  {bind_times(run / 'allocator.log')}", flush=True)
     finally:
         if allocator is not None:
             allocator.terminate()

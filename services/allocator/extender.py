@@ -233,6 +233,7 @@ class Extender:
             raise InvalidRequest("ExtenderBindingArgs needs PodName, PodNamespace, PodUID, Node")
         if self.kube is None:
             raise InvalidRequest("this allocator has no Kubernetes client; it cannot bind")
+        started = time.perf_counter()
         pod = self._seen.pop(uid, None)  # as filter saw it: one API call saved per bind
         if pod is None:
             pod = await self.kube.get_pod(namespace, name)
@@ -269,7 +270,12 @@ class Extender:
             return {"Error": f"bind of {namespace}/{name} to {node} failed: {e}"}
         log.info(
             "bound",
-            extra={"pod": f"{namespace}/{name}", "node": node, "allocation": record.allocation_id},
+            extra={
+                "pod": f"{namespace}/{name}",
+                "node": node,
+                "allocation": record.allocation_id,
+                "bind_ms": round((time.perf_counter() - started) * 1e3, 2),
+            },
         )
         return {"Error": ""}
 
