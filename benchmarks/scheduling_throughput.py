@@ -258,19 +258,33 @@ async def check_allocations(plane: ControlPlane, nats_url: str, namespace: str) 
     )
 
 
-def bind_times(log: Path) -> str:
-    """The extender's bind time per pod, from the allocator's `bound` log lines."""
-    times = sorted(
-        float(word.split("=", 1)[1])
-        for line in log.read_text(errors="replace").splitlines()
-        if " bound " in f"{line} " and "bind_ms=" in line
+def _field(lines: list[str], name: str) -> list[float]:
+    prefix = f"{name}="
+    return sorted(
+        float(word[len(prefix) :])
+        for line in lines
         for word in line.split()
-        if word.startswith("bind_ms=")
+        if word.startswith(prefix)
     )
-    if not times:
-        return "bind: no timings in the allocator's log"
-    p99 = times[min(len(times) - 1, int(0.99 * len(times)))]
-    return f"bind: {len(times)} binds, median {statistics.median(times):.1f} ms, p99 {p99:.1f} ms"
+
+
+def bind_times(log: Path) -> str:
+    """The extender's bind time per pod (the allocator's `bound` lines), and within it the
+    placement's wait for the allocator's lock, its time holding it, and the durable write
+    (`placed` lines)."""
+    lines = log.read_text(errors="replace").splitlines()
+    parts = []
+    for label, name in (
+        ("bind", "bind_ms"),
+        ("lock wait", "wait_ms"),
+        ("lock held", "held_ms"),
+        ("durable write", "write_ms"),
+    ):
+        times = _field(lines, name)
+        if times:
+            p99 = times[min(len(times) - 1, int(0.99 * len(times)))]
+            parts.append(f"{label} median {statistics.median(times):.1f} / p99 {p99:.1f} ms")
+    return "; ".join(parts) or "no timings in the allocator's log"
 
 
 def measure(nodes: int, pods: int, run: Path, prioritize: bool, best_only: bool) -> None:

@@ -167,7 +167,9 @@ class Allocator:
 
     async def place_request(self, request: PlaceRequest) -> PlaceReply:
         """Decide, record durably, then apply: the one path every API (NATS, extender) takes."""
+        asked = time.perf_counter()
         async with self._lock:
+            locked = time.perf_counter()
             existing = ledger.retried(self.state, request)
             if existing is not None:
                 return PlaceReply(outcome="placed", allocation=existing)
@@ -181,6 +183,7 @@ class Allocator:
                 ledger.record_for(request, decision.fit, uuid.uuid4().hex, now), term=self._term()
             )
             self._check_fence()
+            writing = time.perf_counter()
             try:
                 await self._writer.put(record.allocation_id, allocation_codec.encode(record))
             except Unavailable:
@@ -194,9 +197,13 @@ class Allocator:
                     await self._writer.delete(record.allocation_id)
                 raise Unavailable("this allocator no longer leads; retry (the new leader answers)")
             self.state, events = ledger.commit(self.state, record, now)
+            done = time.perf_counter()
         log.info(
             "placed",
             extra={
+                "wait_ms": round((locked - asked) * 1e3, 2),  # for the placement lock
+                "held_ms": round((done - locked) * 1e3, 2),
+                "write_ms": round((done - writing) * 1e3, 2),  # the durable record
                 "allocation": record.allocation_id,
                 "node": record.node,
                 "devices": [g.uuid for c in record.containers for g in c],
