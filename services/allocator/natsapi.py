@@ -13,7 +13,7 @@ from nats.micro.request import Request
 from nats.micro.service import Service
 
 from services.allocator.allocator import Allocator
-from shared.errors import HamiError
+from shared.errors import HamiError, InvalidRequest
 from shared.schemas.base import Endpoint, Rep, Req
 from shared.schemas.placement import COMMIT, ENDPOINTS, PLACE, RELEASE, RENEW, RESERVE, STATUS
 
@@ -21,13 +21,24 @@ log = logging.getLogger("hami.allocator")
 
 
 def endpoint(
-    served: Endpoint[Req, Rep], handler: Callable[[Req], Awaitable[Rep]]
+    served: Endpoint[Req, Rep],
+    handler: Callable[[Req], Awaitable[Rep]],
+    max_payload: Callable[[], int] = lambda: 0,
 ) -> Callable[[Request], Awaitable[None]]:
-    """Decode, call, encode, and map errors to NATS micro replies, in one place."""
+    """Decode, call, encode, and map errors to NATS micro replies, in one place. A reply
+    larger than the server takes (``max_payload``; 0: unknown) is answered with an error that
+    says so, not dropped (the asker would see only the server's MaxPayloadError)."""
 
     async def handle(request: Request) -> None:
         try:
             reply = served.replies.encode(await handler(served.requests.decode(request.data)))
+            limit = max_payload()
+            if limit and len(reply) > limit:
+                raise InvalidRequest(
+                    f"the {served.name} reply is {len(reply):,} bytes, more than this NATS "
+                    f"server's max_payload of {limit:,}: ask for less (status: one node) or "
+                    "raise max_payload (deploy/ sets 8MB)"
+                )
         except HamiError as e:
             await request.respond_error(e.code, str(e))
             return
@@ -51,7 +62,9 @@ async def serve_api(nc: Client, allocator: Allocator) -> Service:
         api: Endpoint[Req, Rep], handler: Callable[[Req], Awaitable[Rep]]
     ) -> None:  # typed: a handler must take the endpoint's request and return its reply
         await service.add_endpoint(
-            name=api.name, subject=api.subject, handler=endpoint(api, handler)
+            name=api.name,
+            subject=api.subject,
+            handler=endpoint(api, handler, lambda: nc.max_payload),
         )
         served.append(api)
 
