@@ -23,6 +23,11 @@ Policies (lower score wins, ties to the lowest node index):
             fullest, the tightest GPU on it; host memory joins CPU in the feasibility test
   hami-fgd~X[,Y]  ours without X (ablation): tie (first node instead of the fullest), weights
             (each task counts one), memory (CPU only in the test), scarcity
+  hami-fgd-online  the same policy with the mix as the allocator learns it: from the arrivals so
+            far, in order (each request counts before it is placed), refreshed every 64 requests
+            into its 32 weightiest shapes, kept while within 5% (services/allocator/core/mix.py;
+            the replay has no clock, so nothing decays); scarcity from the arrivals too.
+            hami-fgd, with the whole list's mix, is the offline variant of it.
 """
 
 from __future__ import annotations
@@ -201,6 +206,47 @@ class TaskMix:
         return per_shape @ self.weight
 
 
+REFRESH_EVERY, MIX_SHAPES, MIN_WEIGHT, CLOSE = 64, 32, 2, 0.05
+"""As services/allocator/core/mix.py and fragmentation.py: requests between snapshots, shapes
+kept, the least weight of a shape's task, and the total variation under which a snapshot stays."""
+
+
+class OnlineMix:
+    """The mix as the allocator learns it, from arrivals in order."""
+
+    def __init__(self, model_names: list[str]) -> None:
+        self.model_names = model_names
+        self.weights: Counter[tuple[int, int, int, int, tuple[str, ...]]] = Counter()
+        self.seen: list[Pod] = []
+        self.since = 0
+        self.shares: dict[tuple, float] = {}
+
+    def observe(self, pod: Pod) -> bool:
+        """Count the pod; True when a new snapshot should replace the one in use."""
+        if pod.gpus == 0:
+            return False  # the allocator never hears of CPU-only pods
+        self.weights[pod.shape] += max(pod.gpus, MIN_WEIGHT)
+        self.seen.append(pod)
+        self.since += 1
+        if self.shares and self.since < REFRESH_EVERY:
+            return False
+        self.since = 0
+        top = sorted(self.weights.items(), key=lambda kv: (-kv[1], repr(kv[0])))[:MIX_SHAPES]
+        total = sum(w for _, w in top)
+        shares = {shape: w / total for shape, w in top}
+        moved = sum(
+            abs(shares.get(k, 0.0) - self.shares.get(k, 0.0))
+            for k in shares.keys() | self.shares.keys()
+        )
+        if self.shares and moved / 2 <= CLOSE:
+            return False
+        self.shares = shares
+        return True
+
+    def snapshot(self) -> TaskMix:
+        return TaskMix._build(list(self.shares.items()), self.model_names)
+
+
 ABLATIONS = ("tie", "weights", "memory", "scarcity")
 """What ``hami-fgd~X,Y`` leaves out of ours: ties to the fullest node, tasks weighted by their
 GPUs, host memory in the feasibility test, the scarcity of pinned models."""
@@ -209,7 +255,7 @@ GPUs, host memory in the feasibility test, the scarcity of pinned models."""
 def policy_parts(policy: str) -> tuple[str, frozenset[str]]:
     base, _, off = policy.partition("~")
     without = frozenset(filter(None, off.split(",")))
-    known = {"binpack", "spread", "best-fit", "fgd", "hami-fgd"}
+    known = {"binpack", "spread", "best-fit", "fgd", "hami-fgd", "hami-fgd-online"}
     if base not in known or (without and base != "hami-fgd") or not without <= set(ABLATIONS):
         raise SystemExit(
             f"unknown policy {policy!r}: one of {', '.join(sorted(known))}, or hami-fgd~X[,Y] "
@@ -221,6 +267,8 @@ def policy_parts(policy: str) -> tuple[str, frozenset[str]]:
 class Cluster:
     def __init__(self, nodes: Nodes, policy: str, mix: TaskMix | None) -> None:
         self.policy, self.without = policy_parts(policy)
+        if self.policy == "hami-fgd-online":
+            self.policy = "hami-fgd"  # the same policy; only where its mix comes from differs
         self.mix = mix
         self.cpu_cap, self.mem_cap = nodes.cpu, nodes.mem
         self.cpu, self.mem = nodes.cpu.copy(), nodes.mem.copy()
@@ -331,6 +379,13 @@ class Cluster:
         volume = sum(p.gpu_request for p in pods)
         self.scarcity = demand / volume * size.sum() / np.maximum(size, 1)
 
+    def set_mix(self, mix: TaskMix) -> None:
+        """A new snapshot of the mix: every node's fragmentation is measured again."""
+        self.mix = mix
+        self._deltas.clear()
+        mem = self.mem if self._memory else np.zeros_like(self.mem)
+        self._frag = mix.fragmentation(self.cpu, mem, self.free, self.model)
+
     def _deltas_for(self, pod: Pod) -> tuple[np.ndarray, np.ndarray]:
         """Each node's fragmentation increase if the pod went there (inf: cannot), and the GPU
         for a shared pod. Only nodes changed since this shape was last asked are recomputed."""
@@ -406,6 +461,9 @@ def run(nodes: Nodes, pods: list[Pod], policy: str, seed: int) -> tuple[float, f
         mix = TaskMix.weighted(
             pods, model_names, by_gpus="weights" not in without, memory="memory" not in without
         )
+    online = OnlineMix(model_names) if base == "hami-fgd-online" else None
+    if online is not None:  # a placeholder until the first request teaches it something
+        mix = TaskMix.weighted(pods[:1], model_names)
     cluster = Cluster(nodes, policy, mix)
     if base == "hami-fgd" and "scarcity" not in without:
         cluster.set_scarcity(pods)
@@ -413,6 +471,9 @@ def run(nodes: Nodes, pods: list[Pod], policy: str, seed: int) -> tuple[float, f
     arrived = allocated = 0.0
     marks: dict[float, float] = {}
     for pod in workload(pods, capacity, seed):
+        if online is not None and online.observe(pod):  # observed before it is placed
+            cluster.set_mix(online.snapshot())
+            cluster.set_scarcity(online.seen)
         arrived += pod.gpu_request
         if cluster.place(pod):
             allocated += pod.gpu_request
