@@ -13,29 +13,17 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from benchmarks.core_scaling import inventory
 from services.allocator.core import ledger
 from services.allocator.core.placement import FitMemo, Placed, SchedulingSettings, decide
 from services.allocator.core.state import ClusterState
-from shared.schemas.inventory import DeviceInfo, NodeInventory
 from shared.schemas.placement import ContainerRequest, PlaceRequest
 
 
 def cluster(nodes: int) -> ClusterState:
     state = ClusterState()
     for i in range(nodes):
-        devices = tuple(
-            DeviceInfo(
-                uuid=f"GPU-{i}-{d}",
-                index=d,
-                model="NVIDIA H200",
-                memory_mib=143771,
-                physical_memory_mib=143771,
-            )
-            for d in range(8)
-        )
-        state = ledger.observe_inventory(
-            state, NodeInventory(node=f"n{i}", agent_id="a", devices=devices), 0.0
-        )
+        state = ledger.observe_inventory(state, inventory(i), 0.0)
     return state
 
 

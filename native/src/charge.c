@@ -41,6 +41,7 @@ void hami_charge_context(int dev) {
     static int charged_pid[HAMI_MAX_DEVICES]; /* per process, not per thread */
     int pid = hami_pid();
     if (hami.context_reserve == 0 || hami.region == NULL) return;
+    if (__atomic_load_n(&charged_pid[dev], __ATOMIC_ACQUIRE) == pid) return; /* the usual case */
     if (__atomic_exchange_n(&charged_pid[dev], pid, __ATOMIC_ACQ_REL) == pid) return;
     /* The context's own memory is charged whatever the limit says: it exists. */
     hami_region_reserve(hami.region, dev, hami.context_reserve, 0, 0);

@@ -12,8 +12,7 @@
     if (hami_real.name == NULL) return CUDA_ERROR_NOT_INITIALIZED
 
 #define LAUNCH(stream, call)                                                                      \
-    do {                                                                                          \
-        hami_init();                                                                              \
+    do { /* the hook has called hami_init() */                                                    \
         if (hami.limits.sm_invalid) return CUDA_ERROR_NOT_PERMITTED;                              \
         int measured_ = hami.throttle && !hami_stream_capturing(stream), dev_ = 0;                \
         if (measured_) {                                                                          \

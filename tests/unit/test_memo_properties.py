@@ -4,6 +4,7 @@ with the allocator's long-lived memo gives exactly what a fresh memo gives."""
 
 from __future__ import annotations
 
+import msgspec
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -19,28 +20,22 @@ from services.allocator.core.placement import (
 )
 from services.allocator.core.signals import NO_SIGNALS
 from services.allocator.core.state import ClusterState
-from shared.schemas.inventory import DeviceInfo, NodeInventory
+from shared.schemas.inventory import NodeInventory
 from shared.schemas.placement import ContainerRequest, PlaceRequest
 from shared.schemas.usage import UsageSample
+from tests.unit.helpers import device, node
 
 NODES = ("a", "b", "c", "d")
 MODELS = ("NVIDIA H200", "Tesla T4")
 
 
-def inventory(node: str, devices: int, model: str, unhealthy: int | None) -> NodeInventory:
-    return NodeInventory(
-        node=node,
-        agent_id="agent",
-        devices=tuple(
-            DeviceInfo(
-                uuid=f"{node}-{i}",
-                index=i,
-                model=model,
-                memory_mib=80000,
-                physical_memory_mib=80000,
-                healthy=i != unhealthy,
-            )
-            for i in range(devices)
+def inventory(name: str, devices: int, model: str, unhealthy: int | None) -> NodeInventory:
+    made = (device(i, node=name, model=model, memory=80000) for i in range(devices))
+    return node(
+        name,
+        *(
+            msgspec.structs.replace(d, uuid=f"{name}-{d.index}", healthy=d.index != unhealthy)
+            for d in made
         ),
     )
 
@@ -77,8 +72,8 @@ operations = st.lists(
 @given(operations, st.sampled_from(["binpack", "spread", "best-fit", "fragmentation"]))
 def test_remembered_answers_equal_fresh_ones(ops: list[tuple], policy: str) -> None:
     state = ClusterState()
-    for node in NODES:
-        state = ledger.observe_inventory(state, inventory(node, 2, MODELS[0], None), 0.0)
+    for name in NODES:
+        state = ledger.observe_inventory(state, inventory(name, 2, MODELS[0], None), 0.0)
     memo, scheduling = FitMemo(), SchedulingSettings(node_policy=policy, node_ttl_s=1e9)
     signals = NO_SIGNALS
     live: list[str] = []
@@ -108,13 +103,13 @@ def test_remembered_answers_equal_fresh_ones(ops: list[tuple], policy: str) -> N
         elif op[0] == "release" and live:
             state, _ = ledger.release(state, live.pop(op[1] % len(live)), now)
         elif op[0] == "inventory":
-            _, node, devices, model, unhealthy = op
-            state = ledger.observe_inventory(state, inventory(node, devices, model, unhealthy), now)
+            _, name, devices, model, unhealthy = op
+            state = ledger.observe_inventory(state, inventory(name, devices, model, unhealthy), now)
         elif op[0] == "heat":
-            _, node, device, percent = op
+            _, name, index, percent = op
             sample = UsageSample(
-                node=node,
-                device_uuid=f"{node}-{device}",
+                node=name,
+                device_uuid=f"{name}-{index}",
                 at=now,
                 memory_used_bytes=0,
                 memory_total_bytes=1,
