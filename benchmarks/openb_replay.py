@@ -177,15 +177,16 @@ class TaskMix:
     @staticmethod
     def _build(shapes: list[tuple[tuple, float]], model_names: list[str]) -> TaskMix:
         weight = np.array([n for _, n in shapes], dtype=float)
+        weight = weight / weight.sum() if shapes else weight
         return TaskMix(
             cpu=np.array([s[0] for s, _ in shapes], dtype=np.int64),
             mem=np.array([s[1] for s, _ in shapes], dtype=np.int64),
             need=np.array([s[2] for s, _ in shapes], dtype=np.int64),
             share=np.array([s[3] for s, _ in shapes], dtype=np.int64),
-            weight=weight / weight.sum(),
+            weight=weight,
             model_ok=np.array(
                 [[not s[4] or m in s[4] for m in model_names] for s, _ in shapes], dtype=bool
-            ),
+            ).reshape(len(shapes), len(model_names)),  # no shapes: an empty mix, measuring 0
         )
 
     def fragmentation(
@@ -462,8 +463,8 @@ def run(nodes: Nodes, pods: list[Pod], policy: str, seed: int) -> tuple[float, f
             pods, model_names, by_gpus="weights" not in without, memory="memory" not in without
         )
     online = OnlineMix(model_names) if base == "hami-fgd-online" else None
-    if online is not None:  # a placeholder until the first request teaches it something
-        mix = TaskMix.weighted(pods[:1], model_names)
+    if online is not None:  # nothing learnt yet, as the allocator starts: every node measures 0
+        mix = TaskMix._build([], model_names)
     cluster = Cluster(nodes, policy, mix)
     if base == "hami-fgd" and "scarcity" not in without:
         cluster.set_scarcity(pods)
