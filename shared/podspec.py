@@ -23,6 +23,7 @@ from shared.resources import (
     USE_TYPE,
     USE_UUID,
     ResourceNames,
+    unknown_policy,
 )
 from shared.schemas.placement import ContainerRequest
 
@@ -84,9 +85,7 @@ def requests_managed(pod: Obj, resources: ResourceNames) -> bool:
 def _policy(value: object, key: str) -> str:
     name = str(value)
     if name not in SCHEDULER_POLICIES:
-        raise InvalidRequest(
-            f"annotation {key} {name!r} is unknown; allowed: {', '.join(SCHEDULER_POLICIES)}"
-        )
+        raise unknown_policy(f"annotation {key}", name)
     return name
 
 

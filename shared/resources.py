@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import msgspec
 
+from shared.errors import InvalidRequest
+
 
 class ResourceNames(msgspec.Struct, frozen=True, kw_only=True):
     """Extended resource names, configurable as in HAMi (resourceName, resourceMem, ...)."""
@@ -29,6 +31,13 @@ NUMA_BIND = "nvidia.com/numa-bind"
 NODE_POLICY = "hami.io/node-scheduler-policy"
 GPU_POLICY = "hami.io/gpu-scheduler-policy"
 SCHEDULER_POLICIES = ("binpack", "spread", "best-fit", "fragmentation")
+
+
+def unknown_policy(field: str, name: str) -> InvalidRequest:
+    """The one refusal of a policy name, wherever it is read (allocator, webhook, pod parser)."""
+    return InvalidRequest(f"{field} {name!r} is unknown; allowed: {', '.join(SCHEDULER_POLICIES)}")
+
+
 """Values of the two policy annotations: HAMi's two, then ours (the allocator's policy table)."""
 DEVICES_TO_ALLOCATE = "hami.io/vgpu-devices-to-allocate"
 DEVICES_ALLOCATED = "hami.io/vgpu-devices-allocated"

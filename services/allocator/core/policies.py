@@ -27,7 +27,7 @@ from services.allocator.core.state import (
     device_load,
     free_fraction,
 )
-from shared.errors import InvalidRequest
+from shared.resources import unknown_policy
 from shared.schemas.inventory import DeviceInfo
 from shared.schemas.placement import ContainerRequest
 
@@ -207,6 +207,4 @@ def policy_named(name: str, *, field: str = "policy") -> Policy:
     try:
         return POLICIES[name]
     except KeyError:
-        raise InvalidRequest(
-            f"{field} {name!r} is unknown; allowed: {', '.join(POLICIES)}"
-        ) from None
+        raise unknown_policy(field, name) from None
