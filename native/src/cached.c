@@ -90,7 +90,8 @@ static struct pool_entry *entry_of(CUmemoryPool pool, int dev, int host) {
         dev = 0;
     }
     pools[npools] = (struct pool_entry){pool, dev, host, 0, 0, 0};
-    return &pools[npools++];
+    /* Published last: hami_cached_recount_all reads the count without the lock. */
+    return &pools[__atomic_fetch_add(&npools, 1, __ATOMIC_RELEASE)];
 }
 
 /* Charge = what the driver holds for the pool (lock held). Growth beyond the charge is taken
@@ -144,6 +145,8 @@ int hami_cached_recount(int dev) {
 }
 
 void hami_cached_recount_all(void) {
+    /* Called at every synchronisation: a process without pools pays one load. */
+    if (__atomic_load_n(&npools, __ATOMIC_RELAXED) == 0) return;
     pthread_mutex_lock(&lock);
     for (size_t i = 0; i < npools; i++)
         if (pools[i].charge > pools[i].ours) recount_pool(&pools[i]);

@@ -155,37 +155,21 @@ EXPORT CUresult cuMemPoolSetAttribute(CUmemoryPool pool, CUmemPool_attribute att
 }
 
 /* After a synchronisation a pool may have given memory back (its release threshold). */
-EXPORT CUresult cuCtxSynchronize(void) {
-    hami_init();
-    REAL_OR_FAIL(cuCtxSynchronize);
-    CUresult rc = hami_real.cuCtxSynchronize();
-    if (rc == CUDA_SUCCESS) hami_cached_recount_all();
-    return rc;
-}
+#define SYNCHRONISED(name, args)                                                                  \
+    do {                                                                                          \
+        hami_init();                                                                              \
+        REAL_OR_FAIL(name);                                                                       \
+        CUresult rc_ = hami_real.name args;                                                       \
+        if (rc_ == CUDA_SUCCESS) hami_cached_recount_all();                                       \
+        return rc_;                                                                               \
+    } while (0)
 
-EXPORT CUresult cuStreamSynchronize(CUstream s) {
-    hami_init();
-    REAL_OR_FAIL(cuStreamSynchronize);
-    CUresult rc = hami_real.cuStreamSynchronize(s);
-    if (rc == CUDA_SUCCESS) hami_cached_recount_all();
-    return rc;
-}
-
+EXPORT CUresult cuCtxSynchronize(void) { SYNCHRONISED(cuCtxSynchronize, ()); }
+EXPORT CUresult cuStreamSynchronize(CUstream s) { SYNCHRONISED(cuStreamSynchronize, (s)); }
 EXPORT CUresult cuStreamSynchronize_ptsz(CUstream s) {
-    hami_init();
-    REAL_OR_FAIL(cuStreamSynchronize_ptsz);
-    CUresult rc = hami_real.cuStreamSynchronize_ptsz(s);
-    if (rc == CUDA_SUCCESS) hami_cached_recount_all();
-    return rc;
+    SYNCHRONISED(cuStreamSynchronize_ptsz, (s));
 }
-
-EXPORT CUresult cuEventSynchronize(CUevent e) {
-    hami_init();
-    REAL_OR_FAIL(cuEventSynchronize);
-    CUresult rc = hami_real.cuEventSynchronize(e);
-    if (rc == CUDA_SUCCESS) hami_cached_recount_all();
-    return rc;
-}
+EXPORT CUresult cuEventSynchronize(CUevent e) { SYNCHRONISED(cuEventSynchronize, (e)); }
 
 /* ---- graphs: an executable graph's allocation nodes are charged from instantiation ---- */
 
