@@ -12,4 +12,7 @@ make -C native -s PYTHON="$PY" all
 make -C native -s PYTHON="$PY" sanitize
 # The Kubernetes control plane for tests/kube: built once into a cache, reused after.
 bash tests/e2e/controlplane/build.sh >/dev/null
+# Jaeger (built once into the same cache), Debian's prometheus and chromium: the observability
+# tests' collaborators.
+bash tests/e2e/observability/build.sh >/dev/null
 "$PY" -m pytest "$@"

@@ -7,6 +7,7 @@ from nats.aio.client import Client
 from nats.errors import NoRespondersError
 from nats.errors import TimeoutError as NatsTimeout
 
+from shared import tracing
 from shared.errors import Unavailable, error_from_code
 from shared.schemas.base import Endpoint, Rep, Req
 from shared.schemas.placement import (
@@ -40,10 +41,12 @@ class AllocatorClient:
     async def call(self, endpoint: Endpoint[Req, Rep], request: Req) -> Rep:
         """Any endpoint of the placement API (shared/schemas/placement.py's ENDPOINTS)."""
         subject = endpoint.subject
+        data = endpoint.requests.encode(request)
         try:
-            msg = await self._nc.request(
-                subject, endpoint.requests.encode(request), timeout=self._timeout_s
-            )
+            with tracing.messaging_client(subject, len(data)) as headers:
+                msg = await self._nc.request(
+                    subject, data, timeout=self._timeout_s, headers=headers or None
+                )
         except NoRespondersError as e:
             raise Unavailable(f"no allocator answers on {subject}; is `hami up` running?") from e
         except NatsTimeout as e:

@@ -46,6 +46,9 @@ ASSIGNED_TIME = "hami.io/vgpu-time"
 BIND_PHASE = "hami.io/bind-phase"
 BIND_TIME = "hami.io/bind-time"
 ALLOCATE_FAILURE = "hami.io/allocate-failure"
+TRACE_ANNOTATION = "hami.io/trace-context"
+"""The pod's admission span context (shared/tracing.py): ``traceparent=...`` (and
+``|tracestate=...``), written by the webhook so scheduling and the node join its trace."""
 """Why the node agent refused a container at Allocate (set with bind-phase `failed`)."""
 NODE_RELEASED = "hami.io/vgpu-released"
 """Set on a node by the allocator when a pod's devices there are released: an update of the

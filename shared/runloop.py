@@ -30,6 +30,22 @@ def run_until_signalled(serve: Callable[[asyncio.Event], Awaitable[None]]) -> No
         asyncio.run(main())
 
 
+def run_service(
+    name: str, log_level: str, serve: Callable[[asyncio.Event], Awaitable[None]]
+) -> None:
+    """A service's main: its logs, its tracing (the `OTEL_*` environment: shared/tracing.py),
+    ``serve`` until signalled, then the spans still queued flushed."""
+    from shared import tracing
+    from shared.logs import setup_logging
+
+    setup_logging(name, log_level)
+    stop_tracing = tracing.start(f"hami-{name}")
+    try:
+        run_until_signalled(serve)
+    finally:
+        stop_tracing()
+
+
 log = logging.getLogger("hami.runloop")
 
 

@@ -177,6 +177,12 @@ def _flag_of(kind: type[msgspec.Struct], message: str) -> str:
     return message
 
 
+def otel_environment(env: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The standard OpenTelemetry variables (`OTEL_*`) tracing is configured by
+    (shared/tracing.py); they are OpenTelemetry's contract, not HAMi settings."""
+    return {k: v for k, v in (os.environ if env is None else env).items() if k.startswith("OTEL_")}
+
+
 def load(
     kind: type[S],
     argv: Sequence[str] | None = None,

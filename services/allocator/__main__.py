@@ -2,14 +2,12 @@
 
 from services.allocator.service import serve
 from services.allocator.settings import parse_settings
-from shared.logs import setup_logging
-from shared.runloop import run_until_signalled
+from shared.runloop import run_service
 
 
 def main() -> None:
     settings = parse_settings()
-    setup_logging("allocator", settings.log_level)
-    run_until_signalled(lambda stop: serve(settings, stop))
+    run_service("allocator", settings.log_level, lambda stop: serve(settings, stop))
 
 
 if __name__ == "__main__":

@@ -10,21 +10,23 @@ import logging
 import time
 import uuid
 from collections.abc import Callable, Mapping
+from dataclasses import replace
 from typing import Any
 
 import msgspec
 from nats.js import JetStreamContext
 from nats.js.kv import KeyValue
 
-from services.allocator.core import ledger, world
+from services.allocator.core import ledger, waiting, world
 from services.allocator.core.placement import FitMemo, Never, SchedulingSettings, Wait
 from services.allocator.core.signals import Signals
 from services.allocator.core.state import ClusterState
 from services.allocator.core.world import World
 from services.allocator.fencedkv import FencedBucket
+from services.allocator.metrics import AllocatorMetrics
 from services.allocator.quarantine import Quarantine
 from services.allocator.settings import AllocatorSettings
-from shared import kvwatch
+from shared import kvwatch, tracing
 from shared.errors import HamiError, InvalidRequest, Unavailable
 from shared.kube.client import KubeClient
 from shared.resources import NODE_RELEASED
@@ -64,6 +66,7 @@ class Allocator:
         clock: Clock = time.time,
         fence: Callable[[], bool] = lambda: True,
         term: Callable[[], int] = lambda: 0,
+        metrics: AllocatorMetrics | None = None,
     ) -> None:
         self.settings = settings
         self.scheduling = SchedulingSettings(
@@ -81,6 +84,7 @@ class Allocator:
         self.fits = FitMemo()
         """Remembered fits and scores, shared by every decision and the extender's calls."""
         self.quarantine = Quarantine()
+        self.metrics = metrics if metrics is not None else AllocatorMetrics()
         self._fence = fence
         self._term = term
         """False once this allocator may no longer write (it lost the leader lease)."""
@@ -101,7 +105,7 @@ class Allocator:
 
     @state.setter
     def state(self, state: ClusterState) -> None:
-        self.world = World(state, self.world.signals)
+        self.world = replace(self.world, ledger=state)
 
     @property
     def signals(self) -> Signals:
@@ -166,7 +170,43 @@ class Allocator:
                 log.warning("event not published", extra={"event": msg_id, "error": repr(e)})
 
     async def place_request(self, request: PlaceRequest) -> PlaceReply:
-        """Decide, record durably, then apply: the one path every API (NATS, extender) takes."""
+        """Decide, record durably, then apply: the one path every API (NATS, extender) takes.
+        Each is a span (policy, nodes considered, outcome, reason) and counted by outcome."""
+        node_policy = request.node_policy or self.scheduling.node_policy
+        gpu_policy = request.gpu_policy or self.scheduling.gpu_policy
+        started = time.perf_counter()
+        with tracing.span(
+            "allocator decide",
+            attributes={
+                "hami.request_id": request.request_id,
+                "hami.policy.node": node_policy,
+                "hami.policy.gpu": gpu_policy,
+                "hami.nodes.considered": len(request.candidate_nodes)
+                if request.candidate_nodes is not None
+                else len(self.state.nodes),
+            },
+        ) as span:
+            outcome = "error"
+            try:
+                reply = await self._place(request)
+                outcome = reply.outcome
+                span.set_attribute("hami.outcome", outcome)
+                if reply.allocation is not None:
+                    span.set_attribute("hami.node", reply.allocation.node)
+                    span.set_attribute("hami.allocation_id", reply.allocation.allocation_id)
+                if reply.reason:
+                    span.set_attribute("hami.reason", reply.reason)
+                return reply
+            finally:
+                self.metrics.decided(
+                    outcome,
+                    node_policy,
+                    gpu_policy,
+                    time.perf_counter() - started,
+                    len(self.world.waiting),
+                )
+
+    async def _place(self, request: PlaceRequest) -> PlaceReply:
         asked = time.perf_counter()
         async with self._lock:
             locked = time.perf_counter()
@@ -351,6 +391,16 @@ class Allocator:
             devices=tuple(devices),
             allocations=tuple(allocations),
             problems=tuple(self.quarantine.describe()),
+            waiting=tuple(
+                sorted(
+                    (
+                        w
+                        for w in waiting.current(self.world.waiting, self._clock()).values()
+                        if request.node is None
+                    ),
+                    key=lambda w: w.since,
+                )
+            ),
         )
 
 

@@ -13,12 +13,16 @@ from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, Protocol
 
 import msgspec
+from opentelemetry import trace
+from opentelemetry.context import Context
+from opentelemetry.trace import SpanKind
 
 from services.allocator.core.fit import Reason
 from services.allocator.core.placement import FitMemo, SchedulingSettings, filter_nodes, node_scores
 from services.allocator.core.podspec import encode_devices
 from services.allocator.core.signals import Signals
 from services.allocator.core.state import ClusterState
+from shared import tracing
 from shared.devicekinds import DEFAULT_KINDS, KindRegistry
 from shared.errormap import extender_status
 from shared.errors import HamiError, InvalidRequest
@@ -42,6 +46,8 @@ SEEN_PODS = 4096
 MAX_BODY = 16 * 1024 * 1024
 """kube-scheduler sends node names only (nodeCacheCapable): 5,000 names are ~150 KiB."""
 _json = msgspec.json.Encoder()
+Handler = Callable[[Mapping[str, Any]], Awaitable[Any] | Any]
+"""One verb's handler: the decoded ExtenderArgs to the reply's JSON value."""
 
 
 def _m(value: object) -> Mapping[str, Any]:
@@ -141,12 +147,20 @@ class Extender:
         self.fits = allocator.fits  # one memo: bind's decision reuses filter's answers
         self._seen: dict[str, Mapping[str, Any]] = {}
         """Pods as filter last saw them, by uid, for bind (oldest dropped first)."""
-        self.verbs: dict[str, Callable[[Mapping[str, Any]], Awaitable[Any] | Any]] = {
+        self.verbs: dict[str, Handler] = {
             "filter": self.filter,
             "prioritize": self.prioritize,
             "bind": self.bind,
         }
         """kube-scheduler's verbs (the URL paths) to their handlers."""
+
+    def trace_parent(self, verb: Verb, args: Mapping[str, Any]) -> Context | None:
+        """The context of the pod's admission span (shared/tracing.py), when tracing is on."""
+        if not tracing.enabled():
+            return None
+        if verb == "bind":
+            return tracing.of_pod(self._seen.get(str(args.get("PodUID", ""))))
+        return tracing.of_pod(_m(args.get("Pod")))
 
     def _remember(self, pod: Mapping[str, Any]) -> None:
         uid = str(_m(pod.get("metadata")).get("uid") or "")
@@ -178,6 +192,17 @@ class Extender:
             signals=self.allocator.signals,
         )
         names_of = _resources_of(request, self.kinds)
+        if tracing.enabled():
+            current = trace.get_current_span()
+            current.set_attribute("hami.nodes.considered", len(names))
+            current.set_attribute("hami.nodes.passed", len(passed))
+            if not passed:
+                current.set_attribute(
+                    "hami.reason",
+                    "; ".join(
+                        sorted({r.text for r in (*failed.values(), *unresolvable.values())})[:5]
+                    ),
+                )
         if self.best_node_only and len(passed) > 1:
             passed = [self._best(pod, request, passed)]
         return {
@@ -298,13 +323,35 @@ async def answer(extender: Extender, verb: Verb, body: bytes) -> tuple[int, byte
         args = msgspec.json.decode(body)
         if not isinstance(args, Mapping):
             raise InvalidRequest("expected a JSON object")
+    except RecursionError:
+        return _error(400, "body is nested too deeply")
+    except (msgspec.DecodeError, InvalidRequest) as e:
+        return _error(400, str(e))
+    # kube-scheduler sends no trace context: the pod's admission span parents the call.
+    with tracing.span(
+        f"POST /{verb}",
+        kind=SpanKind.SERVER,
+        parent=extender.trace_parent(verb, args),
+        attributes={"http.request.method": "POST", "http.route": f"/{verb}"},
+    ) as span:
+        status, reply = await _answer(handler, verb, args)
+        span.set_attribute("http.response.status_code", status)
+        if status != 200:
+            tracing.failed(span, reply.decode(errors="replace"))
+        return status, reply
+
+
+async def _answer(
+    handler: Callable[[Mapping[str, Any]], Awaitable[Any] | Any],
+    verb: Verb,
+    args: Mapping[str, Any],
+) -> tuple[int, bytes]:
+    try:
         result = handler(args)
         if hasattr(result, "__await__"):
             result = await result
     except RecursionError:
         return _error(400, "body is nested too deeply")
-    except msgspec.DecodeError as e:
-        return _error(400, str(e))
     except (TypeError, ValueError, AttributeError, KeyError, IndexError) as e:
         # A shape the parsers did not expect: refuse this call, keep serving the next.
         log.exception("extender call not understood", extra={"verb": verb})

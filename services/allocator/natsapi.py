@@ -13,6 +13,7 @@ from nats.micro.request import Request
 from nats.micro.service import Service
 
 from services.allocator.allocator import Allocator
+from shared import tracing
 from shared.errors import HamiError, InvalidRequest
 from shared.schemas.base import Endpoint, Rep, Req
 from shared.schemas.placement import COMMIT, ENDPOINTS, PLACE, RELEASE, RENEW, RESERVE, STATUS
@@ -30,23 +31,28 @@ def endpoint(
     says so, not dropped (the asker would see only the server's MaxPayloadError)."""
 
     async def handle(request: Request) -> None:
-        try:
-            reply = served.replies.encode(await handler(served.requests.decode(request.data)))
-            limit = max_payload()
-            if limit and len(reply) > limit:
-                raise InvalidRequest(
-                    f"the {served.name} reply is {len(reply):,} bytes, more than this NATS "
-                    f"server's max_payload of {limit:,}: ask for less (status: one node) or "
-                    "raise max_payload (deploy/ sets 8MB)"
-                )
-        except HamiError as e:
-            await request.respond_error(e.code, str(e))
-            return
-        except Exception as e:
-            log.exception("handler failed", extra={"subject": request.subject})
-            await request.respond_error("internal", f"internal error: {e!r}")
-            return
-        await request.respond(reply)
+        with tracing.messaging_server(request.subject, request.headers, len(request.data)) as span:
+            try:
+                reply = served.replies.encode(await handler(served.requests.decode(request.data)))
+                limit = max_payload()
+                if limit and len(reply) > limit:
+                    raise InvalidRequest(
+                        f"the {served.name} reply is {len(reply):,} bytes, more than this NATS "
+                        f"server's max_payload of {limit:,}: ask for less (status: one node) or "
+                        "raise max_payload (deploy/ sets 8MB)"
+                    )
+            except HamiError as e:
+                span.set_attribute("error.type", e.code)
+                tracing.failed(span, str(e))
+                await request.respond_error(e.code, str(e))
+                return
+            except Exception as e:
+                log.exception("handler failed", extra={"subject": request.subject})
+                span.set_attribute("error.type", type(e).__name__)
+                tracing.failed(span, repr(e))
+                await request.respond_error("internal", f"internal error: {e!r}")
+                return
+            await request.respond(reply)
 
     return handle
 

@@ -14,12 +14,14 @@ from aiohttp import web
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.js.kv import KeyValue
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from services.allocator import heap
 from services.allocator.allocator import Allocator
 from services.allocator.extender import Extender
 from services.allocator.extenderhttp import ExtenderRouter, answer_forwarded, application
 from services.allocator.leadership import Leadership
+from services.allocator.metrics import AllocatorMetrics
 from services.allocator.natsapi import serve_api
 from services.allocator.settings import AllocatorSettings, kinds_of
 from shared import kvwatch
@@ -117,6 +119,32 @@ async def _extender_http(
         await runner.cleanup()
 
 
+@contextlib.asynccontextmanager
+async def _metrics_http(
+    settings: AllocatorSettings, metrics: AllocatorMetrics
+) -> AsyncIterator[None]:
+    """The allocator's own series at /metrics, on every allocator (a standby's are quiet)."""
+    if settings.metrics_port is None:
+        yield
+        return
+
+    async def scrape(_: web.Request) -> web.Response:
+        return web.Response(
+            body=generate_latest(metrics.registry), headers={"Content-Type": CONTENT_TYPE_LATEST}
+        )
+
+    app = web.Application()
+    app.router.add_get("/metrics", scrape)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    try:
+        await web.TCPSite(runner, settings.extender_host, settings.metrics_port).start()
+        log.info("metrics served", extra={"address": runner.addresses[0][:2]})
+        yield
+    finally:
+        await runner.cleanup()
+
+
 async def serve(
     settings: AllocatorSettings,
     stop: asyncio.Event,
@@ -136,14 +164,17 @@ async def serve(
             ttl_s=settings.leader_ttl_s,
         )
         router = ExtenderRouter(nc)
-        async with _extender_http(settings, router):
+        metrics = AllocatorMetrics()
+        async with _extender_http(settings, router), _metrics_http(settings, metrics):
             if not await leadership.acquire(stop):
                 return
             # A deposed leader's last write may still be on its way (it stopped writing a
             # margin before its lease ran out): let it land before the state is read back.
             await sleep_or_stop(stop, leadership.margin_s)
             try:
-                await _lead(settings, stop, ready, extender_started, nc, leadership, router)
+                await _lead(
+                    settings, stop, ready, extender_started, nc, leadership, router, metrics
+                )
             finally:
                 await leadership.resign()
     finally:
@@ -158,6 +189,7 @@ async def _lead(
     nc: Client,
     leadership: Leadership,
     router: ExtenderRouter,
+    metrics: AllocatorMetrics,
 ) -> None:
     """Serve while this allocator holds the leader lease (state restored from the bucket
     first); a lost lease ends it with Unavailable, so the process restarts as a standby."""
@@ -165,7 +197,12 @@ async def _lead(
     allocations = await allocations_bucket(js, replicas=settings.nats_replicas)
     nodes = await nodes_bucket(js, replicas=settings.nats_replicas)
     allocator = Allocator(
-        settings, js, allocations, fence=leadership.holds, term=lambda: leadership.term
+        settings,
+        js,
+        allocations,
+        fence=leadership.holds,
+        term=lambda: leadership.term,
+        metrics=metrics,
     )
     restored = await allocator.restore()
     log.info("allocations restored", extra={"count": restored, "term": leadership.term})

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import logging
 import math
 import os
 import signal
@@ -30,6 +31,7 @@ from services.local.run import (
 )
 from services.local.status import render
 from services.local.supervisor import UpSettings
+from shared import tracing
 from shared.allocator_client import AllocatorClient
 from shared.embedded_nats import find_nats_server, port_is_free
 from shared.errormap import exit_code
@@ -244,11 +246,23 @@ def build_run_options(args: argparse.Namespace) -> RunOptions:
 
 async def _run(args: argparse.Namespace) -> int:
     options = build_run_options(args)
-    nc = await connect(_nats_url(args), "hami-run", credentials=_credentials(args))
+    # The exporter's retries are not the job's output: one line below says what was lost.
+    logging.getLogger("opentelemetry").setLevel(logging.CRITICAL)
+    stop_tracing = tracing.start("hami-run")
     try:
-        code = await run_job(nc, options, _state_dir(args))
+        nc = await connect(_nats_url(args), "hami-run", credentials=_credentials(args))
+        try:
+            code = await run_job(nc, options, _state_dir(args))
+        finally:
+            await nc.close()
     finally:
-        await nc.close()
+        # Before a signal's death below: the placement's spans are sent (or given up on).
+        if not stop_tracing():
+            print(
+                f"hami run: traces not all sent: the OTLP endpoint did not take them in "
+                f"{tracing.FLUSH_S:.0f}s",
+                file=sys.stderr,
+            )
     if code < 0:
         # The job died of a signal: die of the same one, so our parent sees what happened.
         sig = -code

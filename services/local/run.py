@@ -18,6 +18,7 @@ from nats.aio.client import Client
 
 from services.local.jobenv import job_environment, write_limits_file
 from services.local.proctree import become_subreaper, end_leftovers
+from shared import tracing
 from shared.allocator_client import AllocatorClient
 from shared.errormap import EXIT_CODE
 from shared.errors import HamiError, InvalidRequest, NoCapacity, Unavailable
@@ -157,20 +158,30 @@ async def run_job(nc: Client, options: RunOptions, state_dir: Path) -> int:
     library = isolation_library(options.require_isolation, options.libvgpu)
     client = AllocatorClient(nc)
     secret = secrets.token_hex(16)  # only this process can renew or release what it gets
-    record = await acquire(nc, client, options, secret)
-    cache_dir = state_dir / "containers"
-    cache_dir.mkdir(parents=True, exist_ok=True)
-    cache_path = cache_dir / f"{record.allocation_id}.cache"
-    env = job_environment(os.environ, record, cache_path=cache_path, libvgpu=library)
-    limits = write_limits_file(env, cache_path)
-    subreaper = become_subreaper()
-    try:
-        child = await asyncio.create_subprocess_exec(
-            *options.command, env=env, preexec_fn=lambda: die_with_parent(signal.SIGKILL)
-        )
-    except OSError as e:
-        await client.release(record.allocation_id, reason="command failed to start", secret=secret)
-        raise InvalidRequest(f"cannot start {options.command[0]!r}: {e.strerror}") from e
+    # One trace per placement: this span is its root and ends once the job has started.
+    with tracing.span("hami run", attributes={"process.command": options.command[0]}) as placement:
+        record = await acquire(nc, client, options, secret)
+        placement.set_attribute("hami.allocation_id", record.allocation_id)
+        placement.set_attribute("hami.node", record.node)
+        cache_dir = state_dir / "containers"
+        cache_dir.mkdir(parents=True, exist_ok=True)
+        cache_path = cache_dir / f"{record.allocation_id}.cache"
+        env = job_environment(os.environ, record, cache_path=cache_path, libvgpu=library)
+        # The job may join the trace (OpenTelemetry's environment carrier).
+        env.update({k.upper(): v for k, v in tracing.inject({}).items()})
+        limits = write_limits_file(env, cache_path)
+        subreaper = become_subreaper()
+        with tracing.span("start job", attributes={"process.command": options.command[0]}):
+            try:
+                child = await asyncio.create_subprocess_exec(
+                    *options.command, env=env, preexec_fn=lambda: die_with_parent(signal.SIGKILL)
+                )
+            except OSError as e:
+                await client.release(
+                    record.allocation_id, reason="command failed to start", secret=secret
+                )
+                raise InvalidRequest(f"cannot start {options.command[0]!r}: {e.strerror}") from e
+        placement.set_attribute("process.pid", child.pid)
     loop = asyncio.get_running_loop()
     forwarded = list(FORWARDED)
     if not subreaper:

@@ -13,12 +13,15 @@ import logging
 import os
 import time
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import grpc
 import msgspec
+from opentelemetry.context import Context
+from opentelemetry.trace import Span, SpanKind
 
 from services.nodeagent.allocations import NodeAllocations
 from services.nodeagent.core import handshake, virtual
@@ -35,6 +38,7 @@ from services.nodeagent.core.inventory import SharingPolicy, device_info
 from services.nodeagent.core.readings import DeviceReading
 from services.nodeagent.kubeletapi.deviceplugin.v1beta1 import api_pb2 as pb
 from services.nodeagent.kubeletapi.deviceplugin.v1beta1 import api_pb2_grpc as pb_grpc
+from shared import tracing
 from shared.errors import HamiError
 from shared.kube.client import KubeClient
 from shared.resources import BIND_TIME, NVIDIA_ANNOTATION_TYPE
@@ -157,26 +161,44 @@ class Allocation:
             for uuid, r in self.devices.readings.items()
         }
 
-    async def _assign(self, count: int) -> handshake.Assignment:
+    async def _assign(self, count: int) -> tuple[handshake.Assignment, Context | None]:
+        """The container's assignment, and its pod's trace context (shared/tracing.py)."""
         types = {r.kind: NVIDIA_ANNOTATION_TYPE for r in self.devices.readings.values()}
-        return handshake.assign(
-            await self._candidates(),
-            self.node,
-            count,
-            self.records.for_pod,
-            self._node_devices(),
-            types,
+        pods = await self._candidates()
+        chosen = handshake.assign(
+            pods, self.node, count, self.records.for_pod, self._node_devices(), types
         )
+        pod = next((p for p in pods if p["metadata"].get("uid") == chosen.pod_uid), None)
+        return chosen, tracing.of_pod(pod)
 
     async def container(self, count: int) -> pb.ContainerAllocateResponse:
         """The answer for one container asking for ``count`` devices, or AllocateRefused (the
         pod, where known, is marked failed with the reason)."""
         started = time.monotonic()
+        began = time.time_ns()
         try:
-            chosen = await self._assign(count)
+            chosen, parent = await self._assign(count)
         except handshake.AllocateRefused as e:
+            with _allocate_span(None, began) as span:
+                tracing.failed(span, str(e))
             await self._mark_failed(e)
             raise
+        # The pod is known only now: the span starts when Allocate did, under the pod's trace.
+        with _allocate_span(parent, began) as span:
+            span.set_attribute("k8s.namespace.name", chosen.namespace)
+            span.set_attribute("k8s.pod.name", chosen.pod)
+            span.set_attribute("container.name", chosen.container)
+            span.set_attribute("hami.allocation_id", chosen.allocation_id)
+            span.set_attribute("hami.devices", [g.uuid for g in chosen.grants])
+            try:
+                return await self._prepared(chosen, started)
+            except handshake.AllocateRefused as e:
+                tracing.failed(span, str(e))
+                raise
+
+    async def _prepared(
+        self, chosen: handshake.Assignment, started: float
+    ) -> pb.ContainerAllocateResponse:
         try:
             if not self.layout.library.is_file():
                 raise handshake.AllocateRefused(
@@ -246,6 +268,21 @@ class Allocation:
                 "could not mark the pod failed",
                 extra={"pod": f"{namespace}/{name}", "error": str(failure)},
             )
+
+
+def _allocate_span(parent: Context | None, began_ns: int) -> AbstractContextManager[Span]:
+    """The kubelet's Allocate call (RPC semantic conventions)."""
+    return tracing.tracer().start_as_current_span(
+        f"{API_VERSION}.DevicePlugin/Allocate",
+        context=parent,
+        kind=SpanKind.SERVER,
+        start_time=began_ns,
+        attributes={
+            "rpc.system": "grpc",
+            "rpc.service": f"{API_VERSION}.DevicePlugin",
+            "rpc.method": "Allocate",
+        },
+    )
 
 
 class DevicePluginServicer(pb_grpc.DevicePluginServicer):

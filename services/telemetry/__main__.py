@@ -2,14 +2,12 @@
 
 from services.telemetry.service import serve
 from services.telemetry.settings import parse_settings
-from shared.logs import setup_logging
-from shared.runloop import run_until_signalled
+from shared.runloop import run_service
 
 
 def main() -> None:
     settings = parse_settings()
-    setup_logging("telemetry", settings.log_level)
-    run_until_signalled(lambda stop: serve(settings, stop))
+    run_service("telemetry", settings.log_level, lambda stop: serve(settings, stop))
 
 
 if __name__ == "__main__":

@@ -8,21 +8,26 @@ import logging
 import os
 import ssl
 from collections.abc import Callable, Mapping
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import msgspec
 from aiohttp import web
+from opentelemetry.trace import SpanKind
 
 from services.webhook.bootstrap import Bootstrap, ensure_certificate
 from services.webhook.core.admission import Verdict, mutate, validate
 from services.webhook.core.settings import WebhookSettings
+from services.webhook.metrics import WebhookMetrics
 from services.webhook.settings import ServeSettings as ServeSettings
+from shared import tracing
 from shared.kube.client import KubeClient
 from shared.runloop import every
 
 log = logging.getLogger("hami.webhook")
 Decide = Callable[[Mapping[str, Any], WebhookSettings], Verdict]
+"""mutate or validate (services/webhook/core/admission.py)."""
 MAX_BODY = 3 * 1024 * 1024  # the API server's own request limit
 _json = msgspec.json.Encoder()
 
@@ -59,10 +64,27 @@ def answer(body: bytes, decide: Decide, settings: WebhookSettings) -> tuple[int,
     return 200, review_response(request["uid"], verdict)
 
 
-def application(settings: WebhookSettings) -> web.Application:
+def application(
+    settings: WebhookSettings, metrics: WebhookMetrics | None = None
+) -> web.Application:
+    counted = metrics if metrics is not None else WebhookMetrics()
+
     def route(decide: Decide) -> Callable[[web.Request], Any]:
         async def handle(request: web.Request) -> web.Response:
-            status, payload = answer(await request.read(), decide, settings)
+            body = await request.read()
+            # The API server sends trace context when its tracing is on; else a trace starts here.
+            with tracing.span(
+                f"POST {request.path}",
+                kind=SpanKind.SERVER,
+                parent=tracing.extract(request.headers),
+                attributes={"http.request.method": "POST", "http.route": request.path},
+            ) as span:
+                context = tracing.annotation_value()
+                decider = partial(decide, trace_context=context) if decide is mutate else decide
+                status, payload = answer(body, decider, settings)
+                span.set_attribute("http.response.status_code", status)
+                verdict = counted.admitted(request.path.strip("/"), status, payload)
+                span.set_attribute("hami.verdict", verdict)
             if status != 200:
                 log.warning("bad admission request", extra={"path": request.path, **payload})
             return web.Response(
@@ -78,6 +100,7 @@ def application(settings: WebhookSettings) -> web.Application:
     app.router.add_post("/mutate", route(mutate))
     app.router.add_post("/validate", route(validate))
     app.router.add_get("/healthz", healthz)
+    app.router.add_get("/metrics", counted.handler)
     return app
 
 

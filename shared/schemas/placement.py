@@ -185,12 +185,25 @@ class DeviceStatus(WireStruct, frozen=True, kw_only=True):
     healthy: bool
 
 
+class WaitingRequest(WireStruct, frozen=True, kw_only=True):
+    """A request told to wait that has not been placed since (and still asks)."""
+
+    request_id: Name
+    holder: Holder
+    reason: Annotated[str, Meta(max_length=4096)]
+    since: float
+    """When it was first told to wait."""
+    last_asked: float
+
+
 class StatusReply(WireStruct, frozen=True, kw_only=True):
     nodes: tuple[NodeInventory, ...]
     devices: tuple[DeviceStatus, ...]
     allocations: tuple[AllocationRecord, ...]
     problems: tuple[str, ...] = ()
     """What keeps capacity out of use that an operator must fix (unreadable records)."""
+    waiting: tuple[WaitingRequest, ...] = ()
+    """Requests told to wait, oldest first, each with the reason it was last given."""
 
 
 DEFAULT_RESERVATION_TTL_S = 30.0

@@ -7,7 +7,11 @@ import time
 from pathlib import Path
 
 out, go, code = Path(sys.argv[1]), Path(sys.argv[2]), int(sys.argv[3])
-env = {k: v for k, v in os.environ.items() if k.startswith(("CUDA_", "HAMI_", "NVIDIA_"))}
+env = {
+    k: v
+    for k, v in os.environ.items()
+    if k.startswith(("CUDA_", "HAMI_", "NVIDIA_")) or k == "TRACEPARENT"
+}
 env["pid"] = str(os.getpid())
 tmp = out.with_suffix(".tmp")
 tmp.write_text(json.dumps(env))

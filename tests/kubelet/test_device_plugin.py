@@ -16,9 +16,10 @@ import pytest
 
 from services.nodeagent.core.region import read_region
 from shared.natsutil import connect
-from shared.resources import ALLOCATE_FAILURE, BIND_PHASE, DEVICES_TO_ALLOCATE
+from shared.resources import ALLOCATE_FAILURE, BIND_PHASE, DEVICES_TO_ALLOCATE, TRACE_ANNOTATION
 from shared.schemas.usage import USAGE, UsageSample, usage_codec
 from tests.e2e.kubelet.stack import LIBVGPU, RESOURCE, Hami
+from tests.e2e.observability.jaeger import Jaeger, parent_of, spans_by_service, tags_of
 
 pytestmark = [pytest.mark.slow, pytest.mark.kubelet]
 NATIVE_BUILD = LIBVGPU.parent
@@ -91,6 +92,47 @@ def test_a_pod_starts_with_its_limits_the_library_and_its_region(hami: Hami) -> 
     assert annotations[BIND_PHASE] == "success"
     assert annotations[DEVICES_TO_ALLOCATE] == ";"
     assert annotations["hami.io/vgpu-devices-allocated"].endswith(",NVIDIA,3000,30:;")
+    hami.delete_pod(pod)
+
+
+def test_a_pod_is_one_trace_from_admission_to_the_kubelets_allocate(
+    hami: Hami, jaeger: Jaeger
+) -> None:
+    """The webhook's admission span is the root; kube-scheduler's extender calls (which carry
+    no trace context) and the node agent's Allocate join it through the pod's annotation."""
+    pod = name("traced")
+    hami.create_pod(pod, {RESOURCE: "1", "nvidia.com/gpumem": "1000"}, "true")
+    done = hami.wait_pod(pod, ("Succeeded", "Failed"))
+    assert done["status"]["phase"] == "Succeeded", done["status"]
+    context = done["metadata"]["annotations"][TRACE_ANNOTATION]
+    trace_id = context.split("traceparent=")[1].split("-")[1]
+    wanted = {"hami-webhook", "hami-allocator", "hami-nodeagent"}
+
+    def spans() -> dict[str, dict[str, dict]]:  # type: ignore[type-arg]
+        try:
+            by = spans_by_service(jaeger.trace(trace_id))
+        except Exception:
+            return {}
+        return {svc: {s["operationName"]: s for s in found} for svc, found in by.items()}
+
+    deadline = time.monotonic() + 30
+    while not wanted <= set(spans()) or "allocator decide" not in spans()["hami-allocator"]:
+        assert time.monotonic() < deadline, f"trace {trace_id}: {sorted(spans())}"
+        time.sleep(0.5)
+    found = spans()
+    admission = found["hami-webhook"]["POST /mutate"]
+    assert parent_of(admission) is None
+    allocator, agent = found["hami-allocator"], found["hami-nodeagent"]
+    assert parent_of(allocator["POST /filter"]) == admission["spanID"]
+    assert tags_of(allocator["POST /filter"])["hami.nodes.passed"] == 1
+    assert parent_of(allocator["POST /bind"]) == admission["spanID"]
+    decide = allocator["allocator decide"]
+    assert parent_of(decide) == allocator["POST /bind"]["spanID"]
+    assert tags_of(decide)["hami.outcome"] == "placed"
+    allocate = agent["v1beta1.DevicePlugin/Allocate"]
+    assert parent_of(allocate) == admission["spanID"]
+    assert tags_of(allocate)["k8s.pod.name"] == pod and tags_of(allocate)["rpc.system"] == "grpc"
+    assert tags_of(admission)["http.response.status_code"] == 200
     hami.delete_pod(pod)
 
 

@@ -16,6 +16,7 @@ class Asked:
 
     data: bytes
     subject: str = STATUS.subject
+    headers: dict[str, str] | None = None
     answers: list[tuple[str, object]] = field(default_factory=list)
 
     async def respond(self, data: bytes) -> None:

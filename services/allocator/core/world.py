@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
 
-from services.allocator.core import fragmentation, heat, ledger
-from services.allocator.core.placement import Decision, FitMemo, SchedulingSettings, decide
+from services.allocator.core import fragmentation, heat, ledger, waiting
+from services.allocator.core.placement import Decision, FitMemo, SchedulingSettings, Wait, decide
 from services.allocator.core.signals import NO_SIGNALS, Signals
 from services.allocator.core.state import ClusterState
 from shared.schemas.inventory import NodeInventory
@@ -22,6 +22,8 @@ from shared.schemas.usage import UsageSample
 class World:
     ledger: ClusterState = field(default_factory=ClusterState)
     signals: Signals = NO_SIGNALS
+    waiting: waiting.Waiting = field(default_factory=waiting.Waiting)
+    """Requests told to wait that have not been placed since (core/waiting.py)."""
 
 
 def asked(
@@ -32,10 +34,16 @@ def asked(
     memo: FitMemo | None = None,
 ) -> tuple[World, Decision]:
     """A request to place: it counts into the mix whatever the decision (one that waits says
-    what the cluster is asked for too), then the decision."""
+    what the cluster is asked for too), then the decision; a request told to wait is
+    remembered as waiting until it is placed or refused."""
     signals = fragmentation.observe_request(world.signals, world.ledger, request.containers, now)
     decision = decide(world.ledger, request, settings, now, memo, signals=signals)
-    return replace(world, signals=signals), decision
+    waiters = waiting.current(world.waiting, now)
+    if isinstance(decision, Wait):
+        waiters = waiting.waited(waiters, request, decision.reason, now)
+    else:
+        waiters = waiting.settled(waiters, request.request_id)
+    return replace(world, signals=signals, waiting=waiters), decision
 
 
 def restored(world: World, record: AllocationRecord, now: float) -> World:
@@ -43,7 +51,7 @@ def restored(world: World, record: AllocationRecord, now: float) -> World:
     state = ledger.restore(world.ledger, record, now)
     shape = fragmentation.shape_of_record(record)
     signals = fragmentation.observe_request(world.signals, state, shape, record.created_at)
-    return World(state, signals)
+    return replace(world, ledger=state, signals=signals)
 
 
 def node_seen(world: World, inventory: NodeInventory, now: float) -> World:
@@ -57,7 +65,7 @@ def node_left(world: World, node: str) -> World:
     state = ledger.forget_node(world.ledger, node)
     if state is world.ledger and signals is world.signals:
         return world  # unchanged: the same value
-    return World(state, signals)
+    return replace(world, ledger=state, signals=signals)
 
 
 def usage_seen(world: World, sample: UsageSample, now: float) -> World:

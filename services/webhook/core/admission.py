@@ -15,6 +15,7 @@ from services.webhook.core.settings import INTERNAL_ANNOTATIONS, POLICY_ANNOTATI
 from shared.containerrules import Limits, first_problem
 from shared.podresources import container_resources
 from shared.podspec import Obj, annotations_of, pod_containers, requests_managed
+from shared.resources import TRACE_ANNOTATION
 
 
 @dataclass(frozen=True, slots=True)
@@ -129,13 +130,24 @@ def _internal(obj: object) -> dict[str, Any]:
     return {k: v for k, v in annotations.items() if k in INTERNAL_ANNOTATIONS}
 
 
-def mutate(request: Obj, settings: WebhookSettings) -> Verdict:
+def mutate(request: Obj, settings: WebhookSettings, trace_context: str | None = None) -> Verdict:
+    """``trace_context``: the admission span's (shared/tracing.py), written on a pod that asks
+    for managed devices so the scheduler's and the node's spans join its trace."""
     if request.get("operation") != "CREATE" or _m(request.get("kind")).get("kind") != "Pod":
         return ALLOW
     pod = _m(request.get("object"))
     # Forged internal annotations are dropped: only the allocator may write them, after binding.
     ops = strip_internal(pod) + mutate_pod(pod, settings)
+    if trace_context is not None and requests_managed(pod, settings.resources):
+        ops += _annotate(pod, TRACE_ANNOTATION, trace_context)
     return Verdict(allowed=True, patch=tuple(ops))
+
+
+def _annotate(pod: Obj, key: str, value: str) -> list[dict[str, Any]]:
+    metadata = _m(pod.get("metadata"))
+    if not isinstance(metadata.get("annotations"), Mapping):
+        return [{"op": "add", "path": "/metadata/annotations", "value": {key: value}}]
+    return [{"op": "add", "path": f"/metadata/annotations/{_escape(key)}", "value": value}]
 
 
 def validate(request: Obj, settings: WebhookSettings) -> Verdict:

@@ -38,6 +38,8 @@ class Hami:
     nats: EmbeddedNats
     run: Path
     processes: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+    env: dict[str, str] = field(default_factory=dict)
+    """More environment for HAMi's processes (the OTEL_* variables of a test's Jaeger)."""
 
     @property
     def vgpu_root(self) -> Path:
@@ -45,7 +47,7 @@ class Hami:
 
     def start(self, name: str, argv: list[str]) -> None:
         log = (self.run / f"{name}.log").open("ab")
-        env = {**os.environ, "PYTHONPATH": str(REPO)}
+        env = {**os.environ, **self.env, "PYTHONPATH": str(REPO)}
         self.processes[name] = subprocess.Popen(
             [sys.executable, *argv], stdout=log, stderr=subprocess.STDOUT, env=env, cwd=REPO
         )
@@ -213,7 +215,7 @@ class Unusable(RuntimeError):
 
 
 @contextmanager
-def hami_on_a_node(run: Path) -> Iterator[Hami]:
+def hami_on_a_node(run: Path, env: dict[str, str] | None = None) -> Iterator[Hami]:
     reason = unusable_reason()
     if reason is not None:
         raise Unusable(reason)
@@ -223,7 +225,7 @@ def hami_on_a_node(run: Path) -> Iterator[Hami]:
     plane = start_control_plane(run / "cp")
     node = KubeletNode(run, plane)
     nats = start_nats(run / "nats", port=0)
-    hami = Hami(plane, node, nats, run)
+    hami = Hami(plane, node, nats, run, env=dict(env or {}))
     try:
         node.start()
         extender = free_port()

@@ -1,0 +1,233 @@
+"""Traces over OpenTelemetry, configured only by the standard `OTEL_*` environment.
+
+Off unless an OTLP endpoint is named (``OTEL_EXPORTER_OTLP_ENDPOINT`` or
+``OTEL_EXPORTER_OTLP_TRACES_ENDPOINT``) or ``OTEL_TRACES_EXPORTER`` asks for an exporter;
+``OTEL_SDK_DISABLED=true`` and ``OTEL_TRACES_EXPORTER=none`` turn it off whatever else is set.
+The SDK itself reads the rest (service name, resource attributes, sampler, headers, timeout).
+Spans leave through a bounded batch queue on a thread of their own: an unreachable collector
+drops spans, it never slows a placement.
+
+One placement is one trace across processes: W3C trace context travels in HTTP headers, in
+NATS message headers, and, where Kubernetes carries the request and no header reaches us
+(kube-scheduler's extender calls, the kubelet's Allocate), in the pod's ``hami.io/trace-context``
+annotation, which the webhook writes at admission."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable, Iterator, Mapping, MutableMapping
+from contextlib import AbstractContextManager, contextmanager
+from typing import Any
+
+from opentelemetry import propagate, trace
+from opentelemetry.context import Context
+from opentelemetry.trace import Span, SpanKind, Status, StatusCode, Tracer
+
+from shared.errors import InvalidRequest
+from shared.resources import TRACE_ANNOTATION
+
+log = logging.getLogger("hami.tracing")
+
+SCOPE = "hami"
+PROTOCOLS = ("http/protobuf", "grpc")
+FLUSH_S = 2.0
+"""How long a process at exit waits for its last spans to leave."""
+
+_tracer: Tracer = trace.NoOpTracer()
+_enabled = False
+
+
+def enabled() -> bool:
+    return _enabled
+
+
+def tracer() -> Tracer:
+    return _tracer
+
+
+def exporters_wanted(env: Mapping[str, str]) -> tuple[str, ...]:
+    """The span exporters the environment asks for; empty: tracing off."""
+    if env.get("OTEL_SDK_DISABLED", "").strip().lower() == "true":
+        return ()
+    named = env.get("OTEL_TRACES_EXPORTER", "").strip().lower()
+    if named:
+        wanted = tuple(n.strip() for n in named.split(",") if n.strip())
+        if "none" in wanted:
+            return ()
+        unknown = sorted(set(wanted) - {"otlp", "console"})
+        if unknown:
+            raise InvalidRequest(
+                f"OTEL_TRACES_EXPORTER: unknown exporter {unknown} (this build has otlp, console)"
+            )
+        return wanted
+    endpoint = env.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT") or env.get(
+        "OTEL_EXPORTER_OTLP_ENDPOINT"
+    )
+    return ("otlp",) if endpoint else ()
+
+
+def otlp_protocol(env: Mapping[str, str]) -> str:
+    protocol = (
+        env.get("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL")
+        or env.get("OTEL_EXPORTER_OTLP_PROTOCOL")
+        or "http/protobuf"  # the specification's default
+    ).strip()
+    if protocol not in PROTOCOLS:
+        raise InvalidRequest(
+            f"OTEL_EXPORTER_OTLP_PROTOCOL {protocol!r}: this build speaks {', '.join(PROTOCOLS)}"
+        )
+    return protocol
+
+
+def configure(service_name: str, env: Mapping[str, str]) -> Callable[[], bool]:
+    """Set this process's tracer from ``env`` (the `OTEL_*` variables); returns the shutdown
+    that flushes what is queued (bounded by the exporter's timeout). ``service_name`` is the
+    default ``service.name``; ``OTEL_SERVICE_NAME`` overrides it."""
+    global _tracer, _enabled
+    wanted = exporters_wanted(env)
+    if not wanted:
+        _tracer, _enabled = trace.NoOpTracer(), False
+        return lambda: True
+    from opentelemetry.sdk.resources import SERVICE_NAME, Resource
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import (
+        BatchSpanProcessor,
+        ConsoleSpanExporter,
+        SpanExporter,
+    )
+
+    resource = Resource.create({SERVICE_NAME: env.get("OTEL_SERVICE_NAME") or service_name})
+    provider = TracerProvider(resource=resource)  # the sampler: OTEL_TRACES_SAMPLER(_ARG)
+    for name in wanted:
+        exporter: SpanExporter
+        if name == "console":
+            exporter = ConsoleSpanExporter()
+        elif otlp_protocol(env) == "grpc":
+            from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
+
+            exporter = OTLPSpanExporter()
+        else:
+            from opentelemetry.exporter.otlp.proto.http.trace_exporter import (
+                OTLPSpanExporter as HttpSpanExporter,
+            )
+
+            exporter = HttpSpanExporter()
+        provider.add_span_processor(BatchSpanProcessor(exporter))
+    _tracer, _enabled = provider.get_tracer(SCOPE), True
+    log.info("tracing on", extra={"exporters": ",".join(wanted), "service": service_name})
+
+    def shutdown() -> bool:
+        """Flush what is queued, for at most FLUSH_S: an unreachable collector must not hold
+        a process at exit (the SDK retries for up to OTEL_EXPORTER_OTLP_TIMEOUT). False:
+        not everything was sent in time."""
+        global _tracer, _enabled
+        _tracer, _enabled = trace.NoOpTracer(), False
+        flushing = threading.Thread(target=provider.shutdown, name="otel-flush", daemon=True)
+        flushing.start()
+        flushing.join(FLUSH_S)
+        return not flushing.is_alive()
+
+    return shutdown
+
+
+def span(
+    name: str,
+    *,
+    kind: SpanKind = SpanKind.INTERNAL,
+    parent: Context | None = None,
+    attributes: Mapping[str, Any] | None = None,
+) -> AbstractContextManager[Span]:
+    """A span made current for the block; exceptions are recorded and mark it an error."""
+    return _tracer.start_as_current_span(name, context=parent, kind=kind, attributes=attributes)
+
+
+def inject(carrier: MutableMapping[str, str]) -> MutableMapping[str, str]:
+    """Add the current context to ``carrier`` (HTTP or NATS headers); nothing when off."""
+    if _enabled:
+        propagate.inject(carrier)
+    return carrier
+
+
+def extract(carrier: Mapping[str, str] | None) -> Context | None:
+    """The context a peer sent in ``carrier``; None when it sent none (or tracing is off)."""
+    if not _enabled or not carrier:
+        return None
+    return propagate.extract(carrier)
+
+
+def annotation_value() -> str | None:
+    """The current context as the pod annotation's value; None when there is none to send."""
+    carrier = inject({})
+    if "traceparent" not in carrier:
+        return None
+    return "|".join(f"{k}={v}" for k, v in sorted(carrier.items()))
+
+
+def from_annotations(annotations: Mapping[str, Any] | None) -> Context | None:
+    """The admission span's context a pod carries (see TRACE_ANNOTATION)."""
+    if not _enabled or not annotations:
+        return None
+    value = annotations.get(TRACE_ANNOTATION)
+    if not isinstance(value, str) or "traceparent=" not in value:
+        return None
+    carrier = dict(part.split("=", 1) for part in value.split("|") if "=" in part)
+    return propagate.extract(carrier)
+
+
+def of_pod(pod: Mapping[str, Any] | None) -> Context | None:
+    metadata = pod.get("metadata") if isinstance(pod, Mapping) else None
+    return from_annotations(metadata.get("annotations")) if isinstance(metadata, Mapping) else None
+
+
+def failed(current: Span, reason: str) -> None:
+    """Mark a span whose work refused or failed without raising (a reply that says why)."""
+    current.set_status(Status(StatusCode.ERROR, reason))
+
+
+@contextmanager
+def messaging_server(
+    subject: str, headers: Mapping[str, str] | None, body_size: int
+) -> Iterator[Span]:
+    """The span of one NATS request answered (messaging semantic conventions)."""
+    with span(
+        f"process {subject}",
+        kind=SpanKind.SERVER,
+        parent=extract(headers),
+        attributes={
+            "messaging.system": "nats",
+            "messaging.destination.name": subject,
+            "messaging.operation.type": "process",
+            "messaging.message.body.size": body_size,
+        },
+    ) as current:
+        yield current
+
+
+@contextmanager
+def messaging_client(subject: str, body_size: int) -> Iterator[dict[str, str]]:
+    """The span of one NATS request sent; yields the headers to send it with."""
+    with span(
+        f"send {subject}",
+        kind=SpanKind.CLIENT,
+        attributes={
+            "messaging.system": "nats",
+            "messaging.destination.name": subject,
+            "messaging.operation.type": "send",
+            "messaging.message.body.size": body_size,
+        },
+    ):
+        headers: dict[str, str] = {}
+        inject(headers)
+        yield headers
+
+
+def start(service_name: str) -> Callable[[], bool]:
+    """`configure` from this process's environment, for a service's main; a bad `OTEL_*`
+    value ends the start with one line."""
+    from shared.settings import otel_environment
+
+    try:
+        return configure(service_name, otel_environment())
+    except InvalidRequest as e:
+        raise SystemExit(f"{service_name}: {e}") from None
