@@ -81,7 +81,14 @@ def permissions(user: str, node: str | None) -> dict[str, object]:
         }
     if user == "telemetry":
         return {
-            "publish": {"allow": [*common, *_reader(NODES_BUCKET), *_reader(ALLOCATIONS_BUCKET)]},
+            "publish": {
+                "allow": [
+                    *common,
+                    *_reader(NODES_BUCKET),
+                    *_reader(ALLOCATIONS_BUCKET),
+                    f"{PREFIX}.alloc.status",  # the waiting requests, for the web page
+                ]
+            },
             "subscribe": {"allow": ["_INBOX.>", f"{PREFIX}.usage.>"]},
         }
     if user == "client":  # hami run / hami status: the placement API and its events only

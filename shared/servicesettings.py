@@ -119,6 +119,9 @@ class NodeAgentSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknow
         msgspec.Meta(extra={"env": "GPU_CORE_UTILIZATION_POLICY"}),
     ] = "default"
     """GPU_CORE_UTILIZATION_POLICY for containers: default, force or disable."""
+    local_jobs_dir: str | None = None
+    """Local mode: where `hami run` jobs keep their regions (`<state>/containers`); each job's
+    usage on this node is read from there and published. None: no local jobs."""
     region_grace_s: Seconds = 60.0
     """A region whose container the kubelet does not list is removed after this long."""
     device_config: str | None = None
@@ -135,6 +138,12 @@ class TelemetrySettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknow
     metrics_host: str = "127.0.0.1"
     """Loopback by default: metrics name pods and nodes."""
     metrics_port: Port = 9395
+    """Prometheus metrics at `/metrics`, and the web page at `/` (who shares which GPU)."""
+    trace_link: str | None = None
+    """The web page links each allocation to its trace at this URL, `{trace_id}` replaced
+    (e.g. `http://jaeger:16686/trace/{trace_id}`); None: no links."""
+    status_interval_s: Seconds = 2.0
+    """How often the allocator is asked for the waiting requests the page shows."""
     log_level: LogLevel = "INFO"
     nats_credentials: str | None = None
     """A JSON file {user, password} (shared.natsauth); None: connect without."""

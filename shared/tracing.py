@@ -67,9 +67,10 @@ def exporters_wanted(env: Mapping[str, str]) -> tuple[str, ...]:
     return ("otlp",) if endpoint else ()
 
 
-def otlp_protocol(env: Mapping[str, str]) -> str:
+def otlp_protocol(env: Mapping[str, str], signal: str = "TRACES") -> str:
+    """The OTLP protocol for ``signal`` (TRACES, METRICS): the signal's own variable first."""
     protocol = (
-        env.get("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL")
+        env.get(f"OTEL_EXPORTER_OTLP_{signal}_PROTOCOL")
         or env.get("OTEL_EXPORTER_OTLP_PROTOCOL")
         or "http/protobuf"  # the specification's default
     ).strip()
@@ -178,6 +179,12 @@ def from_annotations(annotations: Mapping[str, Any] | None) -> Context | None:
 def of_pod(pod: Mapping[str, Any] | None) -> Context | None:
     metadata = pod.get("metadata") if isinstance(pod, Mapping) else None
     return from_annotations(metadata.get("annotations")) if isinstance(metadata, Mapping) else None
+
+
+def current_trace_id() -> str:
+    """The current span's trace id (32 hex digits); empty when there is none."""
+    context = trace.get_current_span().get_span_context()
+    return format(context.trace_id, "032x") if context.is_valid else ""
 
 
 def failed(current: Span, reason: str) -> None:

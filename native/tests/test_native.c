@@ -253,6 +253,21 @@ static void scenario_grab(long bytes, int count) {
     sleep(1); /* hold while the others finish */
 }
 
+static void scenario_hold(long bytes, const char *until) {
+    /* A job for the telemetry tests: hold `bytes` of device memory and run a kernel now and
+     * then, until the file `until` exists (two minutes at most). */
+    CUdeviceptr p = 0;
+    CHECK(cuMemAlloc_v2(&p, (size_t)bytes) == CUDA_SUCCESS);
+    printf("held %ld\n", bytes);
+    fflush(stdout);
+    for (int i = 0; i < 1200 && access(until, F_OK) != 0; i++) {
+        CHECK(cuLaunchKernel(NULL, 1, 1, 1, 1, 1, 1, 0, NULL, NULL, NULL) == CUDA_SUCCESS);
+        cuCtxSynchronize();
+        usleep(100000);
+    }
+    CHECK(cuMemFree_v2(p) == CUDA_SUCCESS);
+}
+
 static void scenario_oversub(void) {
     CUdeviceptr a = 0, b = 0;
     uint64_t before = fake_managed_allocs();
@@ -645,6 +660,7 @@ int main(int argc, char **argv) {
     else if (!strcmp(s, "vmm")) scenario_vmm();
     else if (!strcmp(s, "grab") && argc == 4) scenario_grab(atol(argv[2]), atoi(argv[3]));
     else if (!strcmp(s, "oversub")) scenario_oversub();
+    else if (!strcmp(s, "hold") && argc == 4) scenario_hold(atol(argv[2]), argv[3]);
     else if (!strcmp(s, "refused")) scenario_refused();
     else if (!strcmp(s, "throttle") && argc == 3) scenario_throttle(atof(argv[2]));
     else if (!strcmp(s, "throttle-streams") && argc == 3)

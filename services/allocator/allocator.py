@@ -220,7 +220,9 @@ class Allocator:
             if isinstance(decision, Never):
                 return PlaceReply(outcome="never", reason=decision.reason)
             record = msgspec.structs.replace(
-                ledger.record_for(request, decision.fit, uuid.uuid4().hex, now), term=self._term()
+                ledger.record_for(request, decision.fit, uuid.uuid4().hex, now),
+                term=self._term(),
+                trace_id=tracing.current_trace_id(),
             )
             self._check_fence()
             writing = time.perf_counter()

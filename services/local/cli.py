@@ -18,6 +18,7 @@ import msgspec
 
 from services.local.paths import (
     default_state_dir,
+    page_url,
     pid_alive,
     prepare_state_dir,
     record_path,
@@ -31,6 +32,7 @@ from services.local.run import (
 )
 from services.local.status import render
 from services.local.supervisor import UpSettings
+from services.local.top import top
 from shared import tracing
 from shared.allocator_client import AllocatorClient
 from shared.embedded_nats import find_nats_server, port_is_free
@@ -70,6 +72,19 @@ def _nats_url(args: argparse.Namespace) -> str:
     if record is None:
         raise Unavailable("HAMi is not running here: start it with `hami up` (or pass --nats URL)")
     return record.nats_url
+
+
+def cmd_top(args: argparse.Namespace) -> int:
+    if args.interval <= 0:
+        raise InvalidRequest("--interval must be more than 0 seconds")
+    if args.url:
+        url = args.url.rstrip("/")
+    else:
+        record = running_record(_state_dir(args))
+        if record is None:
+            raise Unavailable("HAMi is not running here: start it with `hami up` (or pass --url)")
+        url = page_url(record).rstrip("/")
+    return top(f"{url}/api/view", args.interval, args.once)
 
 
 def cmd_up(args: argparse.Namespace) -> int:
@@ -122,6 +137,7 @@ def cmd_up(args: argparse.Namespace) -> int:
                 f"hami is up: node {record.node}, NATS {record.nats_url}, "
                 f"metrics {record.metrics_url}"
             )
+            print(f"web page: {page_url(record)} (in a terminal: hami top)")
             for note in asyncio.run(_up_notes(args, record.nats_url, record.node)):
                 print(note)
             print("run a job with: hami run --gpumem 3g --gpucores 30 -- python train.py")
@@ -297,6 +313,11 @@ def parser() -> argparse.ArgumentParser:
     status.add_argument("--json", action="store_true")
     status.add_argument("--nats")
 
+    top_cmd = sub.add_parser("top", help="who shares which GPU, refreshing (the web page's view)")
+    top_cmd.add_argument("--url", help="telemetry's address (default: the running `hami up`'s)")
+    top_cmd.add_argument("--interval", type=float, default=2.0, help="seconds between frames")
+    top_cmd.add_argument("--once", action="store_true", help="print one frame and exit")
+
     run = sub.add_parser("run", help="run a command on shared devices with hard limits")
     run.add_argument("--gpus", default="1", help="number of devices (default 1)")
     run.add_argument("--gpumem", help="memory per device: MiB (3000), size (3g) or percent (50%%)")
@@ -347,6 +368,8 @@ def main(argv: list[str] | None = None) -> None:
             code = cmd_down(args)
         elif args.command_name == "status":
             code = asyncio.run(_status(args))
+        elif args.command_name == "top":
+            code = cmd_top(args)
         else:
             code = asyncio.run(_run(args))
     except HamiError as e:

@@ -35,6 +35,16 @@ class LocalRecord(msgspec.Struct, kw_only=True):
     ready: bool = False
 
 
+def page_url(record: LocalRecord) -> str:
+    """Telemetry's web page: it serves the metrics too, on the same port."""
+    return record.metrics_url.removesuffix("metrics")
+
+
+def jobs_dir(state_dir: Path) -> Path:
+    """Where `hami run` jobs keep their regions (the node agent reads them for usage)."""
+    return state_dir / "containers"
+
+
 def record_path(state_dir: Path) -> Path:
     return state_dir / "local.json"
 

@@ -17,6 +17,7 @@ from pathlib import Path
 from nats.aio.client import Client
 
 from services.local.jobenv import job_environment, write_limits_file
+from services.local.paths import jobs_dir
 from services.local.proctree import become_subreaper, end_leftovers
 from shared import tracing
 from shared.allocator_client import AllocatorClient
@@ -163,7 +164,7 @@ async def run_job(nc: Client, options: RunOptions, state_dir: Path) -> int:
         record = await acquire(nc, client, options, secret)
         placement.set_attribute("hami.allocation_id", record.allocation_id)
         placement.set_attribute("hami.node", record.node)
-        cache_dir = state_dir / "containers"
+        cache_dir = jobs_dir(state_dir)
         cache_dir.mkdir(parents=True, exist_ok=True)
         cache_path = cache_dir / f"{record.allocation_id}.cache"
         env = job_environment(os.environ, record, cache_path=cache_path, libvgpu=library)

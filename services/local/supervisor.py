@@ -19,6 +19,7 @@ import msgspec
 from services.local.paths import (
     LocalRecord,
     hold_state_lock,
+    jobs_dir,
     prepare_state_dir,
     record_path,
     write_record,
@@ -97,6 +98,8 @@ def child_specs(
             split_count=settings.split_count,
             heartbeat_interval_s=settings.heartbeat_interval_s,
             simulate=settings.simulate,
+            local_jobs_dir=str(jobs_dir(state_dir)),
+            usage_interval_s=2.0,  # one machine: `hami top` and the page follow jobs closely
         ),
         "telemetry": TelemetrySettings(
             nats_url=url,

@@ -22,6 +22,10 @@ class NodeAllocations:
         self._by_pod: dict[str, AllocationRecord] = {}
         self._changed = asyncio.Condition()
 
+    def local_jobs(self) -> list[AllocationRecord]:
+        """This node's `hami run` jobs (their regions are read for per-job usage)."""
+        return [r for r in self._by_key.values() if r.holder.kind == "local"]
+
     def for_pod(self, pod_uid: str) -> AllocationRecord | None:
         return self._by_pod.get(pod_uid)
 
@@ -48,9 +52,10 @@ class NodeAllocations:
                 # Unreadable: its pod fails closed at Allocate (no record), it is not guessed.
                 log.warning("unreadable allocation record", extra={"key": key, "error": str(e)})
                 return
-            if record.node == self.node and record.holder.kind == "pod":
+            if record.node == self.node:
                 self._by_key[key] = record
-                self._by_pod[record.holder.pod_uid] = record
+                if record.holder.kind == "pod":
+                    self._by_pod[record.holder.pod_uid] = record
         async with self._changed:
             self._changed.notify_all()
 

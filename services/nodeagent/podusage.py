@@ -23,15 +23,10 @@ from services.nodeagent.core.containerusage import (
     listed_containers,
     owner_decoder,
 )
-from services.nodeagent.core.region import (
-    RegionCorrupt,
-    RegionReading,
-    RegionUnreadable,
-    read_region,
-)
+from services.nodeagent.core.region import RegionReading
 from services.nodeagent.kubeletapi.podresources.v1 import api_pb2 as pb
 from services.nodeagent.kubeletapi.podresources.v1 import api_pb2_grpc as pb_grpc
-from services.nodeagent.regionfiles import recreate_if_unheld
+from services.nodeagent.regionfiles import RegionReader
 from shared.schemas.base import node_token
 from shared.schemas.usage import USAGE, usage_codec
 
@@ -66,15 +61,16 @@ class ContainerUsage:
         nc: Client,
         *,
         grace_s: float = 60.0,
+        regions: RegionReader | None = None,
     ) -> None:
         self.node = node
+        self.regions = regions if regions is not None else RegionReader()
         self.layout = layout
         self.socket = socket
         self.resource = resource
         self._nc = nc
         self.grace_s = grace_s
         self._busy: dict[str, Busy] = {}
-        self._unreadable: set[str] = set()
 
     def _scan(self) -> tuple[dict[str, RegionOwner], dict[str, float]]:
         now = time.time()
@@ -96,33 +92,7 @@ class ContainerUsage:
         return owners, ages
 
     def _read(self, key: str) -> RegionReading | None:
-        path = self.layout.region_dir(key) / REGION_FILE
-        try:
-            with path.open("rb") as f:  # read only: the container's processes own it
-                data = f.read()
-        except FileNotFoundError:
-            return None
-        try:
-            reading = read_region(data)
-        except RegionCorrupt as e:
-            if recreate_if_unheld(path):
-                log.warning(
-                    "corrupt region moved aside: the container's next process makes a new one",
-                    extra={"container": key, "error": str(e)},
-                )
-                self._unreadable.discard(key)
-                return None
-            if key not in self._unreadable:
-                log.warning("region corrupt, still held", extra={"container": key, "error": str(e)})
-                self._unreadable.add(key)
-            return None
-        except RegionUnreadable as e:
-            if key not in self._unreadable:
-                log.warning("region unreadable", extra={"container": key, "error": str(e)})
-                self._unreadable.add(key)
-            return None
-        self._unreadable.discard(key)
-        return reading
+        return self.regions.read(key, self.layout.region_dir(key) / REGION_FILE)
 
     def _remove(self, key: str) -> None:
         shutil.rmtree(self.layout.region_dir(key), ignore_errors=True)
@@ -146,7 +116,8 @@ class ContainerUsage:
                 continue
             reading = await asyncio.to_thread(self._read, key)
             now = time.time()
-            for sample in container_samples(owner, reading, self.node, now, self._busy.get(key)):
+            samples, busy = container_samples(owner, reading, self.node, now, self._busy.get(key))
+            for sample in samples:
                 await self._nc.publish(subject, usage_codec.encode(sample))
-            if reading is not None:
-                self._busy[key] = Busy(now, reading.busy_ns)
+            if busy is not None:
+                self._busy[key] = busy

@@ -12,7 +12,14 @@ import struct
 import time
 from pathlib import Path
 
-from services.nodeagent.core.region import REGION_BYTES, SLOT_COUNT
+from services.nodeagent.core.region import (
+    REGION_BYTES,
+    SLOT_COUNT,
+    RegionCorrupt,
+    RegionReading,
+    RegionUnreadable,
+    read_region,
+)
 
 log = logging.getLogger("hami.nodeagent.regionfiles")
 _FLOCK = "hhqqi"  # struct flock: l_type, l_whence, l_start, l_len, l_pid (native alignment)
@@ -46,3 +53,47 @@ def recreate_if_unheld(path: Path) -> bool:
         log.warning("cannot recreate region", extra={"path": str(path), "error": str(e)})
         return False
     return True
+
+
+class RegionReader:
+    """Reads regions read-only (their containers' processes own them). One that cannot be read
+    is skipped with one log line while it stays so, and counted (``skipped``, published in the
+    node's inventory); a corrupt one nobody holds is moved aside for a fresh one."""
+
+    def __init__(self) -> None:
+        self.skipped = 0
+        self._unreadable: set[str] = set()
+
+    def read(self, key: str, path: Path) -> RegionReading | None:
+        try:
+            with path.open("rb") as f:
+                data = f.read()
+        except FileNotFoundError:
+            return None
+        except OSError as e:
+            self._skip(key, "region unreadable", str(e))
+            return None
+        try:
+            reading = read_region(data)
+        except RegionCorrupt as e:
+            if recreate_if_unheld(path):
+                log.warning(
+                    "corrupt region moved aside: the container's next process makes a new one",
+                    extra={"container": key, "error": str(e)},
+                )
+                self.skipped += 1
+                self._unreadable.discard(key)
+                return None
+            self._skip(key, "region corrupt, still held", str(e))
+            return None
+        except RegionUnreadable as e:
+            self._skip(key, "region unreadable", str(e))
+            return None
+        self._unreadable.discard(key)
+        return reading
+
+    def _skip(self, key: str, message: str, error: str) -> None:
+        self.skipped += 1
+        if key not in self._unreadable:
+            log.warning(message, extra={"container": key, "error": error})
+            self._unreadable.add(key)

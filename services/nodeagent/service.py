@@ -16,7 +16,9 @@ from services.nodeagent.core.containerspec import HostLayout
 from services.nodeagent.core.inventory import SharingPolicy, build_inventory, device_set_changed
 from services.nodeagent.deviceplugin import Allocation, DeviceList, serve_device_plugin
 from services.nodeagent.devices import DeviceManager, open_device_manager
+from services.nodeagent.localusage import LocalJobUsage
 from services.nodeagent.podusage import ContainerUsage
+from services.nodeagent.regionfiles import RegionReader
 from services.nodeagent.settings import NodeAgentSettings
 from shared.kube.client import KubeClient
 from shared.natsauth import credentials_of
@@ -48,6 +50,8 @@ class NodeAgent:
         self._seq = 0
         self._last: NodeInventory | None = None
         self.plugin_devices = DeviceList(settings.split_count)
+        self.regions = RegionReader()
+        """Every region this agent reads (pods', local jobs'): its skips go in the inventory."""
 
     async def heartbeat(self) -> None:
         readings = await asyncio.to_thread(self._manager.devices)
@@ -62,6 +66,7 @@ class NodeAgent:
             seq=self._seq,
             now=time.time(),
             heartbeat_interval_s=self.settings.heartbeat_interval_s,
+            unreadable_regions=self.regions.skipped,
         )
         payload = inventory_codec.encode(inventory)
         await self._nodes.put(self.node, payload)
@@ -130,6 +135,7 @@ async def _kubernetes_node(
         settings.resource_name,
         nc,
         grace_s=settings.region_grace_s,
+        regions=agent.regions,
     )
     allocations = await allocations_bucket(nc.jetstream(), create=False)
     tasks.create_task(records.follow(allocations, stop), name="follow-allocations")
@@ -142,6 +148,25 @@ async def _kubernetes_node(
         name="container-usage",
     )
     return kube
+
+
+async def _local_jobs(
+    settings: NodeAgentSettings,
+    agent: NodeAgent,
+    nc: Client,
+    stop: asyncio.Event,
+    tasks: asyncio.TaskGroup,
+) -> None:
+    """Usage of the `hami run` jobs on this node, from their regions."""
+    assert settings.local_jobs_dir is not None
+    records = NodeAllocations(agent.node)
+    allocations = await allocations_bucket(nc.jetstream(), create=False)
+    usage = LocalJobUsage(agent.node, Path(settings.local_jobs_dir), records, nc, agent.regions)
+    tasks.create_task(records.follow(allocations, stop), name="follow-local-jobs")
+    tasks.create_task(
+        every(stop, settings.usage_interval_s, "local-job-usage", usage.publish),
+        name="local-job-usage",
+    )
 
 
 async def serve(settings: NodeAgentSettings, stop: asyncio.Event) -> None:
@@ -169,6 +194,8 @@ async def serve(settings: NodeAgentSettings, stop: asyncio.Event) -> None:
             tasks.create_task(every(stop, settings.usage_interval_s, "usage", agent.publish_usage))
             if settings.device_plugin:
                 kube = await _kubernetes_node(settings, agent, nc, stop, tasks)
+            if settings.local_jobs_dir is not None:
+                await _local_jobs(settings, agent, nc, stop, tasks)
         await agent.leave()
     finally:
         manager.close()

@@ -46,6 +46,9 @@ class NodeInventory(WireStruct, frozen=True, kw_only=True):
     cuda_driver_version: int = 0
     cpu_milli: int | None = None
     memory_mib: int | None = None
+    unreadable_regions: int = 0
+    """Reads of containers' regions the agent skipped since it started (malformed or of
+    another layout): each was logged once; usage of those containers is not known."""
 
 
 NODES_BUCKET = "hami_nodes"

@@ -103,6 +103,8 @@ class AllocationRecord(WireStruct, frozen=True, kw_only=True):
     """secret_digest() of the placer's holder_secret; empty: no secret was given."""
     term: int = 0
     """The leader term of the allocator that wrote it (hami_leader): who decided, for audits."""
+    trace_id: str = ""
+    """The placement's trace (W3C trace id, hex) when tracing was on: where to read why."""
 
 
 def secret_digest(secret: str | None) -> str:

@@ -24,6 +24,9 @@ class UsageSample(WireStruct, frozen=True, kw_only=True):
     """Set for per-container samples of Kubernetes pods (the kubelet device plugin)."""
     processes: int | None = None
     """Processes of the allocation holding a slot in its region."""
+    last_kernel_at: float | None = None
+    """When the allocation last ran on this device, as the agent saw its GPU time grow (to
+    within one usage interval); None: not seen running since the agent started."""
 
 
 USAGE = f"{PREFIX}.usage"

@@ -174,7 +174,9 @@ def test_container_samples_name_the_pod_and_measure_utilisation_between_readings
     from services.nodeagent.core.containerusage import Busy
 
     before = Busy(at=10.0, busy_ns=(0,) * 16)
-    samples = container_samples(OWNER, region((5 << 20, 0), (500_000_000, 0)), "vm", 11.0, before)
+    samples, after = container_samples(
+        OWNER, region((5 << 20, 0), (500_000_000, 0)), "vm", 11.0, before
+    )
     assert [(s.device_uuid, s.memory_used_bytes, s.memory_limit_bytes) for s in samples] == [
         ("GPU-a", 5 << 20, 3000 << 20),
         ("GPU-b", 0, 1000 << 20),
@@ -184,8 +186,13 @@ def test_container_samples_name_the_pod_and_measure_utilisation_between_readings
         ("ns", "p", "u", "c")
     }
     assert all(s.allocation_id == "a" and s.processes == 2 for s in samples)
-    idle = container_samples(OWNER, None, "vm", 11.0, None)
+    # The last kernel: when the device's GPU time last grew; the idle one has not run yet.
+    assert [s.last_kernel_at for s in samples] == [11.0, None]
+    later, _ = container_samples(OWNER, region((5 << 20, 0), (500_000_000, 0)), "vm", 15.0, after)
+    assert [s.last_kernel_at for s in later] == [11.0, None] and later[0].utilization_percent == 0
+    idle, kept = container_samples(OWNER, None, "vm", 11.0, None)
     assert [s.memory_used_bytes for s in idle] == [0, 0] and idle[0].processes == 0
+    assert kept is None
 
 
 def test_regions_of_gone_containers_are_removed_after_the_grace_period() -> None:

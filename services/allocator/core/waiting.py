@@ -8,9 +8,10 @@ from immutables import Map
 
 from shared.schemas.placement import PlaceRequest, WaitingRequest
 
-WAITING_TTL_S = 120.0
-"""A waiter not heard from for this long gave up (hami run and kube-scheduler ask again within
-seconds; a pod deleted while pending never comes back)."""
+WAITING_TTL_S = {"local": 30.0, "external": 60.0, "pod": 330.0}
+"""A waiter not heard from for this long gave up: `hami run` asks again every few seconds;
+kube-scheduler retries an unschedulable pod at least every 5 minutes (its
+podMaxInUnschedulablePodsDuration), so a pod deleted while pending leaves within 5.5."""
 
 Waiting = Map[str, WaitingRequest]
 
@@ -35,9 +36,11 @@ def settled(waiting: Waiting, request_id: str) -> Waiting:
     return waiting.delete(request_id) if request_id in waiting else waiting
 
 
-def current(waiting: Waiting, now: float, ttl_s: float = WAITING_TTL_S) -> Waiting:
+def current(waiting: Waiting, now: float) -> Waiting:
     """Without the waiters that stopped asking."""
-    gone = [k for k, w in waiting.items() if now - w.last_asked > ttl_s]
+    gone = [
+        k for k, w in waiting.items() if now - w.last_asked > WAITING_TTL_S.get(w.holder.kind, 60.0)
+    ]
     if not gone:
         return waiting
     with waiting.mutate() as m:

@@ -40,8 +40,11 @@ owner_decoder = msgspec.json.Decoder(RegionOwner)
 
 @dataclass(frozen=True, slots=True)
 class Busy:
+    """What the last reading of a region said, to measure the next one against."""
+
     at: float
     busy_ns: tuple[int, ...]
+    last_kernel_at: tuple[float | None, ...] = ()
 
 
 def container_samples(
@@ -50,16 +53,22 @@ def container_samples(
     node: str,
     now: float,
     before: Busy | None,
-) -> list[UsageSample]:
-    """One sample per device of the container. No region yet (no CUDA process has started):
-    nothing used. Utilisation is the GPU time the region measured since the last sample."""
+) -> tuple[list[UsageSample], Busy | None]:
+    """One sample per device of the container, and what to measure the next reading against.
+    No region yet (no CUDA process has started): nothing used. Utilisation is the GPU time
+    the region measured since the last sample; the last kernel is when that time last grew."""
     out = []
+    last_kernel: list[float | None] = []
     for i, (uuid, limit_mib) in enumerate(zip(owner.devices, owner.memory_mib, strict=False)):
         used = reading.used_bytes[i] if reading is not None and i < len(reading.used_bytes) else 0
         utilization = None
+        last = before.last_kernel_at[i] if before and i < len(before.last_kernel_at) else None
         if reading is not None and before is not None and now > before.at:
             busy = reading.busy_ns[i] - before.busy_ns[i]
             utilization = max(0.0, min(100.0, busy / ((now - before.at) * 1e9) * 100))
+            if busy > 0:
+                last = now
+        last_kernel.append(last)
         out.append(
             UsageSample(
                 node=node,
@@ -70,14 +79,16 @@ def container_samples(
                 memory_limit_bytes=limit_mib * MIB,
                 utilization_percent=utilization,
                 allocation_id=owner.allocation_id,
-                pod_namespace=owner.namespace,
-                pod_name=owner.pod,
-                pod_uid=owner.pod_uid,
-                container=owner.container,
+                pod_namespace=owner.namespace or None,
+                pod_name=owner.pod or None,
+                pod_uid=owner.pod_uid or None,
+                container=owner.container or None,
                 processes=reading.processes if reading is not None else 0,
+                last_kernel_at=last,
             )
         )
-    return out
+    after = Busy(now, reading.busy_ns, tuple(last_kernel)) if reading is not None else before
+    return out, after
 
 
 def gone(

@@ -55,6 +55,7 @@ def build_inventory(
     seq: int,
     now: float,
     heartbeat_interval_s: float,
+    unreadable_regions: int = 0,
 ) -> NodeInventory:
     return NodeInventory(
         node=node,
@@ -65,6 +66,7 @@ def build_inventory(
         heartbeat_interval_s=heartbeat_interval_s,
         driver_version=driver.driver_version,
         cuda_driver_version=driver.cuda_driver_version,
+        unreadable_regions=unreadable_regions,
     )
 
 
