@@ -48,9 +48,11 @@ class AllocatorSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknow
     """Where the extender listens (loopback: kube-scheduler runs in the same pod)."""
     extender_port: Port | None = None
     """Serve kube-scheduler's extender API on this port (0: any free one); None: do not."""
+    metrics_host: str = "127.0.0.1"
+    """Where the allocator's own metrics listen."""
     metrics_port: Port | None = None
     """Serve the allocator's own Prometheus metrics (decisions, their latency, waiting
-    requests) at `/metrics` on this port, on ``extender_host`` (0: any free one); None: do not."""
+    requests) at `/metrics` on this port (0: any free one); None: do not."""
     extender_best_node_only: bool = False
     """The extender's filter answers only the node the policy prefers, so kube-scheduler can be
     configured without `prioritizeVerb` (one round trip less per pod; docs/benchmarks.md)."""

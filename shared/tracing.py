@@ -17,12 +17,15 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable, Iterator, Mapping, MutableMapping
-from contextlib import AbstractContextManager, contextmanager
-from typing import Any
+from contextlib import AbstractContextManager, contextmanager, nullcontext
+from typing import TYPE_CHECKING, Any
 
 from opentelemetry import propagate, trace
 from opentelemetry.context import Context
 from opentelemetry.trace import Span, SpanKind, Status, StatusCode, Tracer
+
+if TYPE_CHECKING:
+    from opentelemetry.sdk.trace.sampling import Sampler
 
 from shared.errors import InvalidRequest
 from shared.resources import TRACE_ANNOTATION
@@ -36,6 +39,12 @@ FLUSH_S = 2.0
 
 _tracer: Tracer = trace.NoOpTracer()
 _enabled = False
+_parent_based = True
+"""Whether the sampler follows the caller's decision (the default, parentbased_*)."""
+
+
+def _unsampled(context: trace.SpanContext) -> bool:
+    return context.is_valid and not context.trace_flags.sampled
 
 
 def enabled() -> bool:
@@ -81,11 +90,101 @@ def otlp_protocol(env: Mapping[str, str], signal: str = "TRACES") -> str:
     return protocol
 
 
+SAMPLERS = (
+    "always_on",
+    "always_off",
+    "traceidratio",
+    "parentbased_always_on",
+    "parentbased_always_off",
+    "parentbased_traceidratio",
+)
+
+
+def sampler_of(env: Mapping[str, str]) -> Sampler:
+    """OTEL_TRACES_SAMPLER (and _ARG, the ratio) as the specification names them; the default
+    is parentbased_always_on. A trace sampled out costs a placement almost nothing."""
+    from opentelemetry.sdk.trace import sampling
+
+    name = env.get("OTEL_TRACES_SAMPLER", "").strip().lower() or "parentbased_always_on"
+    if name not in SAMPLERS:
+        raise InvalidRequest(f"OTEL_TRACES_SAMPLER {name!r}: one of {', '.join(SAMPLERS)}")
+    ratio = 1.0
+    if "traceidratio" in name:
+        raw = env.get("OTEL_TRACES_SAMPLER_ARG", "1.0")
+        try:
+            ratio = float(raw)
+        except ValueError:
+            raise InvalidRequest(f"OTEL_TRACES_SAMPLER_ARG {raw!r}: a ratio 0-1") from None
+        if not 0.0 <= ratio <= 1.0:
+            raise InvalidRequest(f"OTEL_TRACES_SAMPLER_ARG {raw!r}: a ratio 0-1")
+    root: Sampler = {
+        "always_on": sampling.ALWAYS_ON,
+        "always_off": sampling.ALWAYS_OFF,
+        "traceidratio": sampling.TraceIdRatioBased(ratio),
+    }[name.removeprefix("parentbased_")]
+    return sampling.ParentBased(root) if name.startswith("parentbased_") else root
+
+
+def batch_options(env: Mapping[str, str]) -> dict[str, int]:
+    """The batch span processor's OTEL_BSP_* settings (milliseconds and span counts)."""
+    options = {}
+    for variable, option in (
+        ("OTEL_BSP_SCHEDULE_DELAY", "schedule_delay_millis"),
+        ("OTEL_BSP_EXPORT_TIMEOUT", "export_timeout_millis"),
+        ("OTEL_BSP_MAX_QUEUE_SIZE", "max_queue_size"),
+        ("OTEL_BSP_MAX_EXPORT_BATCH_SIZE", "max_export_batch_size"),
+    ):
+        raw = env.get(variable)
+        if raw is None:
+            continue
+        if not raw.strip().isdigit() or int(raw) <= 0:
+            raise InvalidRequest(f"{variable} {raw!r}: a positive whole number")
+        options[option] = int(raw)
+    if options.get("max_export_batch_size", 0) > options.get("max_queue_size", 2048):
+        raise InvalidRequest(
+            "OTEL_BSP_MAX_EXPORT_BATCH_SIZE must not exceed OTEL_BSP_MAX_QUEUE_SIZE"
+        )
+    return options
+
+
+def otlp_options(env: Mapping[str, str], signal: str, protocol: str) -> dict[str, Any]:
+    """The exporter's endpoint, headers and timeout from ``env`` (the signal's own variable
+    first, as the specification orders them), so what was decided on is what is used."""
+    options: dict[str, Any] = {}
+    own = env.get(f"OTEL_EXPORTER_OTLP_{signal}_ENDPOINT")
+    common = env.get("OTEL_EXPORTER_OTLP_ENDPOINT")
+    if own:
+        options["endpoint"] = own
+    elif common:
+        path = {"TRACES": "v1/traces", "METRICS": "v1/metrics"}[signal]
+        options["endpoint"] = common if protocol == "grpc" else f"{common.rstrip('/')}/{path}"
+    headers = env.get(f"OTEL_EXPORTER_OTLP_{signal}_HEADERS") or env.get(
+        "OTEL_EXPORTER_OTLP_HEADERS"
+    )
+    if headers:
+        options["headers"] = dict(
+            (k.strip(), v.strip())
+            for k, _, v in (h.partition("=") for h in headers.split(","))
+            if k
+        )
+    timeout = env.get(f"OTEL_EXPORTER_OTLP_{signal}_TIMEOUT") or env.get(
+        "OTEL_EXPORTER_OTLP_TIMEOUT"
+    )
+    if timeout:
+        try:
+            options["timeout"] = float(timeout) / 1000  # milliseconds in the variable
+        except ValueError:
+            raise InvalidRequest(f"OTEL_EXPORTER_OTLP_TIMEOUT {timeout!r}: milliseconds") from None
+    if protocol == "grpc" and options.get("endpoint", "").startswith("http://"):
+        options["insecure"] = True
+    return options
+
+
 def configure(service_name: str, env: Mapping[str, str]) -> Callable[[], bool]:
     """Set this process's tracer from ``env`` (the `OTEL_*` variables); returns the shutdown
     that flushes what is queued (bounded by the exporter's timeout). ``service_name`` is the
     default ``service.name``; ``OTEL_SERVICE_NAME`` overrides it."""
-    global _tracer, _enabled
+    global _tracer, _enabled, _parent_based
     wanted = exporters_wanted(env)
     if not wanted:
         _tracer, _enabled = trace.NoOpTracer(), False
@@ -99,7 +198,7 @@ def configure(service_name: str, env: Mapping[str, str]) -> Callable[[], bool]:
     )
 
     resource = Resource.create({SERVICE_NAME: env.get("OTEL_SERVICE_NAME") or service_name})
-    provider = TracerProvider(resource=resource)  # the sampler: OTEL_TRACES_SAMPLER(_ARG)
+    provider = TracerProvider(resource=resource, sampler=sampler_of(env))
     for name in wanted:
         exporter: SpanExporter
         if name == "console":
@@ -107,15 +206,16 @@ def configure(service_name: str, env: Mapping[str, str]) -> Callable[[], bool]:
         elif otlp_protocol(env) == "grpc":
             from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
 
-            exporter = OTLPSpanExporter()
+            exporter = OTLPSpanExporter(**otlp_options(env, "TRACES", "grpc"))
         else:
             from opentelemetry.exporter.otlp.proto.http.trace_exporter import (
                 OTLPSpanExporter as HttpSpanExporter,
             )
 
-            exporter = HttpSpanExporter()
-        provider.add_span_processor(BatchSpanProcessor(exporter))
+            exporter = HttpSpanExporter(**otlp_options(env, "TRACES", "http/protobuf"))
+        provider.add_span_processor(BatchSpanProcessor(exporter, **batch_options(env)))  # type: ignore[arg-type]
     _tracer, _enabled = provider.get_tracer(SCOPE), True
+    _parent_based = (env.get("OTEL_TRACES_SAMPLER") or "parentbased_").startswith("parentbased_")
     log.info("tracing on", extra={"exporters": ",".join(wanted), "service": service_name})
 
     def shutdown() -> bool:
@@ -139,8 +239,34 @@ def span(
     parent: Context | None = None,
     attributes: Mapping[str, Any] | None = None,
 ) -> AbstractContextManager[Span]:
-    """A span made current for the block; exceptions are recorded and mark it an error."""
+    """A span made current for the block; exceptions are recorded and mark it an error.
+    Off, it is a shared non-recording span: no work on the placement's path."""
+    if not _enabled:
+        return _OFF
     return _tracer.start_as_current_span(name, context=parent, kind=kind, attributes=attributes)
+
+
+_OFF = nullcontext(trace.INVALID_SPAN)
+
+
+@contextmanager
+def decision_span(name: str, attributes: Mapping[str, Any]) -> Iterator[Span]:
+    """The span a decision is told on: the caller's own server span when it has one (an RPC
+    that asked for the decision), else a span of its own. Each span costs the process tens of
+    microseconds to make and as many to export (docs/benchmarks.md)."""
+    if not _enabled:
+        yield trace.INVALID_SPAN
+        return
+    current = trace.get_current_span()
+    if _unsampled(current.get_span_context()):
+        yield current  # a trace sampled out upstream: nothing to record here either
+        return
+    if current.is_recording() and getattr(current, "kind", None) == SpanKind.SERVER:
+        current.set_attributes(attributes)
+        yield current
+        return
+    with span(name, attributes=attributes) as own:
+        yield own
 
 
 def inject(carrier: MutableMapping[str, str]) -> MutableMapping[str, str]:
@@ -196,11 +322,23 @@ def failed(current: Span, reason: str) -> None:
 def messaging_server(
     subject: str, headers: Mapping[str, str] | None, body_size: int
 ) -> Iterator[Span]:
-    """The span of one NATS request answered (messaging semantic conventions)."""
+    """The span of one NATS request answered (messaging semantic conventions). A request
+    whose trace was sampled out upstream records nothing (parent-based sampling, the
+    default) and skips the SDK: its context is only made current."""
+    if not _enabled:
+        yield trace.INVALID_SPAN
+        return
+    parent = extract(headers)
+    if parent is not None and _parent_based:
+        upstream = trace.get_current_span(parent)
+        if _unsampled(upstream.get_span_context()):
+            with trace.use_span(upstream, end_on_exit=False):
+                yield upstream
+            return
     with span(
         f"process {subject}",
         kind=SpanKind.SERVER,
-        parent=extract(headers),
+        parent=parent,
         attributes={
             "messaging.system": "nats",
             "messaging.destination.name": subject,
@@ -214,6 +352,9 @@ def messaging_server(
 @contextmanager
 def messaging_client(subject: str, body_size: int) -> Iterator[dict[str, str]]:
     """The span of one NATS request sent; yields the headers to send it with."""
+    if not _enabled:
+        yield {}
+        return
     with span(
         f"send {subject}",
         kind=SpanKind.CLIENT,

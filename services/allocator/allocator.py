@@ -175,27 +175,23 @@ class Allocator:
         node_policy = request.node_policy or self.scheduling.node_policy
         gpu_policy = request.gpu_policy or self.scheduling.gpu_policy
         started = time.perf_counter()
-        with tracing.span(
-            "allocator decide",
-            attributes={
-                "hami.request_id": request.request_id,
-                "hami.policy.node": node_policy,
-                "hami.policy.gpu": gpu_policy,
-                "hami.nodes.considered": len(request.candidate_nodes)
-                if request.candidate_nodes is not None
-                else len(self.state.nodes),
-            },
-        ) as span:
+        attributes = {
+            "hami.request_id": request.request_id,
+            "hami.policy.node": node_policy,
+            "hami.policy.gpu": gpu_policy,
+            "hami.nodes.considered": len(request.candidate_nodes)
+            if request.candidate_nodes is not None
+            else len(self.state.nodes),
+        }
+        # The decision is told on the span of the call that asked for it (the NATS request,
+        # the extender's bind): one span less per placement; a direct call gets its own.
+        with tracing.decision_span("allocator decide", attributes) as span:
             outcome = "error"
             try:
                 reply = await self._place(request)
                 outcome = reply.outcome
-                span.set_attribute("hami.outcome", outcome)
-                if reply.allocation is not None:
-                    span.set_attribute("hami.node", reply.allocation.node)
-                    span.set_attribute("hami.allocation_id", reply.allocation.allocation_id)
-                if reply.reason:
-                    span.set_attribute("hami.reason", reply.reason)
+                if span.is_recording():
+                    span.set_attributes(_told(reply))
                 return reply
             finally:
                 self.metrics.decided(
@@ -404,6 +400,17 @@ class Allocator:
                 )
             ),
         )
+
+
+def _told(reply: PlaceReply) -> dict[str, str]:
+    """What a placement's span says of its answer."""
+    told: dict[str, str] = {"hami.outcome": reply.outcome}
+    if reply.allocation is not None:
+        told["hami.node"] = reply.allocation.node
+        told["hami.allocation_id"] = reply.allocation.allocation_id
+    if reply.reason:
+        told["hami.reason"] = reply.reason
+    return told
 
 
 def _finished(pod: Mapping[str, Any]) -> bool:

@@ -138,7 +138,7 @@ async def _metrics_http(
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
     try:
-        await web.TCPSite(runner, settings.extender_host, settings.metrics_port).start()
+        await web.TCPSite(runner, settings.metrics_host, settings.metrics_port).start()
         log.info("metrics served", extra={"address": runner.addresses[0][:2]})
         yield
     finally:

@@ -148,19 +148,19 @@ def start(
     from opentelemetry.sdk.metrics.export import MetricExporter, PeriodicExportingMetricReader
     from opentelemetry.sdk.resources import SERVICE_NAME, Resource
 
-    from shared.tracing import otlp_protocol
+    from shared.tracing import otlp_options, otlp_protocol
 
     exporter: MetricExporter
     if otlp_protocol(env, "METRICS") == "grpc":
         from opentelemetry.exporter.otlp.proto.grpc.metric_exporter import OTLPMetricExporter
 
-        exporter = OTLPMetricExporter()
+        exporter = OTLPMetricExporter(**otlp_options(env, "METRICS", "grpc"))
     else:
         from opentelemetry.exporter.otlp.proto.http.metric_exporter import (
             OTLPMetricExporter as HttpMetricExporter,
         )
 
-        exporter = HttpMetricExporter()
+        exporter = HttpMetricExporter(**otlp_options(env, "METRICS", "http/protobuf"))
     resource = Resource.create({SERVICE_NAME: env.get("OTEL_SERVICE_NAME") or "hami-telemetry"})
     provider = MeterProvider(
         resource=resource, metric_readers=[PeriodicExportingMetricReader(exporter)]

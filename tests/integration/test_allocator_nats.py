@@ -9,12 +9,14 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import aiohttp
 import msgspec
 import pytest
 from nats.aio.client import Client
 
 from services.allocator.service import serve as serve_allocator
 from services.allocator.settings import AllocatorSettings
+from services.local.supervisor import free_port
 from services.nodeagent.service import serve as serve_agent
 from services.nodeagent.settings import NodeAgentSettings
 from shared.allocator_client import AllocatorClient
@@ -119,18 +121,41 @@ async def test_place_share_release(nats_server: EmbeddedNats) -> None:
 
 
 async def test_wait_then_fit_after_release(nats_server: EmbeddedNats) -> None:
+    """And the waiting request is listed with its reason (status, the allocator's metrics)
+    until it is placed."""
     url = nats_server.url
-    alloc, node = allocator(url), agent(url, simulate="1xT4")
+    port = free_port()
+    alloc, node = allocator(url, metrics_port=port), agent(url, simulate="1xT4")
     async with client_for(url) as (_, client):
         await until(lambda: nodes_seen(client))
         first = await client.place(place_request("1", memory_percent=60))
         assert first.outcome == "placed" and first.allocation
         blocked = await client.place(place_request("2", memory_percent=60))
         assert blocked.outcome == "wait" and "memory" in blocked.reason
+        [waiting] = (await client.status()).waiting
+        assert waiting.request_id == "2" and waiting.reason == blocked.reason
+        assert "hami_allocator_waiting_requests 1.0" in await scrape(port)
         await client.release(first.allocation.allocation_id)
         assert (await client.place(place_request("2", memory_percent=60))).outcome == "placed"
+        assert not (await client.status()).waiting
+        metrics = await scrape(port)
+        assert "hami_allocator_waiting_requests 0.0" in metrics
+        for outcome, count in (("placed", 2), ("wait", 1)):
+            assert (
+                f'hami_allocator_decisions_total{{gpu_policy="spread",node_policy="binpack",'
+                f'outcome="{outcome}"}} {count}.0'
+            ) in metrics
+        assert "hami_allocator_decision_seconds_count" in metrics
     await node.halt()
     await alloc.halt()
+
+
+async def scrape(port: int) -> str:
+    async with (
+        aiohttp.ClientSession() as session,
+        session.get(f"http://127.0.0.1:{port}/metrics") as reply,
+    ):
+        return await reply.text()
 
 
 async def test_unrenewed_lease_expires(nats_server: EmbeddedNats) -> None:

@@ -116,7 +116,7 @@ def test_a_pod_is_one_trace_from_admission_to_the_kubelets_allocate(
         return {svc: {s["operationName"]: s for s in found} for svc, found in by.items()}
 
     deadline = time.monotonic() + 30
-    while not wanted <= set(spans()) or "allocator decide" not in spans()["hami-allocator"]:
+    while not wanted <= set(spans()) or "POST /bind" not in spans()["hami-allocator"]:
         assert time.monotonic() < deadline, f"trace {trace_id}: {sorted(spans())}"
         time.sleep(0.5)
     found = spans()
@@ -126,9 +126,9 @@ def test_a_pod_is_one_trace_from_admission_to_the_kubelets_allocate(
     assert parent_of(allocator["POST /filter"]) == admission["spanID"]
     assert tags_of(allocator["POST /filter"])["hami.nodes.passed"] == 1
     assert parent_of(allocator["POST /bind"]) == admission["spanID"]
-    decide = allocator["allocator decide"]
-    assert parent_of(decide) == allocator["POST /bind"]["spanID"]
-    assert tags_of(decide)["hami.outcome"] == "placed"
+    decided = tags_of(allocator["POST /bind"])  # the decision is told on bind's span
+    assert decided["hami.outcome"] == "placed" and decided["hami.policy.node"] == "binpack"
+    assert decided["hami.nodes.considered"] == 1  # bind decides on the node it was given
     allocate = agent["v1beta1.DevicePlugin/Allocate"]
     assert parent_of(allocate) == admission["spanID"]
     assert tags_of(allocate)["k8s.pod.name"] == pod and tags_of(allocate)["rpc.system"] == "grpc"

@@ -307,3 +307,44 @@ def test_deep_nesting_is_a_400_not_a_crash() -> None:
     deep = b"[" * 100_000 + b"]" * 100_000
     status, payload = answer(b'{"request": {"uid": "u", "object": ' + deep + b"}}", mutate, S)
     assert status == 400 and "nested" in payload["error"]
+
+
+def test_a_managed_pod_carries_its_admission_trace_context() -> None:
+    from shared.resources import TRACE_ANNOTATION
+
+    context = "traceparent=00-" + "a" * 32 + "-" + "b" * 16 + "-01"
+    for existing in (None, {}, {"x": "y"}, {TRACE_ANNOTATION: "forged"}):
+        obj = pod(gpu(**{"nvidia.com/gpu": "1"}))
+        if existing is None:
+            del obj["metadata"]["annotations"]
+        else:
+            obj["metadata"]["annotations"] = dict(existing)
+        verdict = mutate(request(obj), S, trace_context=context)
+        patched = jsonpatch.apply_patch(copy.deepcopy(obj), list(verdict.patch))
+        assert patched["metadata"]["annotations"][TRACE_ANNOTATION] == context
+    plain = pod(ctr())
+    assert not mutate(request(plain), S, trace_context=context).patch  # not ours: untouched
+
+
+async def test_admissions_are_counted_by_verdict_and_served_as_metrics() -> None:
+    from aiohttp.test_utils import TestClient, TestServer
+
+    from services.webhook.service import application
+
+    async with TestClient(TestServer(application(S))) as client:
+        managed = review(pod(gpu(**{"nvidia.com/gpu": "1"})))
+        assert (await client.post("/mutate", data=managed)).status == 200
+        assert (await client.post("/mutate", data=review(pod(ctr())))).status == 200
+        bad = review(pod(gpu(**{"nvidia.com/gpu": "1", "nvidia.com/gpucores": "150"})))
+        assert (await client.post("/validate", data=bad)).status == 200
+        assert (await client.post("/validate", data=b"{")).status == 400
+        text = await (await client.get("/metrics")).text()
+    for review_, verdict in (
+        ("mutate", "patched"),
+        ("mutate", "allowed"),
+        ("validate", "denied"),
+        ("validate", "malformed"),
+    ):
+        assert (
+            f'hami_webhook_admissions_total{{review="{review_}",verdict="{verdict}"}} 1.0' in text
+        ), text
