@@ -121,6 +121,16 @@ class NodeAgentSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknow
         msgspec.Meta(extra={"env": "GPU_CORE_UTILIZATION_POLICY"}),
     ] = "default"
     """GPU_CORE_UTILIZATION_POLICY for containers: default, force or disable."""
+    dra: bool = False
+    """Be the kubelet's DRA plugin (driver gpu.hami.io): publish this node's ResourceSlice
+    (its GPUs as devices with consumable memory, cores and shares) and prepare the claims
+    kube-scheduler allocates from it as CDI devices (docs/dra.md)."""
+    dra_plugins_dir: str = "/var/lib/kubelet/plugins"
+    """Where the DRA service's socket goes (`<dir>/gpu.hami.io/dra.sock`)."""
+    dra_registry_dir: str = "/var/lib/kubelet/plugins_registry"
+    """The kubelet's plugin registry (the registration socket)."""
+    cdi_dir: str = "/var/run/cdi"
+    """Where the container runtime reads CDI specs (containerd's `cdi_spec_dirs`)."""
     local_jobs_dir: str | None = None
     """Local mode: where `hami run` jobs keep their regions (`<state>/containers`); each job's
     usage on this node is read from there and published. None: no local jobs."""
@@ -129,6 +139,11 @@ class NodeAgentSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknow
     device_config: str | None = None
     """HAMi's device configuration file (shared.deviceconfig): split count, scaling, core
     policy and resource name for this node, below flags and environment."""
+
+    def __post_init__(self) -> None:
+        if self.dra and self.device_plugin:
+            # Both would offer the same GPUs to two allocators that do not see each other.
+            raise ValueError("--dra and --device-plugin are exclusive on a node: choose one")
 
     @property
     def node_name(self) -> str:

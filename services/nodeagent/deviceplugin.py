@@ -36,6 +36,7 @@ from services.nodeagent.core.containerspec import (
 from services.nodeagent.core.containerusage import RegionOwner
 from services.nodeagent.core.inventory import SharingPolicy, device_info
 from services.nodeagent.core.readings import DeviceReading
+from services.nodeagent.hostfiles import write_atomically
 from services.nodeagent.kubeletapi.deviceplugin.v1beta1 import api_pb2 as pb
 from services.nodeagent.kubeletapi.deviceplugin.v1beta1 import api_pb2_grpc as pb_grpc
 from shared import tracing
@@ -114,14 +115,6 @@ def _response(spec: ContainerSpec) -> pb.ContainerAllocateResponse:
     )
 
 
-def _write_atomically(path: Path, text: str, mode: int = 0o644) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(text)
-    tmp.chmod(mode)
-    os.replace(tmp, path)
-
-
 @dataclass
 class Allocation:
     """Allocate's work: find the pod, check it, prepare the host side, record progress."""
@@ -139,7 +132,7 @@ class Allocation:
         control nodes this host has."""
         self.control_nodes = tuple(p for p in CONTROL_NODES if os.path.exists(p))
         if not self.layout.preload.is_file() or self.layout.preload.read_text() != preload_text():
-            _write_atomically(self.layout.preload, preload_text())
+            write_atomically(self.layout.preload, preload_text())
 
     async def _candidates(self) -> list[Mapping[str, Any]]:
         pods, _ = await self.kube.list_pods(field_selector=f"spec.nodeName={self.node}")
@@ -234,7 +227,7 @@ class Allocation:
 
     def _prepare_container(self, chosen: handshake.Assignment, spec: ContainerSpec) -> None:
         # Read-only to the container (mounted so, and 0444): its processes are held to it.
-        _write_atomically(self.layout.limits_file(chosen.key), limits_text(spec), 0o444)
+        write_atomically(self.layout.limits_file(chosen.key), limits_text(spec), 0o444)
         self.layout.limits_file(chosen.key).parent.chmod(0o755)
         region = self.layout.region_dir(chosen.key)
         region.mkdir(parents=True, exist_ok=True)
@@ -250,7 +243,7 @@ class Allocation:
             devices=[g.uuid for g in chosen.grants],
             memory_mib=[g.memory_mib for g in chosen.grants],
         )
-        _write_atomically(
+        write_atomically(
             self.layout.owner_file(chosen.key), msgspec.json.encode(owner).decode(), 0o600
         )
 

@@ -6,20 +6,25 @@ import asyncio
 import logging
 import time
 import uuid
+from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 
 from nats.aio.client import Client
 from nats.js.kv import KeyValue
 
 from services.nodeagent.allocations import NodeAllocations
+from services.nodeagent.core import dra
 from services.nodeagent.core.containerspec import HostLayout
 from services.nodeagent.core.inventory import SharingPolicy, build_inventory, device_set_changed
+from services.nodeagent.core.readings import DeviceReading
 from services.nodeagent.deviceplugin import Allocation, DeviceList, serve_device_plugin
 from services.nodeagent.devices import DeviceManager, open_device_manager
+from services.nodeagent.draplugin import DraDriver, serve_dra_plugin
 from services.nodeagent.localusage import LocalJobUsage
 from services.nodeagent.podusage import ContainerUsage
 from services.nodeagent.regionfiles import RegionReader
 from services.nodeagent.settings import NodeAgentSettings
+from shared.errors import HamiError
 from shared.kube.client import KubeClient
 from shared.natsauth import credentials_of
 from shared.natsutil import allocations_bucket, connect, nodes_bucket
@@ -45,17 +50,25 @@ class NodeAgent:
         )
         self._manager = manager
         self._driver = manager.driver()
+        self.driver_info = self._driver
         self._nc = nc
         self._nodes = nodes
         self._seq = 0
         self._last: NodeInventory | None = None
         self.plugin_devices = DeviceList(settings.split_count)
+        self.listeners: list[Callable[[Sequence[DeviceReading]], Awaitable[None]]] = []
+        """Told each heartbeat's readings (the DRA plugin's ResourceSlice)."""
         self.regions = RegionReader()
         """Every region this agent reads (pods', local jobs'): its skips go in the inventory."""
 
     async def heartbeat(self) -> None:
         readings = await asyncio.to_thread(self._manager.devices)
         await self.plugin_devices.update(readings)
+        for listener in self.listeners:
+            try:
+                await listener(readings)
+            except HamiError as e:  # the API server away: the next beat tries again
+                log.warning("device listener failed", extra={"error": str(e)})
         self._seq += 1
         inventory = build_inventory(
             self.node,
@@ -150,6 +163,40 @@ async def _kubernetes_node(
     return kube
 
 
+async def _dra_node(
+    settings: NodeAgentSettings,
+    agent: NodeAgent,
+    stop: asyncio.Event,
+    tasks: asyncio.TaskGroup,
+) -> KubeClient:
+    """The DRA plugin: the node's ResourceSlice on each beat, claims prepared on request."""
+    kube = await KubeClient.from_config(settings.kubeconfig)
+    main = host_layout(settings)
+    driver = DraDriver(
+        node=agent.node,
+        kube=kube,
+        layout=HostLayout(
+            root=main.root / "dra",
+            library=main.library,
+            core_policy=main.core_policy,
+            oversubscribe=main.oversubscribe,
+        ),
+        policy=agent.policy,
+        driver=agent.driver_info,
+        cdi_dir=Path(settings.cdi_dir),
+        checkpoint_path=main.root / "dra" / "checkpoint.json",
+    )
+    await kube.ensure_device_class(dra.device_class())
+    agent.listeners.append(driver.publish)
+    tasks.create_task(
+        serve_dra_plugin(
+            driver, Path(settings.dra_plugins_dir), Path(settings.dra_registry_dir), stop
+        ),
+        name="dra-plugin",
+    )
+    return kube
+
+
 async def _local_jobs(
     settings: NodeAgentSettings,
     agent: NodeAgent,
@@ -179,6 +226,7 @@ async def serve(settings: NodeAgentSettings, stop: asyncio.Event) -> None:
         credentials=credentials_of(settings.nats_credentials),
     )
     kube: KubeClient | None = None
+    dra_kube: KubeClient | None = None
     try:
         agent = NodeAgent(
             settings,
@@ -196,9 +244,14 @@ async def serve(settings: NodeAgentSettings, stop: asyncio.Event) -> None:
                 kube = await _kubernetes_node(settings, agent, nc, stop, tasks)
             if settings.local_jobs_dir is not None:
                 await _local_jobs(settings, agent, nc, stop, tasks)
+            if settings.dra:
+                dra_kube = await _dra_node(settings, agent, stop, tasks)
+                await agent.heartbeat()  # the readings, for the slice once registered
         await agent.leave()
     finally:
         manager.close()
         if kube is not None:
             await kube.close()
+        if dra_kube is not None:
+            await dra_kube.close()
         await nc.drain()

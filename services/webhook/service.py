@@ -7,7 +7,8 @@ import base64
 import logging
 import os
 import ssl
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -22,6 +23,7 @@ from services.webhook.core.settings import WebhookSettings
 from services.webhook.metrics import WebhookMetrics
 from services.webhook.settings import ServeSettings as ServeSettings
 from shared import tracing
+from shared.errors import HamiError, Unavailable
 from shared.kube.client import KubeClient
 from shared.runloop import every
 
@@ -44,30 +46,68 @@ def review_response(uid: str, verdict: Verdict) -> dict[str, Any]:
 
 def answer(body: bytes, decide: Decide, settings: WebhookSettings) -> tuple[int, dict[str, Any]]:
     """HTTP status and JSON for one AdmissionReview body; malformed input is a 400, not a crash."""
+    status, payload, _ = review_answer(body, decide, settings)
+    return status, payload
+
+
+@dataclass(frozen=True, slots=True)
+class Decided:
+    uid: str
+    verdict: Verdict
+    dry_run: bool
+
+
+def review_answer(
+    body: bytes, decide: Decide, settings: WebhookSettings
+) -> tuple[int, dict[str, Any], Decided | None]:
+    """`answer`, and the decision it came from (None for a malformed review)."""
     try:
         review = msgspec.json.decode(body)
     except msgspec.DecodeError as e:
-        return 400, {"error": f"body is not JSON: {e}"}
+        return 400, {"error": f"body is not JSON: {e}"}, None
     except RecursionError:
-        return 400, {"error": "body is nested too deeply"}
+        return 400, {"error": "body is nested too deeply"}, None
     request = review.get("request") if isinstance(review, dict) else None
     if not isinstance(request, dict) or not isinstance(request.get("uid"), str):
-        return 400, {"error": "expected an AdmissionReview with request.uid"}
+        return 400, {"error": "expected an AdmissionReview with request.uid"}, None
     if review.get("apiVersion") not in ("admission.k8s.io/v1", None):
-        return 400, {"error": f"unsupported apiVersion {review.get('apiVersion')!r}; use v1"}
+        return 400, {"error": f"unsupported apiVersion {review.get('apiVersion')!r}; use v1"}, None
     try:
         verdict = decide(request, settings)
     except (TypeError, ValueError, AttributeError, KeyError, IndexError, RecursionError) as e:
         # A shape the core did not expect: refuse this review, keep serving the next.
         log.exception("admission request not understood", extra={"uid": request["uid"]})
-        return 400, {"error": f"AdmissionReview not understood: {type(e).__name__}"}
-    return 200, review_response(request["uid"], verdict)
+        return 400, {"error": f"AdmissionReview not understood: {type(e).__name__}"}, None
+    decided = Decided(request["uid"], verdict, request.get("dryRun") is True)
+    return 200, review_response(request["uid"], verdict), decided
+
+
+EnsureTemplates = Callable[[Sequence[Mapping[str, Any]]], Awaitable[None]]
+"""Makes the ResourceClaimTemplates a DRA-mode pod names (side effects: none on dry run)."""
 
 
 def application(
-    settings: WebhookSettings, metrics: WebhookMetrics | None = None
+    settings: WebhookSettings,
+    metrics: WebhookMetrics | None = None,
+    ensure_templates: EnsureTemplates | None = None,
 ) -> web.Application:
     counted = metrics if metrics is not None else WebhookMetrics()
+
+    async def with_templates(
+        status: int, payload: dict[str, Any], decided: Decided | None
+    ) -> dict[str, Any]:
+        if decided is None or not decided.verdict.templates or decided.dry_run:
+            return payload
+        try:
+            if ensure_templates is None:
+                raise Unavailable("this webhook has no Kubernetes client to make claim templates")
+            await ensure_templates(decided.verdict.templates)
+        except HamiError as e:
+            # Fail closed: a pod naming a template that is not there would never start.
+            log.warning("claim templates not made", extra={"uid": decided.uid, "error": str(e)})
+            refused = Verdict(False, f"cannot make the pod's ResourceClaimTemplate ({e}); retry")
+            return review_response(decided.uid, refused)
+        return payload
 
     def route(decide: Decide) -> Callable[[web.Request], Any]:
         async def handle(request: web.Request) -> web.Response:
@@ -81,7 +121,8 @@ def application(
             ) as span:
                 context = tracing.annotation_value()
                 decider = partial(decide, trace_context=context) if decide is mutate else decide
-                status, payload = answer(body, decider, settings)
+                status, payload, decided = review_answer(body, decider, settings)
+                payload = await with_templates(status, payload, decided)
                 span.set_attribute("http.response.status_code", status)
                 verdict = counted.admitted(request.path.strip("/"), status, payload)
                 span.set_attribute("hami.verdict", verdict)
@@ -136,7 +177,21 @@ async def serve(
     if settings.tls_secret is not None:
         cert, key = await _bootstrapped_pair(settings)
     tls = CertificateReloader(cert, key)
-    runner = web.AppRunner(application(settings.admission), access_log=None)
+    kube = await KubeClient.from_config(settings.kubeconfig) if settings.admission.dra else None
+    made: set[tuple[str, str]] = set()
+
+    async def ensure_templates(templates: Sequence[Mapping[str, Any]]) -> None:
+        assert kube is not None
+        for body in templates:
+            where = (body["metadata"]["namespace"], body["metadata"]["name"])
+            if where not in made:  # each shape once per namespace; a deleted one comes back
+                await kube.ensure_claim_template(dict(body))
+                made.add(where)
+
+    runner = web.AppRunner(
+        application(settings.admission, ensure_templates=ensure_templates if kube else None),
+        access_log=None,
+    )
     await runner.setup()
     site = web.TCPSite(runner, settings.host, settings.port, ssl_context=tls.context)
     await site.start()
@@ -148,6 +203,8 @@ async def serve(
         await every(stop, settings.reload_interval_s, "certificate-reload", tls.check)
     finally:
         await runner.cleanup()
+        if kube is not None:
+            await kube.close()
 
 
 async def _bootstrapped_pair(settings: ServeSettings) -> tuple[Path, Path]:

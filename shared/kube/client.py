@@ -60,6 +60,8 @@ class KubeClient:
     def __init__(self, api: client.ApiClient) -> None:
         self.api = api
         self.core = client.CoreV1Api(api)
+        self.resource = client.ResourceV1Api(api)
+        """resource.k8s.io/v1: DRA's ResourceSlices, DeviceClasses and ResourceClaims."""
 
     @classmethod
     async def from_kubeconfig(cls, path: str | None = None) -> KubeClient:
@@ -94,6 +96,70 @@ class KubeClient:
             raise ApiException(status=response.status, reason=message)
         result: Obj = json.loads(body)
         return result
+
+    async def _call(self, call: Awaitable[Any], what: str) -> Obj:
+        """One call's JSON, with the API's errors mapped to ours (NotFound, Conflict, retry)."""
+        try:
+            return await self._raw(call)
+        except ApiException as e:
+            _raise_for(e, what)
+            raise
+
+    async def get_resource_claim(self, namespace: str, name: str) -> Obj:
+        return await self._call(
+            self.resource.read_namespaced_resource_claim(name, namespace, _preload_content=False),
+            f"resource claim {namespace}/{name}",
+        )
+
+    async def get_resource_slice(self, name: str) -> Obj:
+        return await self._call(
+            self.resource.read_resource_slice(name, _preload_content=False),
+            f"resource slice {name}",
+        )
+
+    async def put_resource_slice(self, body: Obj, resource_version: str | None) -> Obj:
+        """Create the slice, or replace the one at ``resource_version`` (Conflict if it moved)."""
+        name = body["metadata"]["name"]
+        if resource_version is None:
+            call = self.resource.create_resource_slice(body, _preload_content=False)
+        else:
+            body = {**body, "metadata": {**body["metadata"], "resourceVersion": resource_version}}
+            call = self.resource.replace_resource_slice(name, body, _preload_content=False)
+        return await self._call(call, f"resource slice {name}")
+
+    async def delete_resource_slice(self, name: str) -> None:
+        await self._call(
+            self.resource.delete_resource_slice(name, _preload_content=False),
+            f"resource slice {name}",
+        )
+
+    async def ensure_device_class(self, body: Obj) -> None:
+        """Create the DeviceClass unless one of that name exists (it is the operator's to
+        change: an existing one is left as it is)."""
+        name = body["metadata"]["name"]
+        try:
+            await self._call(self.resource.read_device_class(name, _preload_content=False), name)
+        except NotFound:
+            try:
+                await self._call(
+                    self.resource.create_device_class(body, _preload_content=False),
+                    f"device class {name}",
+                )
+            except Conflict:
+                return  # created meanwhile
+
+    async def ensure_claim_template(self, body: Obj) -> None:
+        """Create the ResourceClaimTemplate unless it exists (same name: same shape)."""
+        namespace, name = body["metadata"]["namespace"], body["metadata"]["name"]
+        try:
+            await self._call(
+                self.resource.create_namespaced_resource_claim_template(
+                    namespace, body, _preload_content=False
+                ),
+                f"resource claim template {namespace}/{name}",
+            )
+        except Conflict:
+            return  # there already
 
     async def get_pod(self, namespace: str, name: str) -> Obj:
         try:

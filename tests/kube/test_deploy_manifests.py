@@ -61,8 +61,8 @@ def containers(docs: list[dict[str, Any]]) -> Iterator[tuple[dict[str, Any], dic
 
 
 def test_the_overlays_are_the_documented_ones() -> None:
-    assert OVERLAYS == ["dev", "e2e", "production"]
-    assert COMPONENTS == ["cert-manager", "monitoring"]
+    assert OVERLAYS == ["dev", "dra", "e2e", "production"]
+    assert COMPONENTS == ["cert-manager", "dra", "monitoring"]
 
 
 def test_every_component_builds_on_the_production_overlay(tmp_path: Path) -> None:
@@ -82,7 +82,9 @@ def test_every_component_builds_on_the_production_overlay(tmp_path: Path) -> Non
     )
     docs = build(combined)
     kinds = {d["kind"] for d in docs}
-    assert {"Certificate", "Issuer", "ServiceMonitor"} <= kinds
+    assert {"Certificate", "Issuer", "ServiceMonitor", "PodMonitor", "DeviceClass"} <= kinds
+    agent = next(d for d in docs if d["kind"] == "DaemonSet")
+    assert "--dra" in agent["spec"]["template"]["spec"]["containers"][0]["args"]
     webhook = next(
         d for d in docs if d["kind"] == "Deployment" and d["metadata"]["name"] == "hami-webhook"
     )

@@ -348,3 +348,84 @@ async def test_admissions_are_counted_by_verdict_and_served_as_metrics() -> None
         assert (
             f'hami_webhook_admissions_total{{review="{review_}",verdict="{verdict}"}} 1.0' in text
         ), text
+
+
+DRA = WebhookSettings(dra=True)
+
+
+def test_dra_mode_turns_hamis_resources_into_a_claim_of_the_same_shape() -> None:
+    obj = pod(
+        gpu(**{"nvidia.com/gpu": "1", "nvidia.com/gpumem": "3000", "nvidia.com/gpucores": "30"}),
+        ctr("plain"),
+    )
+    obj["spec"]["containers"][1]["resources"] = {"limits": {"cpu": "1"}}
+    verdict = mutate(request(obj), DRA)
+    assert verdict.allowed, verdict.message
+    patched = jsonpatch.apply_patch(copy.deepcopy(obj), list(verdict.patch))
+    first, plain = patched["spec"]["containers"]
+    assert first["resources"]["limits"] == {}  # HAMi's names are gone: DRA serves them
+    assert first["resources"]["claims"] == [{"name": "hami-gpu-0"}]
+    assert "claims" not in plain["resources"]
+    assert patched["spec"]["resourceClaims"] == [
+        {"name": "hami-gpu-0", "resourceClaimTemplateName": "hami-gpu-1x-3000mi-30c"}
+    ]
+    assert "schedulerName" not in patched["spec"]  # kube-scheduler allocates claims itself
+    [template] = verdict.templates
+    assert template["metadata"] == {
+        "name": "hami-gpu-1x-3000mi-30c",
+        "namespace": "ns",
+        "labels": {"app.kubernetes.io/managed-by": "hami-webhook"},
+    }
+    [req] = template["spec"]["spec"]["devices"]["requests"]
+    assert req["exactly"] == {
+        "deviceClassName": "gpu.hami.io",
+        "count": 1,
+        "capacity": {"requests": {"memory": "3000Mi", "cores": "30"}},
+    }
+
+
+def test_dra_mode_whole_gpus_priority_and_what_cannot_be_expressed() -> None:
+    whole = mutate(request(pod(gpu(**{"nvidia.com/gpu": "2"}))), DRA)
+    [template] = whole.templates
+    exactly = template["spec"]["spec"]["devices"]["requests"][0]["exactly"]
+    assert exactly == {"deviceClassName": "gpu.hami.io", "count": 2}  # no capacity: whole GPUs
+    high = mutate(
+        request(pod(gpu(**{"nvidia.com/gpumem": "1000", "nvidia.com/priority": "0"}))), DRA
+    )
+    [template] = high.templates
+    [config] = template["spec"]["spec"]["devices"]["config"]
+    assert config["opaque"] == {"driver": "gpu.hami.io", "parameters": {"priority": 0}}
+    percent = mutate(request(pod(gpu(**{"nvidia.com/gpumem-percentage": "50"}))), DRA)
+    assert not percent.allowed and "gpumem-percentage" in percent.message
+    invalid = mutate(request(pod(gpu(**{"nvidia.com/gpucores": "150"}))), DRA)
+    assert not invalid.allowed
+    untouched = mutate(request(pod(ctr())), DRA)
+    assert untouched.allowed and not untouched.templates
+
+
+async def test_dra_mode_makes_templates_first_skips_them_on_dry_run_and_fails_closed() -> None:
+    from aiohttp.test_utils import TestClient, TestServer
+
+    from services.webhook.service import application
+    from shared.errors import Unavailable
+
+    made: list[str] = []
+    fail = False
+
+    async def ensure(templates: Any) -> None:
+        if fail:
+            raise Unavailable("API server away")
+        made.extend(t["metadata"]["name"] for t in templates)
+
+    managed = pod(gpu(**{"nvidia.com/gpumem": "2000"}))
+    async with TestClient(TestServer(application(DRA, ensure_templates=ensure))) as client:
+        reply = await (await client.post("/mutate", data=review(managed))).json()
+        assert reply["response"]["allowed"] and made == ["hami-gpu-1x-2000mi-0c"]
+        dry = json.loads(review(managed))
+        dry["request"]["dryRun"] = True
+        reply = await (await client.post("/mutate", data=json.dumps(dry))).json()
+        assert reply["response"]["allowed"] and len(made) == 1  # no side effect on dry run
+        fail = True
+        reply = await (await client.post("/mutate", data=review(managed))).json()
+        assert not reply["response"]["allowed"]
+        assert "ResourceClaimTemplate" in reply["response"]["status"]["message"]

@@ -11,6 +11,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from services.webhook.core import dra
 from services.webhook.core.settings import INTERNAL_ANNOTATIONS, POLICY_ANNOTATIONS, WebhookSettings
 from shared.containerrules import Limits, first_problem
 from shared.podresources import container_resources
@@ -23,6 +24,8 @@ class Verdict:
     allowed: bool
     message: str = ""
     patch: tuple[dict[str, Any], ...] = field(default=())
+    templates: tuple[dict[str, Any], ...] = field(default=())
+    """ResourceClaimTemplates the patched pod names (DRA mode): made before the answer."""
 
 
 ALLOW = Verdict(allowed=True)
@@ -136,11 +139,27 @@ def mutate(request: Obj, settings: WebhookSettings, trace_context: str | None = 
     if request.get("operation") != "CREATE" or _m(request.get("kind")).get("kind") != "Pod":
         return ALLOW
     pod = _m(request.get("object"))
+    if settings.dra and requests_managed(pod, settings.resources):
+        return _as_claims(request, pod, settings)
     # Forged internal annotations are dropped: only the allocator may write them, after binding.
     ops = strip_internal(pod) + mutate_pod(pod, settings)
     if trace_context is not None and requests_managed(pod, settings.resources):
         ops += _annotate(pod, TRACE_ANNOTATION, trace_context)
     return Verdict(allowed=True, patch=tuple(ops))
+
+
+def _as_claims(request: Obj, pod: Obj, settings: WebhookSettings) -> Verdict:
+    """DRA mode: the pod's HAMi resources as claims (services/webhook/core/dra.py)."""
+    problem = validate_pod(pod, settings)
+    if problem is not None:
+        return Verdict(False, problem)
+    try:
+        ops, shapes = dra.mutation(pod, settings)
+    except dra.NotExpressible as e:
+        return Verdict(False, str(e))
+    namespace = str(request.get("namespace") or _m(pod.get("metadata")).get("namespace") or "")
+    templates = tuple(dra.claim_template(shape, namespace) for shape in shapes)
+    return Verdict(True, patch=tuple(ops), templates=templates)
 
 
 def _annotate(pod: Obj, key: str, value: str) -> list[dict[str, Any]]:

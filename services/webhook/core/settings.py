@@ -30,6 +30,9 @@ class WebhookSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_
     )
     """Users that may change the internal annotations on UPDATE."""
     policies: tuple[str, ...] = SCHEDULER_POLICIES
+    dra: bool = False
+    """DRA mode: a pod asking for HAMi's resources gets a ResourceClaim of the same shape
+    instead (kube-scheduler allocates it; docs/dra.md); the webhook makes the claim templates."""
 
 
 INTERNAL_ANNOTATIONS = (

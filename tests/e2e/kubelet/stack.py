@@ -88,6 +88,40 @@ class Hami:
             ],
         )
 
+    def start_dra_agent(self) -> None:
+        """The node agent as the kubelet's DRA plugin (no device plugin, no allocator)."""
+        root = self.run / "kubelet" / "root"
+        self.start(
+            "nodeagent",
+            [
+                "-m",
+                "services.nodeagent",
+                "--nats",
+                self.nats.url,
+                "--node",
+                self.node.name,
+                "--simulate",
+                "1xH200",
+                "--split-count",
+                "10",
+                "--heartbeat-interval",
+                "1",
+                "--dra",
+                "--kubeconfig",
+                str(self.plane.kubeconfig),
+                "--vgpu-root",
+                str(self.vgpu_root),
+                "--libvgpu",
+                str(LIBVGPU),
+                "--dra-plugins-dir",
+                str(root / "plugins"),
+                "--dra-registry-dir",
+                str(root / "plugins_registry"),
+                "--cdi-dir",
+                str(self.run / "cdi"),
+            ],
+        )
+
     def signal_agent(self, sig: signal.Signals) -> None:
         self.processes["nodeagent"].send_signal(sig)
 
@@ -149,12 +183,12 @@ class Hami:
             time.sleep(0.2)
 
 
-def _webhook(hami: Hami) -> list[dict[str, Any]]:
+def _webhook(hami: Hami, *, dra: bool = False) -> list[dict[str, Any]]:
     pair = hami.plane.pki.leaf("webhook")
     port = free_port()
     config = hami.run / "webhook.json"
     # The tests' clients all use the admin token: the allocator, the node agent, the tamperer.
-    config.write_text(json.dumps({"trusted_users": ["admin"]}))
+    config.write_text(json.dumps({"trusted_users": ["admin"], "dra": dra}))
     hami.start(
         "webhook",
         [
@@ -168,14 +202,28 @@ def _webhook(hami: Hami) -> list[dict[str, Any]]:
             str(pair.key),
             "--config",
             str(config),
+            *(["--kubeconfig", str(hami.plane.kubeconfig)] if dra else []),
         ],
     )
     docs = webhook_configurations(port, hami.plane.pki.ca.cert.read_bytes())
     for doc in docs:
+        if dra and doc["kind"] == "MutatingWebhookConfiguration":
+            doc["webhooks"][0]["sideEffects"] = "NoneOnDryRun"  # as components/dra sets it
         hami.plane.request(
             "POST", f"/apis/admissionregistration.k8s.io/v1/{WEBHOOK_RESOURCES[doc['kind']]}", doc
         )
     return docs
+
+
+def _dry_run_pod(hami: Hami, limits: dict[str, str]) -> dict[str, Any]:
+    try:
+        return hami.plane.request(
+            "POST",
+            "/api/v1/namespaces/default/pods?dryRun=All",
+            busybox_pod(f"probe-{uuid.uuid4().hex[:6]}", limits, "true", host_network=True),
+        )
+    except urllib.error.HTTPError:  # the webhook is not serving yet (it fails closed)
+        return {"spec": {}}
 
 
 def _wait_for_webhook(hami: Hami) -> None:
@@ -248,6 +296,46 @@ def hami_on_a_node(run: Path, env: dict[str, str] | None = None) -> Iterator[Ham
         _wait_for_webhook(hami)
         hami.wait_capacity("10")
         print(f"\nkubelet node ready in {time.monotonic() - started:.1f}s; logs in {run}")
+        yield hami
+    finally:
+        node.delete_pods()
+        hami.stop()
+        node.stop()
+        plane.stop()
+        nats.stop()
+
+
+@contextmanager
+def dra_on_a_node(run: Path) -> Iterator[Hami]:
+    """A real node where kube-scheduler alone allocates GPU shares through DRA: the control
+    plane with kube-controller-manager (its resource-claim controller makes claims from
+    templates and frees them after their pods), containerd with CDI, the kubelet, NATS, the
+    webhook in DRA mode and the node agent as DRA plugin. No extender, no allocator."""
+    reason = unusable_reason()
+    if reason is not None:
+        raise Unusable(reason)
+    if not LIBVGPU.is_file():
+        raise RuntimeError(f"{LIBVGPU} is not built (make -C native): the pods mount it")
+    plane = start_control_plane(run / "cp", controllers=True)
+    node = KubeletNode(run, plane)
+    nats = start_nats(run / "nats", port=0)
+    hami = Hami(plane, node, nats, run)
+    try:
+        node.start()
+        _webhook(hami, dra=True)
+        hami.start_dra_agent()
+        deadline = time.monotonic() + 30
+        while "resourceClaims" not in _dry_run_pod(hami, {"nvidia.com/gpumem": "1000"})["spec"]:
+            assert time.monotonic() < deadline, (
+                "the webhook never turned a pod's share into a claim"
+            )
+            time.sleep(0.3)
+        deadline = time.monotonic() + 60
+        while not hami.plane.request(
+            "GET", "/apis/resource.k8s.io/v1/resourceslices?fieldSelector=spec.driver=gpu.hami.io"
+        )["items"]:
+            assert time.monotonic() < deadline, hami.log("nodeagent")[-3000:]
+            time.sleep(0.3)
         yield hami
     finally:
         node.delete_pods()
