@@ -1,6 +1,7 @@
 """Pods per second through kube-scheduler, with our extender and without, side by side.
 
     python benchmarks/scheduling_throughput.py --nodes 1000 --pods 2000 [--nodes 5000 ...]
+    python benchmarks/scheduling_throughput.py --nodes 100 --pods 200 --dra
 
 One run: the test control plane (tests/e2e/controlplane) with N kwok nodes, each with 8
 simulated H200s whose inventory is published into NATS as node agents would; the allocator
@@ -15,6 +16,10 @@ The HAMi pods are bound by our extender (the allocator writes the annotations an
 Binding): afterwards every bound pod must hold exactly one allocation on the node it was bound
 to, no allocation may lack a bound pod, and no device may be over-committed (memory, cores,
 split count); the extender's bind time (median, p99) is read from the allocator's log.
+With --dra, each node also gets the ResourceSlice its agent would publish in DRA mode, and a
+third batch asks the same shares (in MiB) as ResourceClaims through `bench-plain`: kube-
+scheduler alone allocates them (each pod's time counts from its claim's creation); afterwards no
+device may be past its memory or its shares.
 Both schedulers get clientConnection qps/burst 1000 (the default 50 would cap the plain one's
 own Binding calls; our extender binds with its own client), and the allocator a node TTL of an
 hour (nothing refreshes the published inventory during the run)."""
@@ -163,9 +168,83 @@ class BindWatch:
                     self.bound[name] = time.monotonic()
 
 
+def publish_resource_slices(plane: ControlPlane, names: list[str]) -> None:
+    """What each node's agent publishes in DRA mode (services/nodeagent/core/dra.py): 8
+    shareable H200s per node, and the DeviceClass."""
+    from services.nodeagent.core import dra
+    from services.nodeagent.core.inventory import SharingPolicy
+    from services.nodeagent.core.readings import DeviceReading, DriverInfo
+
+    plane.request("POST", "/apis/resource.k8s.io/v1/deviceclasses", dra.device_class())
+    policy = SharingPolicy(split_count=10, memory_scaling=1.0, core_scaling=1.0)
+
+    def one(name: str) -> None:
+        readings = [
+            DeviceReading(
+                uuid=f"GPU-{name}-{i}",
+                index=i,
+                model="NVIDIA H200",
+                memory_total_bytes=H200_MIB << 20,
+                simulated=True,
+            )
+            for i in range(8)
+        ]
+        body = dra.resource_slice(name, readings, policy, DriverInfo("bench"), 0)
+        plane.request("POST", "/apis/resource.k8s.io/v1/resourceslices", body)
+
+    with ThreadPoolExecutor(8) as pool:
+        list(pool.map(one, names))
+
+
+def share_claim(memory_mib: int) -> dict[str, Any]:
+    return {
+        "apiVersion": "resource.k8s.io/v1",
+        "kind": "ResourceClaim",
+        "spec": {
+            "devices": {
+                "requests": [
+                    {
+                        "name": "gpu",
+                        "exactly": {
+                            "deviceClassName": "gpu.hami.io",
+                            "capacity": {"requests": {"memory": f"{memory_mib}Mi", "cores": "0"}},
+                        },
+                    }
+                ]
+            }
+        },
+    }
+
+
+def check_claims(plane: ControlPlane, namespace: str) -> str:
+    """Every DRA pod's claim allocated once, no device past its memory or its shares."""
+    from shared.quantity import parse_k8s_quantity
+
+    claims = plane.request("GET", f"/apis/resource.k8s.io/v1/namespaces/{namespace}/resourceclaims")
+    used: dict[tuple[str, str], list[int]] = {}
+    allocated = 0
+    for claim in claims["items"]:
+        results = (claim.get("status", {}).get("allocation") or {}).get("devices", {})
+        for result in results.get("results") or ():
+            memory = parse_k8s_quantity(result["consumedCapacity"]["memory"]) / (1 << 20)
+            used.setdefault((result["pool"], result["device"]), []).append(int(memory))
+            allocated += 1
+    over = [d for d, shares in used.items() if sum(shares) > H200_MIB or len(shares) > 10]
+    return (
+        f"check: {allocated} claims allocated, {len(used)} devices used, "
+        f"{len(over)} over their memory or shares"
+    )
+
+
 def run_batch(
-    plane: ControlPlane, namespace: str, scheduler: str, pods: int, limits: Any
+    plane: ControlPlane,
+    namespace: str,
+    scheduler: str,
+    pods: int,
+    limits: Any,
+    claim: Any = None,
 ) -> dict[str, float]:
+    """``claim(i)``: a ResourceClaim made for pod i just before it (DRA), or None."""
     plane.request(
         "POST",
         "/api/v1/namespaces",
@@ -177,6 +256,20 @@ def run_batch(
 
     def create(i: int) -> None:
         name = f"p-{i:05d}"
+        begun = time.monotonic()
+        spec: dict[str, Any] = {
+            "schedulerName": scheduler,
+            "tolerations": [{"operator": "Exists"}],
+            "containers": [{"name": "c", "image": "busybox", "resources": {"limits": limits(i)}}],
+        }
+        if claim is not None:
+            body = claim(i)
+            body["metadata"] = {"name": name, "namespace": namespace}
+            plane.request(
+                "POST", f"/apis/resource.k8s.io/v1/namespaces/{namespace}/resourceclaims", body
+            )
+            spec["resourceClaims"] = [{"name": "gpu", "resourceClaimName": name}]
+            spec["containers"][0]["resources"] = {"claims": [{"name": "gpu"}]}
         plane.request(
             "POST",
             f"/api/v1/namespaces/{namespace}/pods",
@@ -184,16 +277,10 @@ def run_batch(
                 "apiVersion": "v1",
                 "kind": "Pod",
                 "metadata": {"name": name, "namespace": namespace},
-                "spec": {
-                    "schedulerName": scheduler,
-                    "tolerations": [{"operator": "Exists"}],
-                    "containers": [
-                        {"name": "c", "image": "busybox", "resources": {"limits": limits(i)}}
-                    ],
-                },
+                "spec": spec,
             },
         )
-        created[name] = time.monotonic()
+        created[name] = begun  # from the claim's creation on: what a user waits for
 
     start = time.monotonic()
     with ThreadPoolExecutor(8) as pool:
@@ -287,7 +374,9 @@ def bind_times(log: Path) -> str:
     return "; ".join(parts) or "no timings in the allocator's log"
 
 
-def measure(nodes: int, pods: int, run: Path, prioritize: bool, best_only: bool) -> None:
+def measure(
+    nodes: int, pods: int, run: Path, prioritize: bool, best_only: bool, dra: bool = False
+) -> None:
     plane = start_control_plane(run / "cp")
     nats = start_nats(run / "nats", port=0)
     allocator: subprocess.Popen[bytes] | None = None
@@ -295,6 +384,8 @@ def measure(nodes: int, pods: int, run: Path, prioritize: bool, best_only: bool)
         started = time.monotonic()
         names = add_nodes(plane, nodes)
         asyncio.run(publish_inventory(nats.url, names))
+        if dra:
+            publish_resource_slices(plane, names)
         port = free_port()
         with (run / "allocator.log").open("ab") as log:
             allocator = subprocess.Popen(
@@ -339,7 +430,24 @@ def measure(nodes: int, pods: int, run: Path, prioritize: bool, best_only: bool)
             pods,
             lambda i: {"nvidia.com/gpu": "1", "nvidia.com/gpumem-percentage": str(shares[i])},
         )
-        for label, result in (("kube-scheduler alone", plain), ("with our extender", hami)):
+        results = [("kube-scheduler alone", plain), ("with our extender", hami)]
+        if dra:
+            # The same shares in MiB, as claims kube-scheduler allocates itself (no extender).
+            mib = [H200_MIB * p // 100 for p in shares]
+            results.append(
+                (
+                    "through DRA, kube-scheduler alone",
+                    run_batch(
+                        plane,
+                        "bench-dra",
+                        "bench-plain",
+                        pods,
+                        lambda i: {},
+                        claim=lambda i: share_claim(mib[i]),
+                    ),
+                )
+            )
+        for label, result in results:
             print(
                 f"  {label}: {result['bound']:.0f}/{pods} bound, "
                 f"{result['pods_per_s']:.0f} pods/s, "
@@ -349,6 +457,8 @@ def measure(nodes: int, pods: int, run: Path, prioritize: bool, best_only: bool)
         if plain["pods_per_s"]:
             print(f"  ratio {hami['pods_per_s'] / plain['pods_per_s']:.2f}", flush=True)
         print(f"  {asyncio.run(check_allocations(plane, nats.url, 'bench-hami'))}", flush=True)
+        if dra:
+            print(f"  DRA {check_claims(plane, 'bench-dra')}", flush=True)
         print(f"  {bind_times(run / 'allocator.log')}", flush=True)
     finally:
         if allocator is not None:
@@ -370,11 +480,18 @@ def main() -> None:
         action="store_true",
         help="with --no-prioritize: filter answers the one node the policy prefers",
     )
+    parser.add_argument(
+        "--dra",
+        action="store_true",
+        help="also the same shares as ResourceClaims through DRA (slices published per node)",
+    )
     args = parser.parse_args()
     print(f"{platform.node()} python {platform.python_version()} {time.strftime('%Y-%m-%d')}")
     for nodes in args.nodes:
         with tempfile.TemporaryDirectory(prefix="hami-throughput-") as run:
-            measure(nodes, args.pods, Path(run), not args.no_prioritize, args.best_node_only)
+            measure(
+                nodes, args.pods, Path(run), not args.no_prioritize, args.best_node_only, args.dra
+            )
 
 
 if __name__ == "__main__":

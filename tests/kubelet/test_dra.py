@@ -203,3 +203,68 @@ def test_hamis_yaml_becomes_a_claim_and_runs_with_its_limits(node: Hami) -> None
     env = dict(line.split("=", 1) for line in out["env"] if "=" in line)
     assert env["CUDA_DEVICE_MEMORY_LIMIT_0"] == "3000m" and env["CUDA_DEVICE_SM_LIMIT"] == "20"
     node.delete_pod(pod)
+
+
+def claim_from(hami: Hami, claim_name: str, exactly: dict[str, Any], config: Any = None) -> None:
+    devices: dict[str, Any] = {"requests": [{"name": "gpu", "exactly": exactly}]}
+    if config is not None:
+        devices["config"] = config
+    hami.plane.request(
+        "POST",
+        f"{RESOURCE_API}/namespaces/default/resourceclaims",
+        {
+            "apiVersion": "resource.k8s.io/v1",
+            "kind": "ResourceClaim",
+            "metadata": {"name": claim_name, "namespace": "default"},
+            "spec": {"devices": devices},
+        },
+    )
+
+
+def pod_with_named_claim(hami: Hami, name: str, claim_name: str) -> None:
+    manifest = busybox_pod(name, {}, PRINT.format(sleep=1), host_network=True)
+    spec = manifest["spec"]
+    assert isinstance(spec, dict)
+    spec["resourceClaims"] = [{"name": "gpu", "resourceClaimName": claim_name}]
+    spec["containers"][0]["resources"] = {"claims": [{"name": "gpu"}]}
+    hami.plane.request("POST", "/api/v1/namespaces/default/pods", manifest)
+
+
+def events_with(hami: Hami, pod: str, reason: str, timeout_s: float = 60) -> list[str]:
+    deadline = time.monotonic() + timeout_s
+    while True:
+        found = [e.get("message", "") for e in hami.events(pod) if e["reason"] == reason]
+        if found:
+            return found
+        assert time.monotonic() < deadline, (reason, hami.pod(pod)["status"])
+        time.sleep(0.5)
+
+
+def test_bad_claims_wait_or_fail_with_a_reason_and_never_start_without_limits(
+    node: Hami,
+) -> None:
+    too_big, bad_config = name("dra-too-big"), name("dra-bad-config")
+    claim_from(
+        node,
+        too_big,
+        {"deviceClassName": "gpu.hami.io", "capacity": {"requests": {"memory": "200000Mi"}}},
+    )
+    pod_with_named_claim(node, too_big, too_big)
+    [reason, *_] = events_with(node, too_big, "FailedScheduling")
+    assert node.pod(too_big)["status"]["phase"] == "Pending" and "claim" in reason.lower()
+    claim_from(
+        node,
+        bad_config,
+        {"deviceClassName": "gpu.hami.io", "capacity": {"requests": {"memory": "1000Mi"}}},
+        config=[{"opaque": {"driver": "gpu.hami.io", "parameters": {"priority": 7}}}],
+    )
+    pod_with_named_claim(node, bad_config, bad_config)
+    messages = events_with(node, bad_config, "FailedPrepareDynamicResources")
+    assert any("HAMi: opaque configuration" in m for m in messages), messages
+    assert node.pod(bad_config)["status"]["phase"] == "Pending"  # no container without limits
+    assert not list((node.run / "cdi").glob("hami-*.json")) or all(
+        bad_config not in p.read_text() for p in (node.run / "cdi").glob("hami-*.json")
+    )
+    for pod in (too_big, bad_config):
+        node.delete_pod(pod)
+        node.plane.request("DELETE", f"{RESOURCE_API}/namespaces/default/resourceclaims/{pod}")
