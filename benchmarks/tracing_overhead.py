@@ -3,19 +3,20 @@ one trace in ten sampled, and on with the collector unreachable, side by side in
 
     python benchmarks/tracing_overhead.py [--placements 400] [--rounds 6] [--nodes 100]
 
-One process: a real nats-server (JetStream, the durable allocation write included), the
+A real nats-server (JetStream: the durable allocation write and the events included), the
 allocator core with N simulated 8-GPU nodes, and the two paths every placement takes:
-in-process (`Allocator.place_request`, as the extender calls it) and through NATS (the
-placement API: a client span, the server span the decision is told on, trace context in
-the headers). Each
-placement is released again, so every round sees the same cluster. Rounds alternate the
-modes so drift on a shared machine hits each alike; reported:
-median and p99 per placement per mode and path, and each mode's median over off's."""
+in-process (`Allocator.place_request`, as the extender calls it) and through NATS from a client
+process of its own, as `hami run` asks (its span made and exported there; here the server span
+the decision is told on; trace context in the headers). Each placement is released again, so
+every round sees the same cluster. Rounds alternate the modes so drift on a shared machine
+hits each alike; reported: median and p99 per placement per mode and path, and each mode's
+median over off's."""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import platform
 import statistics
 import sys
@@ -60,26 +61,62 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
-async def one_round(
-    allocator: Allocator, client: AllocatorClient, placements: int, seq: list[int]
-) -> tuple[list[float], list[float]]:
-    local, remote = [], []
+def share(request_id: str) -> PlaceRequest:
+    return PlaceRequest(
+        request_id=request_id,
+        containers=(ContainerRequest(count=1, memory_mib=4000, cores=10),),
+    )
+
+
+async def local_round(allocator: Allocator, placements: int, seq: list[int]) -> list[float]:
+    out = []
     for _ in range(placements):
-        for path, out in (("local", local), ("nats", remote)):
-            seq[0] += 1
-            request = PlaceRequest(
-                request_id=f"r{seq[0]}",
-                containers=(ContainerRequest(count=1, memory_mib=4000, cores=10),),
-            )
-            started = time.perf_counter()
-            if path == "local":
-                reply = await allocator.place_request(request)
-            else:
-                reply = await client.place(request)
-            out.append(time.perf_counter() - started)
-            assert reply.outcome == "placed" and reply.allocation is not None, reply
-            await allocator.release_allocation(reply.allocation.allocation_id, "bench")
-    return local, remote
+        seq[0] += 1
+        started = time.perf_counter()
+        reply = await allocator.place_request(share(f"r{seq[0]}"))
+        out.append(time.perf_counter() - started)
+        assert reply.outcome == "placed" and reply.allocation is not None, reply
+        await allocator.release_allocation(reply.allocation.allocation_id, "bench")
+    return out
+
+
+async def nats_round(url: str, env: dict[str, str], placements: int, tag: str) -> list[float]:
+    """The placements from a client process of its own, as `hami run` asks: its spans are
+    made and exported there, the allocator's here."""
+    child = await asyncio.create_subprocess_exec(
+        sys.executable,
+        __file__,
+        "--client",
+        url,
+        "--client-env",
+        json.dumps(env),
+        "--placements",
+        str(placements),
+        "--tag",
+        tag,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.DEVNULL,
+    )
+    out, _ = await child.communicate()
+    assert child.returncode == 0, out
+    return list(json.loads(out))
+
+
+async def client_main(url: str, env: dict[str, str], placements: int, tag: str) -> None:
+    stop = tracing.configure("hami-bench-client", env)
+    nc = await connect(url, "bench-client")
+    client = AllocatorClient(nc)
+    await client.place(share(f"{tag}-warm"))  # the connection and the first request
+    out = []
+    for i in range(placements):
+        started = time.perf_counter()
+        reply = await client.place(share(f"{tag}-{i}"))
+        out.append(time.perf_counter() - started)
+        assert reply.allocation is not None, reply
+        await client.release(reply.allocation.allocation_id)
+    await nc.close()
+    stop()
+    print(json.dumps(out))
 
 
 async def main(args: argparse.Namespace) -> None:
@@ -101,8 +138,6 @@ async def main(args: argparse.Namespace) -> None:
             for i in range(args.nodes):
                 allocator.observe_node(f"node-{i:05d}", inventory_codec.encode(inventory(i)))
             service = await serve_api(nc, allocator)
-            client_nc = await connect(server.url, "bench-client")
-            client = AllocatorClient(client_nc)
             modes = {
                 "off": {},
                 "jaeger": {**jaeger.environment("http/protobuf")},
@@ -117,16 +152,16 @@ async def main(args: argparse.Namespace) -> None:
                 m: {"local": [], "nats": []} for m in modes
             }
             seq = [0]
-            await one_round(allocator, client, 50, seq)  # warm the caches and the connection
-            for _ in range(args.rounds):
+            await local_round(allocator, 50, seq)  # warm the caches
+            for round_ in range(args.rounds):
                 for mode, env in modes.items():
                     stop = tracing.configure("hami-bench", env)
-                    local, remote = await one_round(allocator, client, args.placements, seq)
+                    results[mode]["local"] += await local_round(allocator, args.placements, seq)
+                    results[mode]["nats"] += await nats_round(
+                        server.url, env, args.placements, f"{mode}-{round_}"
+                    )
                     stop()
-                    results[mode]["local"] += local
-                    results[mode]["nats"] += remote
             await service.stop()
-            await client_nc.close()
             await nc.close()
         finally:
             if jaeger is not None:
@@ -156,4 +191,13 @@ if __name__ == "__main__":
     parser.add_argument("--placements", type=int, default=400)
     parser.add_argument("--rounds", type=int, default=6)
     parser.add_argument("--nodes", type=int, default=100)
-    asyncio.run(main(parser.parse_args()))
+    parser.add_argument("--client", help=argparse.SUPPRESS)  # the NATS client's own process
+    parser.add_argument("--client-env", default="{}", help=argparse.SUPPRESS)
+    parser.add_argument("--tag", default="", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.client:
+        asyncio.run(
+            client_main(args.client, json.loads(args.client_env), args.placements, args.tag)
+        )
+    else:
+        asyncio.run(main(args))
