@@ -2,7 +2,24 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 from shared.schemas.base import PREFIX, Codec, SubjectSpec, WireStruct
+
+Isolation = Literal["interception", "partition", "whole"]
+"""How a device kind is shared (docs/architecture.md): shares enforced by a library in the
+container; fixed hardware partitions the scheduler picks from; or not shared at all."""
+
+
+class PartitionProfile(WireStruct, frozen=True, kw_only=True):
+    """One hardware partition a device can be cut into (an Ascend vNPU template, an Enflame
+    DRS slice, a Kunlunxin vXPU, a MIG profile): a share asking for less is rounded up to the
+    smallest profile that holds it."""
+
+    name: str
+    memory_mib: int
+    cores: int
+    """Percent of the device's compute the partition has."""
 
 
 class DeviceInfo(WireStruct, frozen=True, kw_only=True):
@@ -29,6 +46,9 @@ class DeviceInfo(WireStruct, frozen=True, kw_only=True):
     """NUMA node, or None where the platform does not say."""
     healthy: bool = True
     simulated: bool = False
+    isolation: Isolation = "interception"
+    profiles: tuple[PartitionProfile, ...] = ()
+    """For partition devices: the profiles it can be cut into, smallest first."""
 
 
 class NodeInventory(WireStruct, frozen=True, kw_only=True):

@@ -83,6 +83,8 @@ class DeviceGrant(WireStruct, frozen=True, kw_only=True):
     kind: str = "nvidia"
     memory_mib: int
     cores: int
+    profile: str = ""
+    """The hardware partition granted (partition devices); empty: a share or the whole device."""
 
 
 class AllocationRecord(WireStruct, frozen=True, kw_only=True):

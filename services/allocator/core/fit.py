@@ -11,7 +11,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 from services.allocator.core.state import NO_USAGE, DeviceUsage, device_load, free_fraction
-from shared.schemas.inventory import DeviceInfo
+from shared.schemas.inventory import DeviceInfo, PartitionProfile
 from shared.schemas.placement import ContainerRequest, DeviceGrant
 
 DeviceOrder = Callable[[DeviceInfo, DeviceUsage], float]
@@ -53,6 +53,42 @@ def memory_needed(request: ContainerRequest, device: DeviceInfo) -> int:
     return device.memory_mib * percent // 100
 
 
+def wants_whole(request: ContainerRequest) -> bool:
+    """Asks for no amount: the whole device (what a count alone means on partition kinds)."""
+    return request.memory_mib is None and request.memory_percent is None and request.cores == 0
+
+
+def profile_for(request: ContainerRequest, device: DeviceInfo) -> PartitionProfile | None:
+    """The smallest of the device's partitions that holds the request (memory, then cores);
+    a request naming cores alone takes the smallest with that much compute."""
+    named = request.memory_mib is not None or request.memory_percent is not None
+    memory = memory_needed(request, device) if named else 0
+    for profile in device.profiles:
+        if profile.memory_mib >= memory and profile.cores >= request.cores:
+            return profile
+    return None
+
+
+def _rejection_by_model(
+    request: ContainerRequest, device: DeviceInfo, usage: DeviceUsage
+) -> str | None:
+    """The whole-device and hardware-partition models (docs/architecture.md)."""
+    if device.isolation == "whole" or wants_whole(request):
+        if memory_needed(request, device) > device.memory_mib:
+            return "memory"
+        return "whole" if usage.count > 0 else None
+    profile = profile_for(request, device)
+    if profile is None:
+        return "profile"
+    if usage.count >= device.split_count:
+        return "split"
+    if device.memory_mib - usage.memory_mib < profile.memory_mib:
+        return "memory"
+    if device.cores - usage.cores < profile.cores:
+        return "cores"
+    return None
+
+
 def device_rejection(
     request: ContainerRequest, device: DeviceInfo, usage: DeviceUsage
 ) -> str | None:
@@ -65,6 +101,8 @@ def device_rejection(
         return "type"
     if not uuid_allowed(device.uuid, request.use_uuids, request.nouse_uuids):
         return "uuid"
+    if device.isolation != "interception":
+        return _rejection_by_model(request, device, usage)
     if usage.count >= device.split_count:
         return "split"
     if device.memory_mib - usage.memory_mib < memory_needed(request, device):
@@ -116,6 +154,8 @@ REASONS = {
     "memory": "not enough free device memory",
     "cores": "not enough free device cores",
     "exclusive": "exclusive use (100 cores) needs an idle device",
+    "whole": "device in use (its kind is allocated whole)",
+    "profile": "no partition of the device is that large",
     "numa": "not enough fitting devices on one NUMA node",
     "no-inventory": "no HAMi device inventory from this node (node agent not running?)",
     "no-node": "no live node with devices",
@@ -123,13 +163,21 @@ REASONS = {
 
 
 def _grant(request: ContainerRequest, device: DeviceInfo) -> DeviceGrant:
+    memory, cores, profile = memory_needed(request, device), request.cores, ""
+    if device.isolation == "whole" or (device.isolation == "partition" and wants_whole(request)):
+        memory, cores = device.memory_mib, device.cores  # the device, nobody beside
+    elif device.isolation == "partition":
+        chosen = profile_for(request, device)
+        assert chosen is not None  # device_rejection passed it
+        memory, cores, profile = chosen.memory_mib, chosen.cores, chosen.name
     return DeviceGrant(
         uuid=device.uuid,
         index=device.index,
         model=device.model,
         kind=device.kind,
-        memory_mib=memory_needed(request, device),
-        cores=request.cores,
+        memory_mib=memory,
+        cores=cores,
+        profile=profile,
     )
 
 
