@@ -16,12 +16,8 @@ from shared.podresources import container_resources
 from shared.resources import (
     GPU_POLICY,
     NODE_POLICY,
-    NOUSE_TYPE,
-    NOUSE_UUID,
     NUMA_BIND,
     SCHEDULER_POLICIES,
-    USE_TYPE,
-    USE_UUID,
     ResourceNames,
     unknown_policy,
 )
@@ -90,6 +86,8 @@ def _policy(value: object, key: str) -> str:
 
 
 def _list(annotations: Mapping[str, Any], key: str) -> tuple[str, ...]:
+    if not key:
+        return ()  # the kind has no such selector
     value = annotations.get(key)
     if not isinstance(value, str):
         return ()
@@ -97,6 +95,8 @@ def _list(annotations: Mapping[str, Any], key: str) -> tuple[str, ...]:
 
 
 HAMI_DEFAULTS = PodDefaults()
+NO_DEFAULTS = PodDefaults()
+"""Other kinds than the default: HAMi's defaultMem and defaultCores are NVIDIA's settings."""
 ALLOCATOR_LIMITS = Limits()
 """The device count per container is bounded here too; device memory is checked by fit."""
 
@@ -115,8 +115,6 @@ def parse_pod(
         if value is not None:
             _policy(value, key)
     numa = str(annotations.get(NUMA_BIND, "")).lower() == "true"
-    use_types, nouse_types = _list(annotations, USE_TYPE), _list(annotations, NOUSE_TYPE)
-    use_uuids, nouse_uuids = _list(annotations, USE_UUID), _list(annotations, NOUSE_UUID)
     containers = []
     priority = 1
     raw = _m(pod.get("spec")).get("containers")
@@ -135,10 +133,30 @@ def parse_pod(
         ):
             count = defaults.default_gpu_num
         memory = values.get(names.memory)
+        if memory is not None:  # in the kind's units (256 MiB for Cambricon, ...)
+            memory = kind.memory_mib(memory, where)
         percent = values.get(names.memory_percentage)
-        if memory is None and percent is None and defaults.default_mem > 0:
+        if (
+            memory is None
+            and percent is None
+            and defaults.default_mem > 0
+            and kind is kinds.kinds[0]
+        ):
             memory = defaults.default_mem
-        cores = values.get(names.cores, defaults.default_cores)
+        cores = (
+            kind.cores_percent(values[names.cores], where)
+            if names.cores in values
+            else defaults.default_cores
+        )
+        chosen = kind.selectors
+        use_types, nouse_types = (
+            _list(annotations, chosen.use_type),
+            _list(annotations, chosen.nouse_type),
+        )
+        use_uuids, nouse_uuids = (
+            _list(annotations, chosen.use_uuid),
+            _list(annotations, chosen.nouse_uuid),
+        )
         if names.priority in values:
             priority = min(priority, values[names.priority])
         containers.append(

@@ -18,7 +18,8 @@ class ResourceNames(msgspec.Struct, frozen=True, kw_only=True):
 
     @property
     def managed(self) -> tuple[str, ...]:
-        return (self.count, self.memory, self.memory_percentage, self.cores)
+        """The names a container asks devices by (a kind without one leaves it empty)."""
+        return tuple(n for n in (self.count, self.memory, self.memory_percentage, self.cores) if n)
 
 
 NVIDIA_ANNOTATION_TYPE = "NVIDIA"

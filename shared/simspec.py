@@ -21,25 +21,54 @@ KNOWN_MODELS: dict[str, tuple[str, int]] = {
     "RTX4090": ("NVIDIA GeForce RTX 4090", 25757220864),
 }
 
-_ITEM = re.compile(r"^\s*(\d+)\s*[xX]\s*([A-Za-z0-9-]+)\s*$")
+_ITEM = re.compile(r"^\s*(\d+)\s*[xX]\s*(?:([a-z0-9-]+):)?([A-Za-z0-9 -]+?)\s*$")
+ALIASES = {"MLU370": "MLU370-X8", "S4000": "MTT S4000"}
+"""Short names people type for the vendors' model names."""
 
 
-def parse_spec(spec: str) -> list[tuple[str, int]]:
-    """One (model name, memory bytes) per simulated device, in order; InvalidRequest naming
-    the flag and the allowed values otherwise."""
-    devices: list[tuple[str, int]] = []
+def _vendor_model(name: str, kind: str | None) -> tuple[str, int, str] | None:
+    from shared.vendorkinds import VENDOR_KINDS
+
+    wanted = ALIASES.get(name.upper(), name).upper()
+    for candidate in VENDOR_KINDS.kinds:
+        if kind is not None and candidate.name != kind:
+            continue
+        model = candidate.model(wanted)
+        if model is not None:
+            return model.name, model.memory_mib << 20, candidate.name
+    return None
+
+
+def known_models() -> list[str]:
+    from shared.vendorkinds import VENDOR_KINDS
+
+    vendors = [f"{k.name}:{m.name}" for k in VENDOR_KINDS.kinds for m in k.models]
+    return [*KNOWN_MODELS, *vendors]
+
+
+def parse_spec(spec: str) -> list[tuple[str, int, str]]:
+    """One (model name, memory bytes, device kind) per simulated device, in order; a model
+    another kind also has is the first registered kind's unless named `KIND:MODEL` (e.g.
+    `1xmetax-sgpu:MXC500`). InvalidRequest naming the flag and the allowed values otherwise."""
+    devices: list[tuple[str, int, str]] = []
     for item in spec.split(","):
         match = _ITEM.match(item)
         if not match:
             raise InvalidRequest(
                 f"--simulate {spec!r}: expected COUNTxMODEL[,COUNTxMODEL...], e.g. 2xH200,1xT4"
             )
-        count, model = int(match.group(1)), match.group(2).upper()
-        if model not in KNOWN_MODELS:
+        count, kind, name = int(match.group(1)), match.group(2), match.group(3)
+        found: tuple[str, int, str] | None = None
+        if kind in (None, "nvidia") and name.upper() in KNOWN_MODELS:
+            model, memory = KNOWN_MODELS[name.upper()]
+            found = (model, memory, "nvidia")
+        else:
+            found = _vendor_model(name, kind)
+        if found is None:
             raise InvalidRequest(
-                f"--simulate: unknown model {match.group(2)!r}; known: {', '.join(KNOWN_MODELS)}"
+                f"--simulate: unknown model {name!r}; known: {', '.join(known_models())}"
             )
         if not 1 <= count <= 16:
-            raise InvalidRequest(f"--simulate: count {count} for {model} must be 1..16")
-        devices.extend([KNOWN_MODELS[model]] * count)
+            raise InvalidRequest(f"--simulate: count {count} for {name} must be 1..16")
+        devices.extend([found] * count)
     return devices

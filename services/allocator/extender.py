@@ -272,7 +272,7 @@ class Extender:
         record = reply.allocation
         if record.node != node:  # a bind retried for another node: the pod holds devices there
             return {"Error": f"pod {namespace}/{name} already holds devices on {record.node}"}
-        devices = encode_devices(record.containers)
+        devices = encode_devices(record.containers, self.kinds)
         now = str(int(self.clock()))
         annotations = {
             ASSIGNED_NODE: node,

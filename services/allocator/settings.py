@@ -12,15 +12,18 @@ import msgspec
 
 from shared import settings
 from shared.deviceconfig import load_device_config
-from shared.devicekinds import DEFAULT_KINDS, NVIDIA, KindRegistry
+from shared.devicekinds import NVIDIA, KindRegistry
 from shared.servicesettings import AllocatorSettings as AllocatorSettings
+from shared.vendorkinds import VENDOR_KINDS
 
 
 def kinds_of(allocator: AllocatorSettings) -> KindRegistry:
-    """The device kinds pods are read by: HAMi's names, or the device configuration's."""
+    """The device kinds pods are read by: every family HAMi supports (shared/vendorkinds.py),
+    NVIDIA's names from the device configuration where it renames them."""
     if allocator.resources == NVIDIA.resources:
-        return DEFAULT_KINDS
-    return KindRegistry((dataclasses.replace(NVIDIA, resources=allocator.resources),))
+        return VENDOR_KINDS
+    nvidia = dataclasses.replace(NVIDIA, resources=allocator.resources)
+    return KindRegistry((nvidia, *VENDOR_KINDS.kinds[1:]))
 
 
 def _from_device_config(values: Mapping[str, Any]) -> dict[str, Any]:

@@ -429,3 +429,15 @@ async def test_dra_mode_makes_templates_first_skips_them_on_dry_run_and_fails_cl
         reply = await (await client.post("/mutate", data=review(managed))).json()
         assert not reply["response"]["allowed"]
         assert "ResourceClaimTemplate" in reply["response"]["status"]["message"]
+
+
+def test_other_vendors_pods_go_to_hamis_scheduler_without_nvidias_defaults() -> None:
+    settings_ = WebhookSettings(default_mem=1000, default_cores=10)
+    for limits in (
+        {"huawei.com/Ascend910B3": "1", "huawei.com/Ascend910B3-memory": "2000"},
+        {"cambricon.com/vmlu": "1"},
+        {"enflame.com/gcu": "1"},
+    ):
+        patched = applied(pod(gpu(**limits)), settings_)
+        assert patched["spec"]["schedulerName"] == "hami-scheduler"
+        assert patched["spec"]["containers"][0]["resources"]["limits"] == limits

@@ -6,7 +6,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from services.nodeagent.core.readings import DeviceReading, DriverInfo
+from shared.devicekinds import KindRegistry
 from shared.schemas.inventory import DeviceInfo, NodeInventory
+from shared.vendorkinds import VENDOR_KINDS
 
 MIB = 1024 * 1024
 
@@ -27,21 +29,31 @@ class SharingPolicy:
             raise ValueError("memory and core scaling must be positive")
 
 
-def device_info(reading: DeviceReading, policy: SharingPolicy) -> DeviceInfo:
+def device_info(
+    reading: DeviceReading, policy: SharingPolicy, kinds: KindRegistry = VENDOR_KINDS
+) -> DeviceInfo:
+    """How the scheduler sees a device: its kind's isolation model decides what sharing means
+    (scaling and split count apply to interception only; a partition device offers its
+    model's profiles; a whole device is never split)."""
     physical = reading.memory_total_bytes // MIB
+    kind = kinds.named(reading.kind) if reading.kind != "nvidia" else None
+    isolation = kind.isolation if kind is not None else "interception"
+    shared = isolation == "interception"
     return DeviceInfo(
         uuid=reading.uuid,
         index=reading.index,
         model=reading.model,
         kind=reading.kind,
-        memory_mib=int(physical * policy.memory_scaling),
+        memory_mib=int(physical * policy.memory_scaling) if shared else physical,
         physical_memory_mib=physical,
-        cores=int(100 * policy.core_scaling),
-        split_count=policy.split_count,
+        cores=int(100 * policy.core_scaling) if shared else 100,
+        split_count=1 if isolation == "whole" else policy.split_count,
         pci_bus_id=reading.pci_bus_id,
         numa_node=reading.numa_node,
         healthy=reading.healthy,
         simulated=reading.simulated,
+        isolation=isolation,
+        profiles=kind.profiles_of(reading.model) if kind is not None else (),
     )
 
 

@@ -1,4 +1,5 @@
-"""Simulated devices for machines without a GPU: `2xH200,1xT4` (grammar: shared/simspec.py)."""
+"""Simulated devices for machines without a GPU: `2xH200,1xT4`, other vendors' models too
+(`2xAscend910B3,1xMLU370`; grammar: shared/simspec.py)."""
 
 from __future__ import annotations
 
@@ -7,18 +8,27 @@ import uuid
 from services.nodeagent.core.readings import DeviceReading
 from shared.simspec import parse_spec
 
+PREFIXES = {"nvidia": "GPU", "amd": "GPU", "hygon-dcu": "DCU", "cambricon-mlu": "MLU"}
+"""How simulated UUIDs start per kind (NVML's GPU-...; the others their vendor's word)."""
+
+
+def _uuid(kind: str, node: str, index: int) -> str:
+    stable = uuid.uuid5(uuid.NAMESPACE_DNS, f"hami-sim/{node}/{index}")
+    return f"{PREFIXES.get(kind, 'DEV')}-{stable}"
+
 
 def parse_simulation(spec: str, node: str) -> list[DeviceReading]:
     """Devices for a spec like ``2xH200,1xT4``; UUIDs are stable for a node name and position."""
     return [
         DeviceReading(
-            uuid=f"GPU-{uuid.uuid5(uuid.NAMESPACE_DNS, f'hami-sim/{node}/{index}')}",
+            uuid=_uuid(kind, node, index),
             index=index,
             model=name,
             memory_total_bytes=memory,
             pci_bus_id=f"00000000:{index + 1:02x}:00.0",
             numa_node=0,
+            kind=kind,
             simulated=True,
         )
-        for index, (name, memory) in enumerate(parse_spec(spec))
+        for index, (name, memory, kind) in enumerate(parse_spec(spec))
     ]

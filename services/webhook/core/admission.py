@@ -17,6 +17,7 @@ from shared.containerrules import Limits, first_problem
 from shared.podresources import container_resources
 from shared.podspec import Obj, annotations_of, pod_containers, requests_managed
 from shared.resources import TRACE_ANNOTATION
+from shared.vendorkinds import VENDOR_KINDS
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,10 +71,21 @@ def _add_limit(kind: str, i: int, container: Obj, name: str, value: str) -> list
     return ops
 
 
+OTHER_KINDS = tuple(n for kind in VENDOR_KINDS.kinds[1:] for n in kind.resources.managed)
+"""The other vendors' resource names (shared/vendorkinds.py): their pods go to our scheduler
+too, with no defaults filled (those are NVIDIA's settings)."""
+
+
+def asks_other_kinds(pod: Obj) -> bool:
+    return any(
+        name in container_resources(c) for _, _, c in pod_containers(pod) for name in OTHER_KINDS
+    )
+
+
 def mutate_pod(pod: Obj, settings: WebhookSettings) -> list[dict[str, Any]]:
     """JSONPatch for a pod that asks for a managed resource; [] when it does not."""
     if not requests_managed(pod, settings.resources):
-        return []
+        return _scheduler_op(pod, settings) if asks_other_kinds(pod) else []
     ops: list[dict[str, Any]] = []
     for kind, i, container in pod_containers(pod):
         has_count = _resource(container, settings.resources.count) is not None
@@ -98,16 +110,20 @@ def mutate_pod(pod: Obj, settings: WebhookSettings) -> list[dict[str, Any]]:
             ops += _add_limit(
                 kind, i, container, settings.resources.count, str(settings.default_gpu_num)
             )
+    return ops + _scheduler_op(pod, settings)
+
+
+def _scheduler_op(pod: Obj, settings: WebhookSettings) -> list[dict[str, Any]]:
     spec = _m(pod.get("spec"))
-    if spec.get("schedulerName") not in (settings.scheduler_name, *settings.integrated_schedulers):
-        ops.append(
-            {
-                "op": "add" if "schedulerName" not in spec else "replace",
-                "path": "/spec/schedulerName",
-                "value": settings.scheduler_name,
-            }
-        )
-    return ops
+    if spec.get("schedulerName") in (settings.scheduler_name, *settings.integrated_schedulers):
+        return []
+    return [
+        {
+            "op": "add" if "schedulerName" not in spec else "replace",
+            "path": "/spec/schedulerName",
+            "value": settings.scheduler_name,
+        }
+    ]
 
 
 def _applied(container: Obj, name: str, value: str) -> Obj:
