@@ -67,6 +67,8 @@ class DeviceList:
         self._changed = asyncio.Condition()
 
     async def update(self, readings: Sequence[DeviceReading]) -> None:
+        # The device plugin serves NVIDIA's resource: other kinds' devices are not its to offer.
+        readings = [r for r in readings if r.kind == "nvidia"]
         advertised = virtual.virtual_devices(readings, self.split_count)
         self.readings = {r.uuid: r for r in readings}
         if advertised != self.advertised:

@@ -193,3 +193,13 @@ def test_docs_devices_md_matches_the_registry() -> None:
     assert kinddoc.splice(document, kinddoc.render()) == document, (
         "docs/devices.md is out of date: run `python -m shared.kinddoc`"
     )
+
+
+async def test_the_device_plugin_offers_only_nvidias_devices() -> None:
+    from services.nodeagent.deviceplugin import DeviceList
+
+    devices = DeviceList(split_count=10)
+    await devices.update(parse_simulation("2xAscend910B3,1xH200", "n1"))
+    assert len(devices.advertised) == 10 and {r.kind for r in devices.readings.values()} == {
+        "nvidia"
+    }
