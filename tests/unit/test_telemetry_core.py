@@ -167,6 +167,7 @@ def test_the_view_draws_each_share_on_its_gpu_with_its_usage_and_trace() -> None
     assert [s["allocation_id"] for s in gpu0["shares"]] == ["a1", "a2"]
     assert [s["allocation_id"] for s in gpu1["shares"]] == ["a2"]
     assert gpu0["allocated_memory_mib"] == 600 and gpu0["allocated_cores"] == 50
+    assert gpu0["isolation"] == "interception" and gpu0["shares"][0]["profile"] is None
     first = gpu0["shares"][0]
     assert first["usage"]["used_bytes"] == 150 * MIB and first["holder"]["name"] == "ns/p"
     assert first["trace_url"] == "http://jaeger/trace/" + "ab" * 16

@@ -87,7 +87,13 @@ function sharesTable(device) {
     return el(
       "tr",
       { "data-allocation": share.allocation_id },
-      el("td", {}, el("span", { class: "swatch", style: `background:${colour(share.allocation_id)}` }), holderName(share)),
+      el(
+        "td",
+        {},
+        el("span", { class: "swatch", style: `background:${colour(share.allocation_id)}` }),
+        holderName(share),
+        share.profile ? el("span", { class: "badge" }, share.profile) : null,
+      ),
       el("td", {}, gib(share.memory_mib)),
       el("td", { class: over ? "over" : "" }, usage ? bytes(usage.used_bytes) : "–"),
       el("td", {}, share.cores + "%"),
@@ -106,6 +112,7 @@ function sharesTable(device) {
 function gpu(node, device) {
   const badges = [];
   if (device.simulated) badges.push(el("span", { class: "badge" }, "simulated"));
+  if (device.isolation && device.isolation !== "interception") badges.push(el("span", { class: "badge" }, device.isolation));
   if (!device.healthy) badges.push(el("span", { class: "badge bad" }, "unhealthy"));
   return el(
     "section",
