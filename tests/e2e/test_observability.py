@@ -176,3 +176,20 @@ for y in range(len(raw) // stride):
         seen.add(bytes(line[x:x + 3]).hex())
 print(json.dumps(sorted(seen)))
 """
+
+
+def test_hami_top_draws_the_same_shares_in_the_terminal(
+    two_jobs: tuple[Local, dict, dict],  # type: ignore[type-arg]
+) -> None:
+    local, _, _ = two_jobs
+    wait_for(
+        lambda: "1.0G" in local.hami("top", "--once").stdout, timeout_s=30, what="usage in top"
+    )
+    frame = local.hami("top", "--once").stdout
+    gpu_lines = [line for line in frame.splitlines() if line.lstrip().startswith("GPU ")]
+    assert len(gpu_lines) == 2 and all("jobs 1/10" in line for line in gpu_lines), frame
+    rows = [line for line in frame.splitlines() if line.startswith("    ")]
+    assert len(rows) == 2 and "waiting: 0" in frame, frame
+    assert any("mem   40.0G" in r for r in rows) and any("mem   20.0G" in r for r in rows)
+    bad = local.hami("top", "--once", "--url", "http://127.0.0.1:9")
+    assert bad.returncode != 0 and "does not answer" in bad.stderr
