@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,15 +21,18 @@ from typing import Any
 
 import grpc
 import msgspec
+from nats.aio.client import Client
 
 from services.nodeagent.core import dra
 from services.nodeagent.core.containerspec import (
     CONTROL_NODES,
+    REGION_FILE,
     ContainerSpec,
     HostLayout,
     limits_text,
     preload_text,
 )
+from services.nodeagent.core.containerusage import Busy, RegionOwner, container_samples
 from services.nodeagent.core.inventory import SharingPolicy
 from services.nodeagent.core.readings import DeviceReading, DriverInfo
 from services.nodeagent.hostfiles import write_atomically
@@ -36,8 +40,11 @@ from services.nodeagent.kubeletapi.dra.v1 import api_pb2 as dra_pb
 from services.nodeagent.kubeletapi.dra.v1 import api_pb2_grpc as dra_grpc
 from services.nodeagent.kubeletapi.pluginregistration.v1 import api_pb2 as reg_pb
 from services.nodeagent.kubeletapi.pluginregistration.v1 import api_pb2_grpc as reg_grpc
+from services.nodeagent.regionfiles import RegionReader
 from shared.errors import Conflict, HamiError, NotFound
 from shared.kube.client import KubeClient
+from shared.schemas.base import node_token
+from shared.schemas.usage import USAGE, usage_codec
 
 log = logging.getLogger("hami.nodeagent.dra")
 SUPPORTED = ["v1.DRAPlugin"]
@@ -51,12 +58,21 @@ class PreparedDevice(msgspec.Struct, frozen=True):
     share_id: str | None = None
 
 
+class ClaimGrant(msgspec.Struct, frozen=True):
+    uuid: str
+    memory_mib: int
+
+
 class PreparedClaim(msgspec.Struct, frozen=True):
     namespace: str
     name: str
     devices: list[PreparedDevice]
     cdi_spec: str
     key: str
+    grants: list[ClaimGrant] = []
+    """What the claim holds per device, in order (its usage samples' limits)."""
+    pod: str = ""
+    """The pod the claim was reserved for when prepared (its usage samples' pod)."""
 
 
 class Checkpoint(msgspec.Struct):
@@ -80,6 +96,7 @@ class DraDriver:
     _checkpoint: Checkpoint = field(default_factory=Checkpoint)
     _lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     control_nodes: tuple[str, ...] = ()
+    _busy: dict[str, Busy] = field(default_factory=dict)
     registered: asyncio.Event = field(default_factory=asyncio.Event)
     """Set when the kubelet accepted the plugin (NotifyRegistrationStatus)."""
 
@@ -170,7 +187,19 @@ class DraDriver:
                 )
                 for r in results
             ]
-            self._checkpoint.claims[uid] = PreparedClaim(namespace, name, devices, str(path), key)
+            reserved = (claim.get("status") or {}).get("reservedFor") or []
+            pod = next(
+                (str(r.get("name", "")) for r in reserved if r.get("resource") == "pods"), ""
+            )
+            self._checkpoint.claims[uid] = PreparedClaim(
+                namespace,
+                name,
+                devices,
+                str(path),
+                key,
+                grants=[ClaimGrant(r.grant.uuid, r.grant.memory_mib) for r in results],
+                pod=pod,
+            )
             await asyncio.to_thread(self._save)
             log.info(
                 "claim prepared",
@@ -201,6 +230,32 @@ class DraDriver:
         region.parent.chmod(0o711)
         text = msgspec.json.encode(dra.cdi_spec(uid, results, spec)).decode()
         write_atomically(cdi_path, text, 0o644)
+
+    async def publish_usage(self, nc: Client, regions: RegionReader) -> None:
+        """Each prepared claim's usage from its region, as the device plugin's containers'
+        (allocation `claim/<uid>`, the claim's namespace, the pod it was reserved for)."""
+        subject = f"{USAGE}.{node_token(self.node)}"
+        for uid, claim in list(self._checkpoint.claims.items()):
+            path = self.layout.region_dir(claim.key) / REGION_FILE
+            reading = await asyncio.to_thread(regions.read, claim.key, path)
+            owner = RegionOwner(
+                namespace=claim.namespace,
+                pod=claim.pod or claim.name,
+                pod_uid="",
+                container="",
+                allocation_id=f"claim/{uid}",
+                devices=[g.uuid for g in claim.grants],
+                memory_mib=[g.memory_mib for g in claim.grants],
+            )
+            samples, busy = container_samples(
+                owner, reading, self.node, time.time(), self._busy.get(uid)
+            )
+            for sample in samples:
+                await nc.publish(subject, usage_codec.encode(sample))
+            if busy is not None:
+                self._busy[uid] = busy
+        for gone in [k for k in self._busy if k not in self._checkpoint.claims]:
+            del self._busy[gone]
 
     async def unprepare(self, uid: str) -> None:
         async with self._lock:

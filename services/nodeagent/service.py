@@ -166,6 +166,7 @@ async def _kubernetes_node(
 async def _dra_node(
     settings: NodeAgentSettings,
     agent: NodeAgent,
+    nc: Client,
     stop: asyncio.Event,
     tasks: asyncio.TaskGroup,
 ) -> KubeClient:
@@ -188,6 +189,15 @@ async def _dra_node(
     )
     await kube.ensure_device_class(dra.device_class())
     agent.listeners.append(driver.publish)
+    tasks.create_task(
+        every(
+            stop,
+            settings.usage_interval_s,
+            "claim-usage",
+            lambda: driver.publish_usage(nc, agent.regions),
+        ),
+        name="claim-usage",
+    )
     tasks.create_task(
         serve_dra_plugin(
             driver, Path(settings.dra_plugins_dir), Path(settings.dra_registry_dir), stop
@@ -245,7 +255,7 @@ async def serve(settings: NodeAgentSettings, stop: asyncio.Event) -> None:
             if settings.local_jobs_dir is not None:
                 await _local_jobs(settings, agent, nc, stop, tasks)
             if settings.dra:
-                dra_kube = await _dra_node(settings, agent, stop, tasks)
+                dra_kube = await _dra_node(settings, agent, nc, stop, tasks)
                 await agent.heartbeat()  # the readings, for the slice once registered
         await agent.leave()
     finally:

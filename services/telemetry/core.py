@@ -47,9 +47,18 @@ def container_key(sample: UsageSample) -> str:
 def usage_heard(state: TelemetryState, sample: UsageSample) -> TelemetryState:
     if sample.allocation_id is None:
         return replace(state, usage=state.usage.set(sample.device_uuid, sample))
-    if sample.allocation_id not in state.allocations:
+    if sample.allocation_id not in state.allocations and not is_claim(sample.allocation_id):
         return state  # released already (or not seen yet): no series for it
     return replace(state, containers=state.containers.set(container_key(sample), sample))
+
+
+CLAIM_PREFIX = "claim/"
+"""DRA claims' usage samples (services/nodeagent/draplugin.py): no allocation record in the
+bucket (kube-scheduler allocated them); they live while their samples keep coming."""
+
+
+def is_claim(allocation_id: str | None) -> bool:
+    return allocation_id is not None and allocation_id.startswith(CLAIM_PREFIX)
 
 
 def _without(containers: Map[str, UsageSample], gone: Iterable[str]) -> Map[str, UsageSample]:
@@ -214,8 +223,12 @@ def live_containers(state: TelemetryState, now: float) -> Iterable[tuple[UsageSa
     """Each fresh per-container sample of an allocation still held, with its device's index
     within the container (HAMi's vdevice_index)."""
     for sample in state.containers.values():
+        if now - sample.at > USAGE_TTL_S:
+            continue
         record = state.allocations.get(sample.allocation_id or "")
-        if record is None or now - sample.at > USAGE_TTL_S:
+        if record is None:
+            if is_claim(sample.allocation_id):  # a DRA claim: its devices in sample order
+                yield sample, 0
             continue
         index = next(
             (
@@ -231,8 +244,8 @@ def live_containers(state: TelemetryState, now: float) -> Iterable[tuple[UsageSa
 
 def container_series(state: TelemetryState, now: float) -> Iterable[Sample]:
     for sample, index in live_containers(state, now):
-        record = state.allocations[sample.allocation_id or ""]
-        namespace, pod = _holder_labels(record)
+        record = state.allocations.get(sample.allocation_id or "")
+        namespace, pod = _holder_labels(record) if record is not None else ("", "")
         labels = {
             "namespace": sample.pod_namespace or namespace,
             "pod": sample.pod_name or pod,

@@ -55,12 +55,11 @@ def points(state: TelemetryState, now: float) -> Iterable[Point]:
                         {**base, "hw.gpu.task": "general"},
                     )
     for sample, index in live_containers(state, now):
-        record = state.allocations[sample.allocation_id or ""]
         share: dict[str, str | int] = {
             "hw.id": sample.device_uuid,
             "hw.type": "gpu",
             "k8s.node.name": sample.node,
-            "hami.allocation_id": record.allocation_id,
+            "hami.allocation_id": sample.allocation_id or "",
             "hami.vdevice_index": index,
         }
         if sample.pod_name:

@@ -5,6 +5,9 @@ its own limits, the library and its region; deleting a pod gives its share back.
 
 from __future__ import annotations
 
+import asyncio
+import os
+import subprocess
 import time
 import uuid
 from collections.abc import Iterator
@@ -13,6 +16,8 @@ from typing import Any
 
 import pytest
 
+from shared.natsutil import connect
+from shared.schemas.usage import USAGE, UsageSample, usage_codec
 from tests.e2e.kubelet.images import busybox_pod
 from tests.e2e.kubelet.stack import LIBVGPU, Hami, Unusable, dra_on_a_node
 
@@ -268,3 +273,64 @@ def test_bad_claims_wait_or_fail_with_a_reason_and_never_start_without_limits(
     for pod in (too_big, bad_config):
         node.delete_pod(pod)
         node.plane.request("DELETE", f"{RESOURCE_API}/namespaces/default/resourceclaims/{pod}")
+
+
+async def claim_samples(hami: Hami, allocation: str, timeout_s: float) -> list[UsageSample]:
+    nc = await connect(hami.nats.url, "dra-test")
+    seen: list[UsageSample] = []
+    try:
+        subscription = await nc.subscribe(f"{USAGE}.>")
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            try:
+                msg = await subscription.next_msg(timeout=1)
+            except Exception:
+                continue
+            sample = usage_codec.decode(msg.data)
+            if sample.allocation_id == allocation:
+                seen.append(sample)
+                if sample.memory_used_bytes:
+                    break
+    finally:
+        await nc.close()
+    return seen
+
+
+def test_a_claims_usage_is_published_from_its_region(node: Hami) -> None:
+    """The library in the claim's container keeps its region; a process of the real library
+    on the host, pointed at that region file, stands in for it (as the device plugin's test)."""
+    pod = name("dra-usage")
+    pod_with_claim(node, pod, "share-1g", sleep=300)
+    wait_log(node, pod, "writable")
+    [claim_name] = [
+        s["resourceClaimName"] for s in node.pod(pod)["status"]["resourceClaimStatuses"]
+    ]
+    claim = node.plane.request(
+        "GET", f"{RESOURCE_API}/namespaces/default/resourceclaims/{claim_name}"
+    )
+    uid = claim["metadata"]["uid"]
+    cache = node.vgpu_root / "dra" / "containers" / f"{uid}_claim" / "vgpu.cache"
+    build = LIBVGPU.parent
+    holder = subprocess.Popen(
+        [str(build / "test_native"), "grab", str(8 << 20), "2"],
+        env={
+            "PATH": os.environ["PATH"],
+            "LD_LIBRARY_PATH": str(build),
+            "LD_PRELOAD": str(LIBVGPU),
+            "CUDA_DEVICE_MEMORY_LIMIT_0": "1000m",
+            "CUDA_DEVICE_MEMORY_SHARED_CACHE": str(cache),
+        },
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "got 2"
+        samples = asyncio.run(claim_samples(node, f"claim/{uid}", 20))
+    finally:
+        holder.kill()
+        holder.communicate()
+    assert samples and samples[-1].memory_used_bytes == 16 << 20, samples
+    last = samples[-1]
+    assert (last.pod_namespace, last.pod_name) == ("default", pod)
+    assert last.memory_limit_bytes == 1000 << 20
+    node.delete_pod(pod)

@@ -273,3 +273,16 @@ def test_a_local_job_is_named_by_its_allocation() -> None:
 def test_inventory_unreadable_regions_default_keeps_old_agents_readable() -> None:
     old = msgspec.json.encode({"node": "n", "agent_id": "a", "devices": []})
     assert msgspec.json.decode(old, type=NodeInventory).unreadable_regions == 0
+
+
+def test_a_dra_claims_usage_is_a_container_series_while_its_samples_come() -> None:
+    state = core.node_seen(TelemetryState(), "n1", node("n1", device(0)))
+    claim = container_sample(
+        "claim/uid-9", "GPU-n1-0", 7 * MIB, pod_name="trainer", container=None, pod_uid=None
+    )
+    state = core.usage_heard(state, claim)
+    [used] = by_name(state)["hami_vgpu_memory_used_bytes"]
+    assert (used.labels["namespace"], used.labels["pod"], used.value) == ("ns", "trainer", 7 * MIB)
+    assert "hami_vgpu_memory_used_bytes" not in by_name(state, NOW + core.USAGE_TTL_S + 1)
+    stray = container_sample("gone-allocation", "GPU-n1-0", 1)  # not a claim, not held
+    assert core.usage_heard(state, stray) == state

@@ -106,6 +106,8 @@ class Hami:
                 "10",
                 "--heartbeat-interval",
                 "1",
+                "--usage-interval",
+                "1",
                 "--dra",
                 "--kubeconfig",
                 str(self.plane.kubeconfig),
