@@ -106,7 +106,11 @@ async def client_main(url: str, env: dict[str, str], placements: int, tag: str) 
     stop = tracing.configure("hami-bench-client", env)
     nc = await connect(url, "bench-client")
     client = AllocatorClient(nc)
-    await client.place(share(f"{tag}-warm"))  # the connection and the first request
+    await asyncio.sleep(2.5)  # steady state: the exporter (and any helper) ready first
+    for i in range(20):  # the connection and the first requests
+        reply = await client.place(share(f"{tag}-warm{i}"))
+        assert reply.allocation is not None, reply
+        await client.release(reply.allocation.allocation_id)
     out = []
     for i in range(placements):
         started = time.perf_counter()
@@ -156,6 +160,9 @@ async def main(args: argparse.Namespace) -> None:
             for round_ in range(args.rounds):
                 for mode, env in modes.items():
                     stop = tracing.configure("hami-bench", env)
+                    # Steady state, not start-up: exporters (and any helper) ready first.
+                    await asyncio.sleep(2.5)
+                    await local_round(allocator, 20, seq)
                     results[mode]["local"] += await local_round(allocator, args.placements, seq)
                     results[mode]["nats"] += await nats_round(
                         server.url, env, args.placements, f"{mode}-{round_}"
