@@ -15,10 +15,8 @@ from pathlib import Path
 import pytest
 
 from services.nodeagent.core.region import read_region
-from shared.natsutil import connect
 from shared.resources import ALLOCATE_FAILURE, BIND_PHASE, DEVICES_TO_ALLOCATE, TRACE_ANNOTATION
-from shared.schemas.usage import USAGE, UsageSample, usage_codec
-from tests.e2e.kubelet.stack import LIBVGPU, RESOURCE, Hami
+from tests.e2e.kubelet.stack import LIBVGPU, RESOURCE, Hami, usage_samples
 from tests.e2e.observability.jaeger import Jaeger, parent_of, spans_by_service, tags_of
 
 pytestmark = [pytest.mark.slow, pytest.mark.kubelet]
@@ -136,27 +134,6 @@ def test_a_pod_is_one_trace_from_admission_to_the_kubelets_allocate(
     hami.delete_pod(pod)
 
 
-async def _samples_for(hami: Hami, pod: str, timeout_s: float) -> list[UsageSample]:
-    nc = await connect(hami.nats.url, "kubelet-test")
-    seen: list[UsageSample] = []
-    try:
-        subscription = await nc.subscribe(f"{USAGE}.>")
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            try:
-                msg = await subscription.next_msg(timeout=1)
-            except Exception:
-                continue
-            sample = usage_codec.decode(msg.data)
-            if sample.pod_name == pod:
-                seen.append(sample)
-                if sample.memory_used_bytes:
-                    break
-    finally:
-        await nc.close()
-    return seen
-
-
 def test_two_pods_share_the_gpu_a_third_waits_usage_is_per_container(hami: Hami) -> None:
     first, second, third = name("share-a"), name("share-b"), name("share-c")
     for pod in (first, second):
@@ -192,7 +169,7 @@ def test_two_pods_share_the_gpu_a_third_waits_usage_is_per_container(hami: Hami)
     )
     try:
         assert holder.stdout is not None and holder.stdout.readline().strip() == "got 3"
-        samples = asyncio.run(_samples_for(hami, second, 15))
+        samples = asyncio.run(usage_samples(hami, lambda x: x.pod_name == second, 15))
     finally:
         holder.kill()
         holder.communicate()
@@ -211,7 +188,7 @@ def test_two_pods_share_the_gpu_a_third_waits_usage_is_per_container(hami: Hami)
     while region.exists():  # the container is gone: its region goes, and its samples stop
         assert time.monotonic() < deadline, f"{region} was not removed"
         time.sleep(0.5)
-    assert not asyncio.run(_samples_for(hami, second, 3))
+    assert not asyncio.run(usage_samples(hami, lambda x: x.pod_name == second, 3))
 
 
 def test_a_tampered_annotation_keeps_the_container_from_starting(hami: Hami) -> None:

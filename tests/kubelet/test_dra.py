@@ -16,10 +16,8 @@ from typing import Any
 
 import pytest
 
-from shared.natsutil import connect
-from shared.schemas.usage import USAGE, UsageSample, usage_codec
 from tests.e2e.kubelet.images import busybox_pod
-from tests.e2e.kubelet.stack import LIBVGPU, Hami, Unusable, dra_on_a_node
+from tests.e2e.kubelet.stack import LIBVGPU, Hami, Unusable, dra_on_a_node, usage_samples
 
 pytestmark = pytest.mark.kubelet
 
@@ -275,27 +273,6 @@ def test_bad_claims_wait_or_fail_with_a_reason_and_never_start_without_limits(
         node.plane.request("DELETE", f"{RESOURCE_API}/namespaces/default/resourceclaims/{pod}")
 
 
-async def claim_samples(hami: Hami, allocation: str, timeout_s: float) -> list[UsageSample]:
-    nc = await connect(hami.nats.url, "dra-test")
-    seen: list[UsageSample] = []
-    try:
-        subscription = await nc.subscribe(f"{USAGE}.>")
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            try:
-                msg = await subscription.next_msg(timeout=1)
-            except Exception:
-                continue
-            sample = usage_codec.decode(msg.data)
-            if sample.allocation_id == allocation:
-                seen.append(sample)
-                if sample.memory_used_bytes:
-                    break
-    finally:
-        await nc.close()
-    return seen
-
-
 def test_a_claims_usage_is_published_from_its_region(node: Hami) -> None:
     """The library in the claim's container keeps its region; a process of the real library
     on the host, pointed at that region file, stands in for it (as the device plugin's test)."""
@@ -325,7 +302,7 @@ def test_a_claims_usage_is_published_from_its_region(node: Hami) -> None:
     )
     try:
         assert holder.stdout is not None and holder.stdout.readline().strip() == "got 2"
-        samples = asyncio.run(claim_samples(node, f"claim/{uid}", 20))
+        samples = asyncio.run(usage_samples(node, lambda x: x.allocation_id == f"claim/{uid}", 20))
     finally:
         holder.kill()
         holder.communicate()

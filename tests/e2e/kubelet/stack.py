@@ -13,13 +13,15 @@ import sys
 import time
 import urllib.error
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from shared.embedded_nats import EmbeddedNats, start_nats
+from shared.natsutil import connect
+from shared.schemas.usage import USAGE, UsageSample, usage_codec
 from tests.e2e.controlplane.cluster import ControlPlane, free_port, start_control_plane
 from tests.e2e.kubelet.images import BUSYBOX, busybox_pod
 from tests.e2e.kubelet.node import KubeletNode, unusable_reason
@@ -29,6 +31,31 @@ REPO = Path(__file__).resolve().parents[3]
 LIBVGPU = REPO / "native" / "build" / "libvgpu.so"
 SCHEDULER = "hami-scheduler"
 RESOURCE = "nvidia.com/gpu"
+
+
+async def usage_samples(
+    hami: Hami, matches: Callable[[UsageSample], bool], timeout_s: float
+) -> list[UsageSample]:
+    """The usage samples the node publishes that ``matches`` accepts, until one reports memory
+    in use or ``timeout_s`` passes."""
+    nc = await connect(hami.nats.url, "kubelet-test")
+    seen: list[UsageSample] = []
+    try:
+        subscription = await nc.subscribe(f"{USAGE}.>")
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            try:
+                msg = await subscription.next_msg(timeout=1)
+            except Exception:
+                continue
+            sample = usage_codec.decode(msg.data)
+            if matches(sample):
+                seen.append(sample)
+                if sample.memory_used_bytes:
+                    break
+    finally:
+        await nc.close()
+    return seen
 
 
 @dataclass
