@@ -83,5 +83,5 @@ class AllocatorClient:
         request = ReleaseRequest(allocation_id=allocation_id, reason=reason, holder_secret=secret)
         return await self.call(RELEASE, request)
 
-    async def status(self, node: str | None = None) -> StatusReply:
-        return await self.call(STATUS, StatusRequest(node=node))
+    async def status(self, node: str | None = None, *, waiting_only: bool = False) -> StatusReply:
+        return await self.call(STATUS, StatusRequest(node=node, waiting_only=waiting_only))

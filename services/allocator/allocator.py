@@ -46,6 +46,7 @@ from shared.schemas.placement import (
     RenewRequest,
     StatusReply,
     StatusRequest,
+    WaitingRequest,
     allocation_codec,
 )
 from shared.schemas.usage import usage_codec
@@ -353,6 +354,14 @@ class Allocator:
                 )
 
     async def status(self, request: StatusRequest) -> StatusReply:
+        if request.waiting_only:
+            return StatusReply(
+                nodes=(),
+                devices=(),
+                allocations=(),
+                problems=tuple(self.quarantine.describe()),
+                waiting=self._waiting(request),
+            )
         state = self.state
         nodes = [
             r.inventory
@@ -389,17 +398,14 @@ class Allocator:
             devices=tuple(devices),
             allocations=tuple(allocations),
             problems=tuple(self.quarantine.describe()),
-            waiting=tuple(
-                sorted(
-                    (
-                        w
-                        for w in waiting.current(self.world.waiting, self._clock()).values()
-                        if request.node is None
-                    ),
-                    key=lambda w: w.since,
-                )
-            ),
+            waiting=self._waiting(request),
         )
+
+    def _waiting(self, request: StatusRequest) -> tuple[WaitingRequest, ...]:
+        if request.node is not None:  # a waiting request has no node yet
+            return ()
+        live = waiting.current(self.world.waiting, self._clock()).values()
+        return tuple(sorted(live, key=lambda w: w.since))
 
 
 def _told(reply: PlaceReply) -> dict[str, str]:

@@ -166,7 +166,7 @@ async def _follow(
     async def ask_status() -> None:
         nonlocal unanswered
         try:
-            reply = await client.status()
+            reply = await client.status(waiting_only=True)  # the buckets give the rest
         except HamiError as e:
             if not unanswered:
                 log.warning("allocator status unavailable", extra={"error": str(e)})

@@ -93,9 +93,7 @@ def application(
 ) -> web.Application:
     counted = metrics if metrics is not None else WebhookMetrics()
 
-    async def with_templates(
-        status: int, payload: dict[str, Any], decided: Decided | None
-    ) -> dict[str, Any]:
+    async def with_templates(payload: dict[str, Any], decided: Decided | None) -> dict[str, Any]:
         if decided is None or not decided.verdict.templates or decided.dry_run:
             return payload
         try:
@@ -122,7 +120,7 @@ def application(
                 context = tracing.annotation_value()
                 decider = partial(decide, trace_context=context) if decide is mutate else decide
                 status, payload, decided = review_answer(body, decider, settings)
-                payload = await with_templates(status, payload, decided)
+                payload = await with_templates(payload, decided)
                 span.set_attribute("http.response.status_code", status)
                 verdict = counted.admitted(request.path.strip("/"), status, payload)
                 span.set_attribute("hami.verdict", verdict)

@@ -173,6 +173,9 @@ class CommitReply(WireStruct, frozen=True, kw_only=True):
 
 class StatusRequest(WireStruct, frozen=True, kw_only=True):
     node: str | None = None
+    waiting_only: bool = False
+    """Only the waiting requests (and problems): what a poller needs, without every node,
+    device and allocation of the cluster in each reply."""
 
 
 class DeviceStatus(WireStruct, frozen=True, kw_only=True):

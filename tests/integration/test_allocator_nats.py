@@ -134,6 +134,8 @@ async def test_wait_then_fit_after_release(nats_server: EmbeddedNats) -> None:
         assert blocked.outcome == "wait" and "memory" in blocked.reason
         [waiting] = (await client.status()).waiting
         assert waiting.request_id == "2" and waiting.reason == blocked.reason
+        only = await client.status(waiting_only=True)  # what telemetry polls: no cluster dump
+        assert only.waiting == (waiting,) and not (only.nodes or only.devices or only.allocations)
         assert "hami_allocator_waiting_requests 1.0" in await scrape(port)
         await client.release(first.allocation.allocation_id)
         assert (await client.place(place_request("2", memory_percent=60))).outcome == "placed"
