@@ -345,6 +345,29 @@ async def check_allocations(plane: ControlPlane, nats_url: str, namespace: str) 
     )
 
 
+def cpu_seconds(pids: dict[str, int]) -> dict[str, float]:
+    """Each process's CPU time so far (user + system, /proc/PID/stat), by name."""
+    tick = os.sysconf("SC_CLK_TCK")
+    seconds = {}
+    for name, pid in pids.items():
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        seconds[name] = (int(fields[11]) + int(fields[12])) / tick
+    return seconds
+
+
+def cpu_during(pids: dict[str, int], batch: Any) -> tuple[dict[str, float], str]:
+    """Run ``batch()``; its result and where the machine's CPU went meanwhile (seconds per
+    process, the busiest first), which says what bounds the rate on a small machine."""
+    before, wall = cpu_seconds(pids), time.monotonic()
+    result = batch()
+    after, wall = cpu_seconds(pids), time.monotonic() - wall
+    used = sorted(((after[n] - before.get(n, 0.0), n) for n in after), reverse=True)
+    return result, f"CPU over {wall:.1f} s: " + ", ".join(f"{n} {s:.1f} s" for s, n in used)
+
+
 def _field(lines: list[str], name: str) -> list[float]:
     prefix = f"{name}="
     return sorted(
@@ -420,17 +443,26 @@ def measure(
         print(f"{nodes} nodes ready in {time.monotonic() - started:.0f}s", flush=True)
         rng = random.Random(7)
         shares = [rng.randint(5, 50) for _ in range(pods)]
-        plain = run_batch(
-            plane, "bench-plain", "bench-plain", pods, lambda i: {"example.com/gpu": "1"}
+        pids = {name: p.pid for name, p in plane.processes.items()}
+        pids |= {"allocator": allocator.pid, "benchmark client": os.getpid()}
+        plain, plain_cpu = cpu_during(
+            pids,
+            lambda: run_batch(
+                plane, "bench-plain", "bench-plain", pods, lambda i: {"example.com/gpu": "1"}
+            ),
         )
-        hami = run_batch(
-            plane,
-            "bench-hami",
-            "bench-hami",
-            pods,
-            lambda i: {"nvidia.com/gpu": "1", "nvidia.com/gpumem-percentage": str(shares[i])},
+        hami, hami_cpu = cpu_during(
+            pids,
+            lambda: run_batch(
+                plane,
+                "bench-hami",
+                "bench-hami",
+                pods,
+                lambda i: {"nvidia.com/gpu": "1", "nvidia.com/gpumem-percentage": str(shares[i])},
+            ),
         )
         results = [("kube-scheduler alone", plain), ("with our extender", hami)]
+        cpu = {"kube-scheduler alone": plain_cpu, "with our extender": hami_cpu}
         if dra:
             # The same shares in MiB, as claims kube-scheduler allocates itself (no extender).
             mib = [H200_MIB * p // 100 for p in shares]
@@ -454,6 +486,8 @@ def measure(
                 f"latency median {result['median_ms']:.0f} ms, p99 {result['p99_ms']:.0f} ms",
                 flush=True,
             )
+            if label in cpu:
+                print(f"    {cpu[label]}", flush=True)
         if plain["pods_per_s"]:
             print(f"  ratio {hami['pods_per_s'] / plain['pods_per_s']:.2f}", flush=True)
         print(f"  {asyncio.run(check_allocations(plane, nats.url, 'bench-hami'))}", flush=True)

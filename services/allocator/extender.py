@@ -18,7 +18,13 @@ from opentelemetry.context import Context
 from opentelemetry.trace import SpanKind
 
 from services.allocator.core.fit import Reason
-from services.allocator.core.placement import FitMemo, SchedulingSettings, filter_nodes, node_scores
+from services.allocator.core.placement import (
+    FitMemo,
+    SchedulingSettings,
+    filter_best,
+    filter_nodes,
+    node_scores,
+)
 from services.allocator.core.podspec import encode_devices
 from services.allocator.core.signals import Signals
 from services.allocator.core.state import ClusterState
@@ -182,7 +188,9 @@ class Extender:
                 "FailedAndUnresolvableNodes": {},
                 "Error": "",
             }
-        passed, failed, unresolvable = filter_nodes(
+        # Best node only: the node decide would pick (as cheap as a decision); else every
+        # named node's verdict, for prioritize to rank.
+        passed, failed, unresolvable = (filter_best if self.best_node_only else filter_nodes)(
             self.allocator.state,
             place_request_for(pod, request, None),
             self.allocator.scheduling,
@@ -203,8 +211,6 @@ class Extender:
                         sorted({r.text for r in (*failed.values(), *unresolvable.values())})[:5]
                     ),
                 )
-        if self.best_node_only and len(passed) > 1:
-            passed = [self._best(pod, request, passed)]
         return {
             "NodeNames": passed,
             "FailedNodes": {n: naming_the_resource(r, names_of) for n, r in failed.items()},
@@ -213,17 +219,6 @@ class Extender:
             },
             "Error": "",
         }
-
-    def _best(self, pod: Mapping[str, Any], request: PodRequest, passed: list[str]) -> str:
-        scores = node_scores(
-            self.allocator.state,
-            place_request_for(pod, request, tuple(passed)),
-            self.allocator.scheduling,
-            self.clock(),
-            self.fits,
-            signals=self.allocator.signals,
-        )
-        return max(passed, key=lambda n: scores.get(n, float("-inf")))  # ties: the first
 
     def prioritize(self, args: Mapping[str, Any]) -> list[dict[str, Any]]:
         pod = _pod_of(args)

@@ -6,6 +6,7 @@ import math
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
+import msgspec
 from immutables import Map
 
 from services.allocator.core.fit import DeviceOrder, NodeFit, Reason, fit_node
@@ -231,6 +232,65 @@ def evaluate(
     return out
 
 
+def load_ordered(state: ClusterState, names: Iterable[str], most_loaded_first: bool) -> list[str]:
+    """The names, each once, in the order the load index walks them (bucket, then name); names
+    the index does not hold last, in the order given. O(k log k) in the names, whatever the
+    cluster's size."""
+    bucket_of = state.index.bucket_of.get
+    direction = -1 if most_loaded_first else 1
+    indexed: list[tuple[int, str]] = []
+    unindexed: list[str] = []
+    for name in dict.fromkeys(names):
+        bucket = bucket_of(name)
+        if bucket is None:
+            unindexed.append(name)
+        else:
+            indexed.append((direction * bucket, name))
+    indexed.sort()
+    return [name for _, name in indexed] + unindexed
+
+
+def search(
+    state: ClusterState,
+    request: PlaceRequest,
+    settings: SchedulingSettings,
+    now: float,
+    memo: FitMemo,
+    *,
+    signals: Signals = NO_SIGNALS,
+) -> Verdicts:
+    """The verdicts a decision is made from. A load-ordered policy (binpack, spread) looks at
+    nodes in load order and stops after BOUNDED_FITS fits, among every node or among the
+    candidates alike: its best is among the first fits in that order, so the cost follows
+    what is looked at, not the cluster. When nothing fits, every node (or candidate) has a
+    verdict."""
+    validate(request)
+    node_policy, gpu_policy = policies_for(signals, request, settings)
+    loaded_first = node_policy.most_loaded_first
+    candidates = request.candidate_nodes
+    names: Iterable[str]
+    if loaded_first is not None and candidates is None:
+        names = state.index.ordered(most_loaded_first=loaded_first)
+    elif candidates is None:
+        names = state.nodes.keys()
+    elif loaded_first is not None and len(candidates) > BOUNDED_FITS:
+        names = load_ordered(state, candidates, loaded_first)
+    else:
+        names = dict.fromkeys(candidates)  # each once, in the order given
+    return evaluate(
+        names,
+        state,
+        request.containers,
+        node_policy,
+        gpu_policy,
+        memo,
+        now=now,
+        ttl=settings.node_ttl_s,
+        signals=signals,
+        enough=BOUNDED_FITS if loaded_first is not None else None,
+    )
+
+
 def summarize(reasons: Iterable[Reason]) -> str:
     counts: dict[str, int] = {}
     for reason in reasons:
@@ -249,29 +309,7 @@ def decide(
 ) -> Decision:
     """Where the request goes now, or why it waits or can never be placed. ``memo`` (kept by
     the caller across decisions) changes nothing but the cost."""
-    validate(request)
-    memo = memo or FitMemo()
-    node_policy, gpu_policy = policies_for(signals, request, settings)
-    bounded = request.candidate_nodes is None and node_policy.most_loaded_first is not None
-    if bounded:
-        assert node_policy.most_loaded_first is not None
-        names: Iterable[str] = state.index.ordered(most_loaded_first=node_policy.most_loaded_first)
-    elif request.candidate_nodes is None:
-        names = state.nodes.keys()
-    else:
-        names = dict.fromkeys(request.candidate_nodes)  # each once, in the order given
-    verdicts = evaluate(
-        names,
-        state,
-        request.containers,
-        node_policy,
-        gpu_policy,
-        memo,
-        now=now,
-        ttl=settings.node_ttl_s,
-        signals=signals,
-        enough=BOUNDED_FITS if bounded else None,
-    )
+    verdicts = search(state, request, settings, now, memo or FitMemo(), signals=signals)
     best = verdicts.best
     if best is not None:
         return Placed(best[2])
@@ -443,7 +481,38 @@ def filter_nodes(
         signals=signals,
         scored=False,
     )
+    return (list(verdicts.fits), *_refusals(verdicts))
+
+
+def _refusals(verdicts: Verdicts) -> tuple[dict[str, Reason], dict[str, Reason]]:
+    """kube-scheduler's two kinds of refusal: busy now, and never (not even empty)."""
     busy = {n: r for n, r in verdicts.failed.items() if n not in verdicts.never}
     never = {name: Reason("no-inventory") for name in verdicts.unknown}
     never.update((n, verdicts.failed[n]) for n in verdicts.never)
-    return list(verdicts.fits), busy, never
+    return busy, never
+
+
+def filter_best(
+    state: ClusterState,
+    request: PlaceRequest,
+    settings: SchedulingSettings,
+    now: float,
+    names: list[str],
+    memo: FitMemo | None = None,
+    *,
+    signals: Signals = NO_SIGNALS,
+) -> tuple[list[str], dict[str, Reason], dict[str, Reason]]:
+    """For a filter that answers one node: the node ``decide`` would pick among the named
+    ones (and why the others looked at do not fit), or, when none fits, why each does not,
+    as ``filter_nodes`` says it. As cheap as a decision: a load-ordered policy stops after
+    its first fits instead of judging every named node."""
+    verdicts = search(
+        state,
+        msgspec.structs.replace(request, candidate_nodes=tuple(names)),
+        settings,
+        now,
+        memo or FitMemo(),
+        signals=signals,
+    )
+    passed = [verdicts.best[0]] if verdicts.best is not None else []
+    return (passed, *_refusals(verdicts))

@@ -1,0 +1,95 @@
+"""A decision among candidates is the decision over the cluster restricted to them: the same
+load order, the same bounded search, whatever the candidates' order; and the extender's
+one-node filter answers the node that decision picks, or, when none fits, exactly the
+refusals of the full filter."""
+
+from __future__ import annotations
+
+import random
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from services.allocator.core import ledger
+from services.allocator.core.placement import (
+    BOUNDED_FITS,
+    FitMemo,
+    Placed,
+    SchedulingSettings,
+    decide,
+    filter_best,
+    filter_nodes,
+    load_ordered,
+)
+from services.allocator.core.state import ClusterState
+from shared.schemas.placement import ContainerRequest, PlaceRequest
+from tests.unit.helpers import device, node
+
+NODE_COUNT = 3 * BOUNDED_FITS  # more than one bounded search looks at
+
+
+def cluster(fill: list[int]) -> ClusterState:
+    """NODE_COUNT nodes of two 80 GB devices; node i first gets fill[i] 10 GB shares."""
+    state = ClusterState()
+    for i in range(NODE_COUNT):
+        name = f"n{i:02d}"
+        devices = tuple(device(d, node=name, memory=80000) for d in range(2))
+        state = ledger.observe_inventory(state, node(name, *devices), 0.0)
+    for i, shares in enumerate(fill):
+        for s in range(shares):
+            request = PlaceRequest(
+                request_id=f"fill-{i}-{s}",
+                containers=(ContainerRequest(memory_mib=10000),),
+                candidate_nodes=(f"n{i:02d}",),
+            )
+            decision = decide(state, request, SchedulingSettings(node_ttl_s=1e9), 0.0)
+            if isinstance(decision, Placed):
+                record = ledger.record_for(request, decision.fit, f"a-{i}-{s}", 0.0)
+                state, _ = ledger.commit(state, record, 0.0)
+    return state
+
+
+fills = st.lists(st.integers(0, 16), min_size=NODE_COUNT, max_size=NODE_COUNT)
+
+
+@settings(max_examples=40, deadline=None)
+@given(fill=fills, seed=st.integers(0, 1000), policy=st.sampled_from(["binpack", "spread"]))
+def test_candidates_walk_the_index_order(fill: list[int], seed: int, policy: str) -> None:
+    state = cluster(fill)
+    loaded_first = policy == "binpack"
+    names = [f"n{i:02d}" for i in range(NODE_COUNT)]
+    chosen = [*random.Random(seed).sample(names, k=NODE_COUNT // 2), "not-a-node"]
+    walked = [n for n in state.index.ordered(most_loaded_first=loaded_first) if n in chosen]
+    assert load_ordered(state, chosen, loaded_first) == [*walked, "not-a-node"]
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    fill=fills,
+    seed=st.integers(0, 1000),
+    policy=st.sampled_from(["binpack", "spread"]),
+    memory=st.sampled_from([10000, 45000, 80000, 90000]),
+)
+def test_deciding_among_all_nodes_as_candidates_is_deciding_over_the_cluster(
+    fill: list[int], seed: int, policy: str, memory: int
+) -> None:
+    state = cluster(fill)
+    settings_ = SchedulingSettings(node_policy=policy, node_ttl_s=1e9)
+    names = [f"n{i:02d}" for i in range(NODE_COUNT)]
+    random.Random(seed).shuffle(names)  # kube-scheduler's order is its own
+    asked = PlaceRequest(request_id="r", containers=(ContainerRequest(memory_mib=memory),))
+    among = PlaceRequest(
+        request_id="r",
+        containers=(ContainerRequest(memory_mib=memory),),
+        candidate_nodes=tuple(names),
+    )
+    everywhere = decide(state, asked, settings_, 0.0)
+    assert decide(state, among, settings_, 0.0, FitMemo()) == everywhere
+    passed, busy, never = filter_best(state, asked, settings_, 0.0, names)
+    if isinstance(everywhere, Placed):
+        assert passed == [everywhere.fit.node]
+        assert not set(busy) & set(passed)
+    else:  # nothing fits: the full filter's refusals, every node's
+        assert passed == []
+        assert (passed, busy, never) == tuple(filter_nodes(state, asked, settings_, 0.0, names))
+        assert set(busy) | set(never) == set(names)
