@@ -305,8 +305,7 @@ async def check_allocations(plane: ControlPlane, nats_url: str, namespace: str) 
     """Every bound pod holds one allocation, on its node; none without a bound pod; no device
     past its memory, cores or split count. Raises on a violation."""
     from shared import kvwatch
-    from shared.natsutil import allocations_bucket
-    from shared.schemas.placement import allocation_codec
+    from shared.schemas.placement import ALLOCATIONS_BUCKET, allocation_codec
 
     listed = plane.request("GET", f"/api/v1/namespaces/{namespace}/pods")
     bound = {
@@ -316,7 +315,7 @@ async def check_allocations(plane: ControlPlane, nats_url: str, namespace: str) 
     }
     nc = await connect(nats_url, "bench-check")
     try:  # the durable records, as a new leader would read them back
-        stored = await kvwatch.snapshot(await allocations_bucket(nc.jetstream()))
+        stored = await kvwatch.snapshot(nc.jetstream(), ALLOCATIONS_BUCKET)
     finally:
         await nc.close()
     per_pod: dict[str, list[str]] = {}

@@ -8,28 +8,58 @@ import logging
 from collections.abc import AsyncIterator
 
 from nats.errors import TimeoutError as NatsTimeout
+from nats.js import JetStreamContext
+from nats.js.api import DeliverPolicy
 from nats.js.kv import KV_DEL, KV_PURGE, KeyValue
 
+from shared.errors import Unavailable
 from shared.runloop import sleep_or_stop
 
 log = logging.getLogger("hami.kv")
 
 
-async def snapshot(kv: KeyValue, *, timeout_s: float = 5.0) -> dict[str, bytes]:
-    """Every live key's current value."""
-    watcher = await kv.watchall()
+async def snapshot(
+    js: JetStreamContext, bucket: str, *, timeout_s: float = 5.0
+) -> dict[str, bytes]:
+    """Every live key's current value, complete: done only once the server says nothing is
+    pending for the reader and every message it delivered has been read. (nats-py's own
+    watcher may say "done" before messages already sent have arrived, nats.py#842: a short
+    snapshot here would be a new leader forgetting allocations.) Raises Unavailable when the
+    messages stop coming before that."""
+    subscription = await js.subscribe(
+        f"$KV.{bucket}.>",
+        stream=f"KV_{bucket}",
+        ordered_consumer=True,
+        deliver_policy=DeliverPolicy.LAST_PER_SUBJECT,
+    )
+    prefix = len(f"$KV.{bucket}.")
     values: dict[str, bytes] = {}
+    read = 0  # the stream sequence of the last message read
     try:
+        check = True
         while True:
-            entry = await watcher.updates(timeout=timeout_s)
-            if entry is None:
-                return values
-            if entry.operation in (KV_DEL, KV_PURGE):
-                values.pop(entry.key, None)
-            elif entry.value is not None:
-                values[entry.key] = entry.value
+            if check:
+                info = await subscription.consumer_info()
+                delivered = info.delivered.stream_seq if info.delivered else 0
+                if not info.num_pending and read >= (delivered or 0):
+                    return values
+            try:
+                msg = await subscription.next_msg(timeout=timeout_s)
+            except NatsTimeout as e:
+                raise Unavailable(f"bucket {bucket}: the snapshot stopped short; retry") from e
+            meta = msg.metadata
+            read = meta.sequence.stream
+            key = msg.subject[prefix:]
+            operation = (msg.headers or {}).get("KV-Operation")
+            reason = (msg.headers or {}).get("Nats-Marker-Reason")
+            if operation in (KV_DEL, KV_PURGE) or reason is not None:
+                values.pop(key, None)
+            else:
+                values[key] = msg.data
+            check = meta.num_pending == 0  # the last one, as the server saw it: ask again
     finally:
-        await watcher.stop()
+        with contextlib.suppress(Exception):
+            await subscription.unsubscribe()
 
 
 async def follow(

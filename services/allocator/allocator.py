@@ -117,7 +117,7 @@ class Allocator:
         """Take the bucket over (seal it), then read the state back: a write an earlier leader
         still had in flight is either in what is read here or refused."""
         await self._writer.seal()
-        records = await kvwatch.snapshot(self._allocations)
+        records = await kvwatch.snapshot(self._js, ALLOCATIONS_BUCKET)
         now = self._clock()
         for key, value in records.items():
             try:

@@ -4,6 +4,8 @@ refused, whatever its clock says; the seal is invisible to the bucket's readers.
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 
 from services.allocator.fencedkv import Deposed, FencedBucket
@@ -18,7 +20,7 @@ async def test_a_write_after_the_successor_sealed_is_refused(nats_server: Embedd
     nc = await connect(nats_server.url, "test")
     try:
         js = nc.jetstream()
-        kv = await allocations_bucket(js)
+        await allocations_bucket(js)
         old, new = FencedBucket(js, ALLOCATIONS_BUCKET), FencedBucket(js, ALLOCATIONS_BUCKET)
         with pytest.raises(Unavailable):  # nothing is written before sealing
             await old.put("a", b"1")
@@ -33,9 +35,48 @@ async def test_a_write_after_the_successor_sealed_is_refused(nats_server: Embedd
             await old.delete("a")  # and stays refused
         await new.put("c", b"3")
         await new.delete("a")
-        assert await snapshot(kv) == {"c": b"3"}  # no stray write, no seal key
+        assert await snapshot(js, ALLOCATIONS_BUCKET) == {"c": b"3"}  # no stray write, no seal key
         await old.seal()  # a deposed allocator that leads again takes over the same way
         with pytest.raises(Deposed):
             await new.put("c", b"4")
     finally:
         await nc.drain()
+
+
+async def test_a_snapshot_holds_every_live_key_and_no_deleted_one(
+    nats_server: EmbeddedNats,
+) -> None:
+    """Thousands of keys, some replaced, deleted or purged, a writer still writing meanwhile:
+    every key written before the snapshot began is in it with its last value, no deleted one
+    is, and an empty bucket gives an empty snapshot at once."""
+    nc = await connect(nats_server.url, "test")
+    try:
+        js = nc.jetstream()
+        kv = await allocations_bucket(js)
+        assert await snapshot(js, ALLOCATIONS_BUCKET) == {}
+        expected: dict[str, bytes] = {}
+        for i in range(3000):
+            await kv.put(f"k{i}", b"v%d" % i)
+            expected[f"k{i}"] = b"v%d" % i
+        for i in range(0, 3000, 7):
+            await kv.put(f"k{i}", b"again")
+            expected[f"k{i}"] = b"again"
+        for i in range(0, 3000, 11):
+            await kv.delete(f"k{i}")
+            expected.pop(f"k{i}")
+        for i in range(5, 3000, 13):
+            await kv.purge(f"k{i}")
+            expected.pop(f"k{i}", None)
+
+        async def write_on() -> None:
+            for i in range(500):
+                await kv.put(f"later{i}", b"x")
+
+        writer = asyncio.create_task(write_on())
+        got = await snapshot(js, ALLOCATIONS_BUCKET)
+        await writer
+        assert {k: v for k, v in got.items() if not k.startswith("later")} == expected
+        final = await snapshot(js, ALLOCATIONS_BUCKET)
+        assert final == {**expected, **{f"later{i}": b"x" for i in range(500)}}
+    finally:
+        await nc.close()

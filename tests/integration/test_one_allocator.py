@@ -20,7 +20,12 @@ from shared.embedded_nats import EmbeddedNats
 from shared.errors import HamiError
 from shared.kvwatch import snapshot
 from shared.natsutil import allocations_bucket, connect
-from shared.schemas.placement import ContainerRequest, PlaceRequest, allocation_codec
+from shared.schemas.placement import (
+    ALLOCATIONS_BUCKET,
+    ContainerRequest,
+    PlaceRequest,
+    allocation_codec,
+)
 
 pytestmark = pytest.mark.slow
 REPO = Path(__file__).resolve().parents[2]
@@ -79,7 +84,7 @@ async def test_the_standby_takes_over_and_nothing_is_granted_twice(
             assert time.monotonic() < deadline, (tmp_path / "first.log").read_text()
             await asyncio.sleep(0.1)
         second = start_allocator(url, tmp_path / "second.log")
-        kv = await allocations_bucket(nc.jetstream())
+        await allocations_bucket(nc.jetstream())
         violations: list[str] = []
         placed_at: list[float] = []
         running = True
@@ -87,7 +92,7 @@ async def test_the_standby_takes_over_and_nothing_is_granted_twice(
         async def check() -> None:
             while running:
                 holders: dict[str, str] = {}
-                for key, value in (await snapshot(kv)).items():
+                for key, value in (await snapshot(nc.jetstream(), ALLOCATIONS_BUCKET)).items():
                     record = allocation_codec.decode(value)
                     for grant in record.containers[0]:
                         if grant.uuid in holders and holders[grant.uuid] != key:
