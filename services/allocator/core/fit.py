@@ -97,9 +97,13 @@ def device_rejection(
         return "kind"
     if not device.healthy:
         return "unhealthy"
-    if not type_allowed(device.model, request.use_types, request.nouse_types):
+    if (request.use_types or request.nouse_types) and not type_allowed(
+        device.model, request.use_types, request.nouse_types
+    ):
         return "type"
-    if not uuid_allowed(device.uuid, request.use_uuids, request.nouse_uuids):
+    if (request.use_uuids or request.nouse_uuids) and not uuid_allowed(
+        device.uuid, request.use_uuids, request.nouse_uuids
+    ):
         return "uuid"
     if device.isolation != "interception":
         return _rejection_by_model(request, device, usage)
