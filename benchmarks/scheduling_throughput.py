@@ -367,6 +367,38 @@ def cpu_during(pids: dict[str, int], batch: Any) -> tuple[dict[str, float], str]
     return result, f"CPU over {wall:.1f} s: " + ", ".join(f"{n} {s:.1f} s" for s, n in used)
 
 
+def extender_seconds(metrics_port: int) -> dict[str, tuple[float, float]]:
+    """The allocator's ``hami_allocator_extender_call_seconds``: (calls, seconds) by verb."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=10) as r:
+        text = r.read().decode()
+    found: dict[str, list[float]] = {}
+    for line in text.splitlines():
+        for suffix, at in (("_count", 0), ("_sum", 1)):
+            prefix = f"hami_allocator_extender_call_seconds{suffix}{{"
+            if line.startswith(prefix):
+                verb = line[len(prefix) :].split('"')[1]
+                found.setdefault(verb, [0.0, 0.0])[at] = float(line.rsplit(" ", 1)[1])
+    return {verb: (calls, seconds) for verb, (calls, seconds) in found.items()}
+
+
+def extender_share(
+    before: dict[str, tuple[float, float]], after: dict[str, tuple[float, float]], wall: float
+) -> str:
+    """Per verb: the calls of the batch, their mean time, and the share of the batch's wall
+    time the allocator spent answering them (filter and prioritize are in kube-scheduler's
+    one-pod-at-a-time scheduling cycle; bind runs beside it)."""
+    parts = []
+    for verb, (calls, seconds) in sorted(after.items()):
+        calls -= before.get(verb, (0.0, 0.0))[0]
+        seconds -= before.get(verb, (0.0, 0.0))[1]
+        if calls:
+            parts.append(
+                f"{verb} {calls:.0f} calls, mean {seconds / calls * 1e3:.2f} ms, "
+                f"{seconds / wall:.0%} of the time"
+            )
+    return "extender: " + ("; ".join(parts) or "no calls")
+
+
 def _field(lines: list[str], name: str) -> list[float]:
     prefix = f"{name}="
     return sorted(
@@ -408,7 +440,7 @@ def measure(
         asyncio.run(publish_inventory(nats.url, names))
         if dra:
             publish_resource_slices(plane, names)
-        port = free_port()
+        port, metrics_port = free_port(), free_port()
         with (run / "allocator.log").open("ab") as log:
             allocator = subprocess.Popen(
                 [
@@ -423,6 +455,8 @@ def measure(
                     str(plane.kubeconfig),
                     "--node-ttl",
                     "3600",
+                    "--metrics-port",
+                    str(metrics_port),
                     *(["--extender-best-node-only"] if best_only else []),
                 ],
                 stdout=log,
@@ -444,12 +478,17 @@ def measure(
         shares = [rng.randint(5, 50) for _ in range(pods)]
         pids = {name: p.pid for name, p in plane.processes.items()}
         pids |= {"allocator": allocator.pid, "benchmark client": os.getpid()}
+        # What runs with no pod coming (kwok's node heartbeats, the API server's upkeep): the
+        # part of each batch's CPU that is not the pods'.
+        _, idle_cpu = cpu_during(pids, lambda: time.sleep(5))
+        print(f"  idle, {idle_cpu}", flush=True)
         plain, plain_cpu = cpu_during(
             pids,
             lambda: run_batch(
                 plane, "bench-plain", "bench-plain", pods, lambda i: {"example.com/gpu": "1"}
             ),
         )
+        calls_before, hami_started = extender_seconds(metrics_port), time.monotonic()
         hami, hami_cpu = cpu_during(
             pids,
             lambda: run_batch(
@@ -460,8 +499,11 @@ def measure(
                 lambda i: {"nvidia.com/gpu": "1", "nvidia.com/gpumem-percentage": str(shares[i])},
             ),
         )
+        share = extender_share(
+            calls_before, extender_seconds(metrics_port), time.monotonic() - hami_started
+        )
         results = [("kube-scheduler alone", plain), ("with our extender", hami)]
-        cpu = {"kube-scheduler alone": plain_cpu, "with our extender": hami_cpu}
+        cpu = {"kube-scheduler alone": plain_cpu, "with our extender": f"{hami_cpu}\n    {share}"}
         if dra:
             # The same shares in MiB, as claims kube-scheduler allocates itself (no extender).
             mib = [H200_MIB * p // 100 for p in shares]

@@ -28,6 +28,7 @@ from services.allocator.core.placement import (
 from services.allocator.core.podspec import encode_devices
 from services.allocator.core.signals import Signals
 from services.allocator.core.state import ClusterState
+from services.allocator.metrics import AllocatorMetrics
 from shared import tracing
 from shared.devicekinds import DEFAULT_KINDS, KindRegistry
 from shared.errormap import extender_status
@@ -141,8 +142,11 @@ class Extender:
         clock: Callable[[], float] = time.time,
         kinds: KindRegistry = DEFAULT_KINDS,
         best_node_only: bool = False,
+        metrics: AllocatorMetrics | None = None,
     ) -> None:
         self.allocator = allocator
+        self.metrics = metrics if metrics is not None else AllocatorMetrics()
+        """Each call's time by verb (and, through the allocator, its decisions)."""
         self.best_node_only = best_node_only
         """Filter answers the one node the policy prefers (HAMi's way): kube-scheduler then
         needs no prioritize call, one round trip less per pod."""
@@ -314,6 +318,16 @@ async def answer(extender: Extender, verb: Verb, body: bytes) -> tuple[int, byte
     handler = extender.verbs.get(verb)
     if handler is None:
         return _error(404, f"no extender verb {verb!r}")
+    started = time.perf_counter()
+    try:
+        return await _traced(extender, handler, verb, body)
+    finally:
+        extender.metrics.extender.labels(verb).observe(time.perf_counter() - started)
+
+
+async def _traced(
+    extender: Extender, handler: Handler, verb: Verb, body: bytes
+) -> tuple[int, bytes]:
     try:
         args = msgspec.json.decode(body)
         if not isinstance(args, Mapping):

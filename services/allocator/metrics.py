@@ -25,6 +25,14 @@ class AllocatorMetrics:
             buckets=DECISION_BUCKETS,
             registry=self.registry,
         )
+        self.extender = Histogram(
+            "hami_allocator_extender_call_seconds",
+            "Time the extender took to answer a kube-scheduler call, by verb (filter, "
+            "prioritize, bind): the body read and decoded, the answer encoded.",
+            ("verb",),
+            buckets=DECISION_BUCKETS,
+            registry=self.registry,
+        )
         self.waiting = Gauge(
             "hami_allocator_waiting_requests",
             "Requests told to wait that have not been placed since and still ask.",

@@ -81,7 +81,11 @@ async def _serve_extender(
         name="follow-pods",
     )
     extender = Extender(
-        allocator, kube, kinds=kinds_of(settings), best_node_only=settings.extender_best_node_only
+        allocator,
+        kube,
+        kinds=kinds_of(settings),
+        best_node_only=settings.extender_best_node_only,
+        metrics=allocator.metrics,
     )
     forwarded = asyncio.create_task(answer_forwarded(router.nc, extender, stop), name="forwarded")
     router.local = extender
