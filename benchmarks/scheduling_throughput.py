@@ -1,6 +1,6 @@
 """Pods per second through kube-scheduler, with our extender and without, side by side.
 
-    python benchmarks/scheduling_throughput.py --nodes 1000 --pods 2000 [--nodes 5000 ...]
+    python benchmarks/scheduling_throughput.py --nodes 1000 5000 --pods 2000 [--prioritize]
     python benchmarks/scheduling_throughput.py --nodes 100 --pods 200 --dra
 
 One run: the test control plane (tests/e2e/controlplane) with N kwok nodes, each with 8
@@ -115,7 +115,7 @@ async def publish_inventory(url: str, names: list[str]) -> None:
 
 
 def start_scheduler(
-    plane: ControlPlane, name: str, extender: str | None, run: Path, prioritize: bool = True
+    plane: ControlPlane, name: str, extender: str | None, run: Path, prioritize: bool = False
 ) -> None:
     if extender is None:
         config: dict[str, Any] = {
@@ -126,8 +126,8 @@ def start_scheduler(
         }
     else:
         config = yaml.safe_load(scheduler_configuration(plane.kubeconfig, name, extender))
-        if not prioritize:  # as HAMi's own extender: filter and bind only
-            config["extenders"][0].pop("prioritizeVerb", None)
+        if prioritize:  # deploy/ has none: filter answers one node (HAMi's way)
+            config["extenders"][0] |= {"prioritizeVerb": "prioritize", "weight": 1}
     config["clientConnection"] = {"kubeconfig": str(plane.kubeconfig), **QPS}
     path = run / f"{name}.yaml"
     path.write_text(yaml.safe_dump(config))
@@ -428,9 +428,7 @@ def bind_times(log: Path) -> str:
     return "; ".join(parts) or "no timings in the allocator's log"
 
 
-def measure(
-    nodes: int, pods: int, run: Path, prioritize: bool, best_only: bool, dra: bool = False
-) -> None:
+def measure(nodes: int, pods: int, run: Path, prioritize: bool, dra: bool = False) -> None:
     plane = start_control_plane(run / "cp")
     nats = start_nats(run / "nats", port=0)
     allocator: subprocess.Popen[bytes] | None = None
@@ -457,7 +455,7 @@ def measure(
                     "3600",
                     "--metrics-port",
                     str(metrics_port),
-                    *(["--extender-best-node-only"] if best_only else []),
+                    *(["--no-extender-best-node-only"] if prioritize else []),
                 ],
                 stdout=log,
                 stderr=subprocess.STDOUT,
@@ -548,12 +546,10 @@ def main() -> None:
     parser.add_argument("--nodes", type=int, nargs="+", default=[1000])
     parser.add_argument("--pods", type=int, default=2000)
     parser.add_argument(
-        "--no-prioritize", action="store_true", help="the extender answers filter and bind only"
-    )
-    parser.add_argument(
-        "--best-node-only",
+        "--prioritize",
         action="store_true",
-        help="with --no-prioritize: filter answers the one node the policy prefers",
+        help="filter answers every node that fits and kube-scheduler calls prioritize "
+        "(deploy/: filter answers the one node the policy picks, no prioritize)",
     )
     parser.add_argument(
         "--dra",
@@ -564,9 +560,7 @@ def main() -> None:
     print(f"{platform.node()} python {platform.python_version()} {time.strftime('%Y-%m-%d')}")
     for nodes in args.nodes:
         with tempfile.TemporaryDirectory(prefix="hami-throughput-") as run:
-            measure(
-                nodes, args.pods, Path(run), not args.no_prioritize, args.best_node_only, args.dra
-            )
+            measure(nodes, args.pods, Path(run), args.prioritize, args.dra)
 
 
 if __name__ == "__main__":
