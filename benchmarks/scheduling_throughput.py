@@ -367,35 +367,50 @@ def cpu_during(pids: dict[str, int], batch: Any) -> tuple[dict[str, float], str]
     return result, f"CPU over {wall:.1f} s: " + ", ".join(f"{n} {s:.1f} s" for s, n in used)
 
 
-def extender_seconds(metrics_port: int) -> dict[str, tuple[float, float]]:
-    """The allocator's ``hami_allocator_extender_call_seconds``: (calls, seconds) by verb."""
+Calls = dict[str, dict[str, float]]
+"""Per verb: "count", "sum" and each histogram bucket's cumulative count by its bound."""
+
+
+def extender_seconds(metrics_port: int) -> Calls:
+    """The allocator's ``hami_allocator_extender_call_seconds``, by verb."""
     with urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=10) as r:
         text = r.read().decode()
-    found: dict[str, list[float]] = {}
+    found: Calls = {}
+    name = "hami_allocator_extender_call_seconds"
     for line in text.splitlines():
-        for suffix, at in (("_count", 0), ("_sum", 1)):
-            prefix = f"hami_allocator_extender_call_seconds{suffix}{{"
-            if line.startswith(prefix):
-                verb = line[len(prefix) :].split('"')[1]
-                found.setdefault(verb, [0.0, 0.0])[at] = float(line.rsplit(" ", 1)[1])
-    return {verb: (calls, seconds) for verb, (calls, seconds) in found.items()}
+        if not line.startswith(name):
+            continue
+        series, value = line.rsplit(" ", 1)
+        labels = dict(
+            part.split("=", 1) for part in series[series.index("{") + 1 : -1].split(",") if part
+        )
+        verb = labels.get("verb", "").strip('"')
+        kind = series[len(name) : series.index("{")]
+        if kind not in ("_count", "_sum", "_bucket"):
+            continue
+        key = {"_count": "count", "_sum": "sum"}.get(kind) or f"le {labels['le'].strip(chr(34))}"
+        found.setdefault(verb, {})[key] = float(value)
+    return found
 
 
-def extender_share(
-    before: dict[str, tuple[float, float]], after: dict[str, tuple[float, float]], wall: float
-) -> str:
-    """Per verb: the calls of the batch, their mean time, and the share of the batch's wall
-    time the allocator spent answering them (filter and prioritize are in kube-scheduler's
-    one-pod-at-a-time scheduling cycle; bind runs beside it)."""
+def extender_share(before: Calls, after: Calls, wall: float) -> str:
+    """Per verb: the calls of the batch, their mean time, the histogram bucket its 99th
+    percentile falls in, and the share of the batch's wall time the allocator spent answering
+    (filter and prioritize are in kube-scheduler's one-pod-at-a-time scheduling cycle; bind
+    runs beside it)."""
     parts = []
-    for verb, (calls, seconds) in sorted(after.items()):
-        calls -= before.get(verb, (0.0, 0.0))[0]
-        seconds -= before.get(verb, (0.0, 0.0))[1]
-        if calls:
-            parts.append(
-                f"{verb} {calls:.0f} calls, mean {seconds / calls * 1e3:.2f} ms, "
-                f"{seconds / wall:.0%} of the time"
-            )
+    for verb, now in sorted(after.items()):
+        was = before.get(verb, {})
+        delta = {k: v - was.get(k, 0.0) for k, v in now.items()}
+        calls = delta.get("count", 0.0)
+        if not calls:
+            continue
+        bounds = sorted((float(k[3:]), v) for k, v in delta.items() if k.startswith("le "))
+        p99 = next((b for b, n in bounds if n >= 0.99 * calls), float("inf"))
+        parts.append(
+            f"{verb} {calls:.0f} calls, mean {delta['sum'] / calls * 1e3:.2f} ms, "
+            f"p99 <= {p99 * 1e3:g} ms, {delta['sum'] / wall:.0%} of the time"
+        )
     return "extender: " + ("; ".join(parts) or "no calls")
 
 
