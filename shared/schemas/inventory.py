@@ -2,13 +2,21 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
+
+from msgspec import Meta
 
 from shared.schemas.base import PREFIX, Codec, SubjectSpec, WireStruct
+
+MAX_SLICES = 16
+"""Memory slices a partitioned device may have (MIG has 8)."""
 
 Isolation = Literal["interception", "partition", "whole"]
 """How a device kind is shared (docs/architecture.md): shares enforced by a library in the
 container; fixed hardware partitions the scheduler picks from; or not shared at all."""
+
+
+Slice = Annotated[int, Meta(ge=0, lt=MAX_SLICES)]
 
 
 class PartitionProfile(WireStruct, frozen=True, kw_only=True):
@@ -20,6 +28,11 @@ class PartitionProfile(WireStruct, frozen=True, kw_only=True):
     memory_mib: int
     cores: int
     """Percent of the device's compute the partition has."""
+    slices: Annotated[int, Meta(ge=0, le=MAX_SLICES)] = 0
+    """Memory slices it takes on a device with a geometry (MIG: 1, 2, 4 or 8 of 8); 0: the
+    device has none (its partitions are counted by capacity only)."""
+    placements: Annotated[tuple[Slice, ...], Meta(max_length=MAX_SLICES)] = ()
+    """The slices it may start at (NVML's possible placements)."""
 
 
 class DeviceInfo(WireStruct, frozen=True, kw_only=True):
@@ -49,6 +62,11 @@ class DeviceInfo(WireStruct, frozen=True, kw_only=True):
     isolation: Isolation = "interception"
     profiles: tuple[PartitionProfile, ...] = ()
     """For partition devices: the profiles it can be cut into, smallest first."""
+    slices: Annotated[int, Meta(ge=0, le=MAX_SLICES)] = 0
+    """Memory slices of a device whose partitions have a geometry (MIG: 8); 0: none."""
+    slices_held: Annotated[int, Meta(ge=0, lt=2**MAX_SLICES)] = 0
+    """Bitmask of the slices held by partitions the scheduler did not grant (MIG instances
+    made by hand, or left from a restart before they were matched): never placed over."""
 
 
 class NodeInventory(WireStruct, frozen=True, kw_only=True):

@@ -10,7 +10,7 @@ import msgspec
 from msgspec import Meta
 
 from shared.schemas.base import PREFIX, Codec, Endpoint, SubjectSpec, WireStruct
-from shared.schemas.inventory import NodeInventory
+from shared.schemas.inventory import MAX_SLICES, NodeInventory
 
 # Ranges checked when a message is decoded: out of range is a malformed request (InvalidRequest).
 MAX_LEASE_TTL_S = 7 * 24 * 3600.0
@@ -41,6 +41,10 @@ class ContainerRequest(WireStruct, frozen=True, kw_only=True):
     nouse_uuids: Names = ()
     numa_bind: bool = False
     """All of this container's devices on one NUMA node."""
+    device_mode: Literal["", "hami-core", "mig"] = ""
+    """How the devices must be shared (HAMi's `nvidia.com/vgpu-mode`): "hami-core" on
+    devices shared by interception only, "mig" on hardware partitions or whole instances
+    only; empty: either."""
 
 
 class Holder(WireStruct, frozen=True, kw_only=True):
@@ -85,6 +89,10 @@ class DeviceGrant(WireStruct, frozen=True, kw_only=True):
     cores: int
     profile: str = ""
     """The hardware partition granted (partition devices); empty: a share or the whole device."""
+    placement: Annotated[int, Meta(ge=0, lt=MAX_SLICES)] | None = None
+    """Where the partition starts, on a device with a geometry (MIG: its first memory slice)."""
+    slices: Annotated[int, Meta(ge=0, le=MAX_SLICES)] = 0
+    """How many memory slices the partition takes from ``placement`` on."""
 
 
 class AllocationRecord(WireStruct, frozen=True, kw_only=True):

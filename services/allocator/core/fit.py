@@ -69,14 +69,65 @@ def profile_for(request: ContainerRequest, device: DeviceInfo) -> PartitionProfi
     return None
 
 
+def _free_placements(profile: PartitionProfile, held: int) -> list[int]:
+    size = (1 << profile.slices) - 1
+    return [start for start in profile.placements if not held & (size << start)]
+
+
+def _usefulness(device: DeviceInfo, held: int) -> tuple[int, int]:
+    """What a device's free geometry can still take: its largest placeable partition (in
+    slices), then how many placements stay free over all its profiles."""
+    largest, options = 0, 0
+    for profile in device.profiles:
+        free = len(_free_placements(profile, held))
+        if free:
+            largest = max(largest, profile.slices)
+            options += free
+    return largest, options
+
+
+def partition_for(
+    request: ContainerRequest, device: DeviceInfo, usage: DeviceUsage
+) -> tuple[PartitionProfile, int] | str:
+    """On a device with a geometry (MIG): the smallest profile that holds the request and has
+    a free placement with compute to spare, and the placement that leaves the rest of the
+    device most useful (the largest partition still placeable, then the most placements;
+    the fragmentation policy's idea on one device); or why none ("profile": none is that
+    large; "geometry": no large enough one has a free placement; "cores": the free ones lack
+    compute)."""
+    named = request.memory_mib is not None or request.memory_percent is not None
+    memory = memory_needed(request, device) if named else 0
+    held = usage.slices | device.slices_held
+    why = "profile"
+    for profile in device.profiles:  # smallest first
+        if profile.memory_mib < memory or profile.cores < request.cores:
+            continue
+        free = _free_placements(profile, held)
+        if not free:
+            why = "geometry" if why == "profile" else why
+            continue
+        if device.cores - usage.cores < profile.cores:
+            why = "cores"
+            continue
+        mask = (1 << profile.slices) - 1
+        start = max(free, key=lambda s: (_usefulness(device, held | mask << s), -s))
+        return profile, start
+    return why
+
+
 def _rejection_by_model(
     request: ContainerRequest, device: DeviceInfo, usage: DeviceUsage
 ) -> str | None:
     """The whole-device and hardware-partition models (docs/architecture.md)."""
-    if device.isolation == "whole" or wants_whole(request):
+    if device.isolation == "whole" or (wants_whole(request) and not device.slices):
         if memory_needed(request, device) > device.memory_mib:
             return "memory"
         return "whole" if usage.count > 0 else None
+    if device.slices:
+        if usage.count >= device.split_count:
+            return "split"
+        chosen = partition_for(request, device, usage)
+        return chosen if isinstance(chosen, str) else None
     profile = profile_for(request, device)
     if profile is None:
         return "profile"
@@ -97,6 +148,10 @@ def device_rejection(
         return "kind"
     if not device.healthy:
         return "unhealthy"
+    if request.device_mode and (request.device_mode == "hami-core") != (
+        device.isolation == "interception"
+    ):
+        return "mode"
     if (request.use_types or request.nouse_types) and not type_allowed(
         device.model, request.use_types, request.nouse_types
     ):
@@ -160,20 +215,29 @@ REASONS = {
     "exclusive": "exclusive use (100 cores) needs an idle device",
     "whole": "device in use (its kind is allocated whole)",
     "profile": "no partition of the device is that large",
+    "geometry": "no free placement for a partition that large (the device's slices are taken)",
+    "mode": "no device shared the way the pod asks (nvidia.com/vgpu-mode)",
     "numa": "not enough fitting devices on one NUMA node",
     "no-inventory": "no HAMi device inventory from this node (node agent not running?)",
     "no-node": "no live node with devices",
 }
 
 
-def _grant(request: ContainerRequest, device: DeviceInfo) -> DeviceGrant:
+def _grant(request: ContainerRequest, device: DeviceInfo, usage: DeviceUsage) -> DeviceGrant:
     memory, cores, profile = memory_needed(request, device), request.cores, ""
-    if device.isolation == "whole" or (device.isolation == "partition" and wants_whole(request)):
+    placement: int | None = None
+    slices = 0
+    if device.isolation == "partition" and device.slices:
+        chosen = partition_for(request, device, usage)
+        assert not isinstance(chosen, str)  # device_rejection passed it
+        part, placement = chosen
+        memory, cores, profile, slices = part.memory_mib, part.cores, part.name, part.slices
+    elif device.isolation == "whole" or (device.isolation == "partition" and wants_whole(request)):
         memory, cores = device.memory_mib, device.cores  # the device, nobody beside
     elif device.isolation == "partition":
-        chosen = profile_for(request, device)
-        assert chosen is not None  # device_rejection passed it
-        memory, cores, profile = chosen.memory_mib, chosen.cores, chosen.name
+        capacity = profile_for(request, device)
+        assert capacity is not None  # device_rejection passed it
+        memory, cores, profile = capacity.memory_mib, capacity.cores, capacity.name
     return DeviceGrant(
         uuid=device.uuid,
         index=device.index,
@@ -182,6 +246,8 @@ def _grant(request: ContainerRequest, device: DeviceInfo) -> DeviceGrant:
         memory_mib=memory,
         cores=cores,
         profile=profile,
+        placement=placement,
+        slices=slices,
     )
 
 
@@ -219,17 +285,19 @@ def fit_node(
             chosen.append(())
             continue
         rejections: dict[str, int] = {}
-        candidates: list[tuple[float, int, int, DeviceInfo]] = []
+        candidates: list[tuple[float, int, int, int, DeviceInfo]] = []
         for device in devices:
             current = taken.get(device.uuid) or usage.get(device.uuid, NO_USAGE)
             why = device_rejection(request, device, current)
             if why is None:
                 warmth = heat.get(device.uuid, 0) if heat else 0
-                candidates.append((order(device, current), warmth, device.index, device))
+                # Among whole devices (MIG instances made by hand) the smallest that holds it.
+                size = device.memory_mib if device.isolation == "whole" else 0
+                candidates.append((order(device, current), size, warmth, device.index, device))
             else:
                 rejections[why] = rejections.get(why, 0) + 1
-        candidates.sort(key=lambda c: (c[0], c[1], c[2]))
-        picked = _choose(request, [c[3] for c in candidates])
+        candidates.sort(key=lambda c: (c[0], c[1], c[2], c[3]))
+        picked = _choose(request, [c[4] for c in candidates])
         if picked is None:
             if candidates and request.numa_bind:
                 return Reason("numa")
@@ -238,9 +306,11 @@ def fit_node(
                 count = f"{len(candidates)} of {len(devices)} devices fit, {request.count} asked"
                 return Reason("count", count, main)
             return Reason(main)
-        grants = tuple(_grant(request, device) for device in picked)
-        for grant in grants:
-            current = taken.get(grant.uuid) or usage.get(grant.uuid, NO_USAGE)
+        grants = []
+        for device in picked:
+            current = taken.get(device.uuid) or usage.get(device.uuid, NO_USAGE)
+            grant = _grant(request, device, current)
             taken[grant.uuid] = current.plus(grant)
-        chosen.append(grants)
+            grants.append(grant)
+        chosen.append(tuple(grants))
     return NodeFit(node=node, containers=tuple(chosen))

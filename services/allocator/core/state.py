@@ -23,10 +23,15 @@ class DeviceUsage:
     memory_mib: int = 0
     cores: int = 0
     count: int = 0
+    slices: int = 0
+    """Bitmask of the memory slices granted partitions hold (devices with a geometry)."""
 
     def plus(self, grant: DeviceGrant) -> DeviceUsage:
         return DeviceUsage(
-            self.memory_mib + grant.memory_mib, self.cores + grant.cores, self.count + 1
+            self.memory_mib + grant.memory_mib,
+            self.cores + grant.cores,
+            self.count + 1,
+            self.slices | slice_mask(grant.placement, grant.slices),
         )
 
     def minus(self, grant: DeviceGrant) -> DeviceUsage:
@@ -35,7 +40,13 @@ class DeviceUsage:
             max(0, self.memory_mib - grant.memory_mib),
             max(0, self.cores - grant.cores),
             max(0, self.count - 1),
+            self.slices & ~slice_mask(grant.placement, grant.slices),
         )
+
+
+def slice_mask(start: int | None, slices: int) -> int:
+    """The bits of ``slices`` memory slices from ``start`` on (none without a placement)."""
+    return 0 if start is None else ((1 << slices) - 1) << start
 
 
 NO_USAGE = DeviceUsage()
