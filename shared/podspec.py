@@ -18,6 +18,8 @@ from shared.resources import (
     NODE_POLICY,
     NUMA_BIND,
     SCHEDULER_POLICIES,
+    VGPU_MODE,
+    VGPU_MODES,
     ResourceNames,
     unknown_policy,
 )
@@ -115,6 +117,11 @@ def parse_pod(
         if value is not None:
             _policy(value, key)
     numa = str(annotations.get(NUMA_BIND, "")).lower() == "true"
+    mode = str(annotations.get(VGPU_MODE, "")).strip().lower()
+    if mode and mode not in VGPU_MODES:
+        raise InvalidRequest(
+            f"annotation {VGPU_MODE} {mode!r} is unknown; allowed: {', '.join(VGPU_MODES)}"
+        )
     containers = []
     priority = 1
     raw = _m(pod.get("spec")).get("containers")
@@ -168,6 +175,7 @@ def parse_pod(
                 memory_percent=percent,
                 cores=cores,
                 numa_bind=numa,
+                device_mode=mode if kind.name == "nvidia" else "",  # type: ignore[arg-type]
                 use_types=use_types,
                 nouse_types=nouse_types,
                 use_uuids=use_uuids,

@@ -29,6 +29,9 @@ NOUSE_TYPE = "nvidia.com/nouse-gputype"
 USE_UUID = "nvidia.com/use-gpuuuid"
 NOUSE_UUID = "nvidia.com/nouse-gpuuuid"
 NUMA_BIND = "nvidia.com/numa-bind"
+VGPU_MODE = "nvidia.com/vgpu-mode"
+"""HAMi's per-pod choice of sharing for NVIDIA GPUs: `hami-core` (interception) or `mig`."""
+VGPU_MODES = ("hami-core", "mig")
 NODE_POLICY = "hami.io/node-scheduler-policy"
 GPU_POLICY = "hami.io/gpu-scheduler-policy"
 SCHEDULER_POLICIES = ("binpack", "spread", "best-fit", "fragmentation")

@@ -58,11 +58,20 @@ def test_defaults_follow_hami() -> None:
         ({"nvidia.com/gpu": "1.5"}, {}),
         ({"nvidia.com/gpumem": "-1"}, {}),
         ({"nvidia.com/gpu": "1"}, {"hami.io/node-scheduler-policy": "random"}),
+        ({"nvidia.com/gpu": "1"}, {"nvidia.com/vgpu-mode": "time-slicing"}),
     ],
 )
 def test_bad_pods_are_refused(limits: dict[str, str], annotations: dict[str, str]) -> None:
     with pytest.raises(InvalidRequest):
         parse_pod(pod(limits, annotations=annotations))
+
+
+def test_the_vgpu_mode_is_read_for_nvidia_containers() -> None:
+    for value, mode in (("mig", "mig"), ("HAMi-Core", "hami-core"), ("", "")):
+        request = parse_pod(
+            pod({"nvidia.com/gpu": "1"}, annotations={"nvidia.com/vgpu-mode": value})
+        )
+        assert request.containers[0].device_mode == mode
 
 
 def test_annotation_encoding_round_trips() -> None:
