@@ -4,6 +4,7 @@ simulates them and `hami up`, which refuses a bad spec before it starts anything
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 
 from shared.errors import InvalidRequest
 
@@ -21,6 +22,8 @@ KNOWN_MODELS: dict[str, tuple[str, int]] = {
     "RTX4090": ("NVIDIA GeForce RTX 4090", 25757220864),
 }
 
+MIG_MODELS = ("H200", "H100", "A100")
+"""Simulated models with a MIG geometry (shared/mig.py's table)."""
 _ITEM = re.compile(r"^\s*(\d+)\s*[xX]\s*(?:([a-z0-9-]+):)?([A-Za-z0-9 -]+?)\s*$")
 ALIASES = {"MLU370": "MLU370-X8", "S4000": "MTT S4000"}
 """Short names people type for the vendors' model names."""
@@ -46,11 +49,21 @@ def known_models() -> list[str]:
     return [*KNOWN_MODELS, *vendors]
 
 
-def parse_spec(spec: str) -> list[tuple[str, int, str]]:
-    """One (model name, memory bytes, device kind) per simulated device, in order; a model
-    another kind also has is the first registered kind's unless named `KIND:MODEL` (e.g.
-    `1xmetax-sgpu:MXC500`). InvalidRequest naming the flag and the allowed values otherwise."""
-    devices: list[tuple[str, int, str]] = []
+@dataclass(frozen=True, slots=True)
+class SimulatedDevice:
+    model: str
+    memory_bytes: int
+    kind: str
+    mig: bool = False
+    """An NVIDIA GPU in MIG mode (`mig:MODEL`): its MIG geometry is offered."""
+
+
+def parse_spec(spec: str) -> list[SimulatedDevice]:
+    """One device per simulated device, in order; a model another kind also has is the first
+    registered kind's unless named `KIND:MODEL` (e.g. `1xmetax-sgpu:MXC500`); `mig:MODEL` is
+    an NVIDIA GPU in MIG mode (A100, H100, H200). InvalidRequest naming the flag and the
+    allowed values otherwise."""
+    devices: list[SimulatedDevice] = []
     for item in spec.split(","):
         match = _ITEM.match(item)
         if not match:
@@ -59,6 +72,13 @@ def parse_spec(spec: str) -> list[tuple[str, int, str]]:
             )
         count, kind, name = int(match.group(1)), match.group(2), match.group(3)
         found: tuple[str, int, str] | None = None
+        mig = kind == "mig"
+        if mig:
+            if name.upper() not in MIG_MODELS:
+                raise InvalidRequest(
+                    f"--simulate: {name!r} has no MIG geometry here; MIG models: A100, H100, H200"
+                )
+            kind = "nvidia"
         if kind in (None, "nvidia") and name.upper() in KNOWN_MODELS:
             model, memory = KNOWN_MODELS[name.upper()]
             found = (model, memory, "nvidia")
@@ -70,5 +90,5 @@ def parse_spec(spec: str) -> list[tuple[str, int, str]]:
             )
         if not 1 <= count <= 16:
             raise InvalidRequest(f"--simulate: count {count} for {name} must be 1..16")
-        devices.extend([found] * count)
+        devices.extend([SimulatedDevice(*found, mig=mig)] * count)
     return devices

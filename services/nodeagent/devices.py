@@ -3,16 +3,37 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol
 
+from services.nodeagent.core.inventory import MIB
 from services.nodeagent.core.readings import DeviceReading, DriverInfo, UsageReading
+from services.nodeagent.mig import MigDevices, MigInstance
 from shared.errors import Unavailable
 
 log = logging.getLogger("hami.nodeagent.devices")
 
 
+GpuMode = Literal["hami-core", "mig"]
+HeldSlices = Callable[[str, list[MigInstance]], int]
+"""A GPU's UUID and the MIG instances on it to the slices no live allocation owns."""
+
+
+def every_instance_held(gpu_uuid: str, instances: list[MigInstance]) -> int:
+    """Until the agent knows which instances are its own: all of them (fails closed)."""
+    mask = 0
+    for instance in instances:
+        mask |= instance.mask
+    return mask
+
+
 class DeviceManager(Protocol):
+    mig: MigDevices | None
+    """MIG on this node's GPUs, where some can do it."""
+    held_slices: HeldSlices
+
     def driver(self) -> DriverInfo: ...
 
     def devices(self) -> list[DeviceReading]: ...
@@ -20,6 +41,42 @@ class DeviceManager(Protocol):
     def usage(self) -> list[UsageReading]: ...
 
     def close(self) -> None: ...
+
+
+def mig_readings(
+    reading: DeviceReading, handle: Any, mig: MigDevices, mode: GpuMode, held: HeldSlices
+) -> list[DeviceReading]:
+    """A GPU in MIG mode as the scheduler should see it: in `mig` mode its geometry (the
+    slices nobody here owns held); in `hami-core` mode the instances on it, each whole."""
+    profiles = mig.manager.profiles(handle)
+    instances = mig.manager.instances(handle)
+    if mode == "mig":
+        return [
+            replace(
+                reading,
+                isolation="partition",
+                profiles=tuple(p.partition for p in profiles),
+                slices=max(
+                    (s + p.partition.slices for p in profiles for s in p.partition.placements),
+                    default=0,
+                ),
+                slices_held=held(reading.uuid, instances),
+            )
+        ]
+    memory = {p.name: p.partition.memory_mib for p in profiles}
+    return [
+        replace(
+            reading,
+            uuid=instance.uuid,
+            index=1000 * (reading.index + 1) + instance.gpu_instance,
+            model=f"{reading.model} MIG {instance.profile}",
+            memory_total_bytes=memory.get(instance.profile, 0) * MIB,
+            isolation="whole",
+            parent_uuid=reading.uuid,
+        )
+        for instance in instances
+        if instance.uuid
+    ]
 
 
 def sysfs_numa_node(bus_id: str, sysfs: Path = Path("/sys/bus/pci/devices")) -> int | None:
@@ -36,13 +93,17 @@ class NvmlDeviceManager:
     """Reads devices through NVML. ``nvml`` is the ``pynvml`` module, or anything with the same
     functions and exceptions (the recorded fixture in tests)."""
 
-    def __init__(self, nvml: Any = None) -> None:
+    def __init__(self, nvml: Any = None, gpu_mode: GpuMode = "hami-core") -> None:
         if nvml is None:
             import pynvml
 
             nvml = pynvml
         self._nvml = nvml
         nvml.nvmlInit()
+        self.gpu_mode = gpu_mode
+        self.mig: MigDevices | None = MigDevices(nvml)
+        self.held_slices: HeldSlices = every_instance_held
+        self._warned: set[str] = set()
 
     def _try(self, fn: Any, *args: Any) -> Any:
         try:
@@ -76,18 +137,28 @@ class NvmlDeviceManager:
             numa = self._try(nvml.nvmlDeviceGetNumaNodeId, handle)
             if numa is None and bus_id:
                 numa = sysfs_numa_node(bus_id)
-            readings.append(
-                DeviceReading(
-                    uuid=uuid,
-                    index=index,
-                    model=nvml.nvmlDeviceGetName(handle),
-                    memory_total_bytes=total,
-                    pci_bus_id=bus_id,
-                    numa_node=numa if numa is None or numa >= 0 else None,
-                    healthy=healthy,
-                    minor_number=self._try(nvml.nvmlDeviceGetMinorNumber, handle),
-                )
+            reading = DeviceReading(
+                uuid=uuid,
+                index=index,
+                model=nvml.nvmlDeviceGetName(handle),
+                memory_total_bytes=total,
+                pci_bus_id=bus_id,
+                numa_node=numa if numa is None or numa >= 0 else None,
+                healthy=healthy,
+                minor_number=self._try(nvml.nvmlDeviceGetMinorNumber, handle),
             )
+            if self.mig is not None and healthy and self.mig.manager.enabled(handle):
+                readings.extend(
+                    mig_readings(reading, handle, self.mig, self.gpu_mode, self.held_slices)
+                )
+            else:
+                if self.gpu_mode == "mig" and uuid not in self._warned:
+                    self._warned.add(uuid)
+                    log.warning(
+                        "GPU not in MIG mode: shared by interception on this mig node",
+                        extra={"device": uuid},
+                    )
+                readings.append(reading)
         return readings
 
     def usage(self) -> list[UsageReading]:
@@ -114,16 +185,36 @@ class NvmlDeviceManager:
 
 
 class SimulatedDeviceManager:
-    """Fixed simulated devices; usage is what allocations would use, which nobody runs here."""
+    """Fixed simulated devices; usage is what allocations would use, which nobody runs here.
+    Simulated MIG GPUs (`mig:` in the spec) run the MIG code on a simulated NVML."""
 
-    def __init__(self, readings: list[DeviceReading]) -> None:
+    def __init__(
+        self, readings: list[DeviceReading], mig_gpus: frozenset[str] = frozenset()
+    ) -> None:
+        from services.nodeagent.simmig import SimulatedMigNvml, SimulatedNvml
+
         self._readings = readings
+        self._mig_gpus = mig_gpus
+        self.held_slices: HeldSlices = every_instance_held
+        self.mig: MigDevices | None = None
+        if mig_gpus:
+            base = SimulatedNvml(readings)
+            enabled = {i for i, r in enumerate(readings) if r.uuid in mig_gpus}
+            self.mig = MigDevices(SimulatedMigNvml(base, enabled=enabled))
 
     def driver(self) -> DriverInfo:
         return DriverInfo(driver_version="simulated")
 
     def devices(self) -> list[DeviceReading]:
-        return list(self._readings)
+        if self.mig is None:
+            return list(self._readings)
+        out: list[DeviceReading] = []
+        for i, reading in enumerate(self._readings):
+            if reading.uuid in self._mig_gpus:
+                out.extend(mig_readings(reading, i, self.mig, "mig", self.held_slices))
+            else:
+                out.append(reading)
+        return out
 
     def usage(self) -> list[UsageReading]:
         return [
@@ -141,18 +232,23 @@ class SimulatedDeviceManager:
 
 
 def open_device_manager(
-    simulate: str | None, node: str, *, require_nvml: bool = False
+    simulate: str | None,
+    node: str,
+    *,
+    require_nvml: bool = False,
+    gpu_mode: GpuMode = "hami-core",
 ) -> DeviceManager:
     """NVML when asked for nothing else and it answers; simulated devices otherwise, unless
     ``require_nvml`` (a cluster's GPU node must not advertise devices it does not have)."""
-    from services.nodeagent.core.simulate import parse_simulation
+    from services.nodeagent.core.simulate import parse_simulation, simulated_devices
 
     if simulate:
-        return SimulatedDeviceManager(parse_simulation(simulate, node))
+        readings, mig_gpus = simulated_devices(simulate, node)
+        return SimulatedDeviceManager(readings, mig_gpus)
     import pynvml
 
     try:
-        manager = NvmlDeviceManager(pynvml)
+        manager = NvmlDeviceManager(pynvml, gpu_mode)
     except pynvml.NVMLError as e:
         if require_nvml:
             raise Unavailable(f"NVML unavailable on {node}: {e}; is the NVIDIA runtime set?") from e

@@ -11,6 +11,7 @@ from typing import Any
 
 import pynvml
 
+from shared.errors import InvalidRequest
 from shared.schemas.inventory import PartitionProfile
 
 log = logging.getLogger("hami.nodeagent.mig")
@@ -229,3 +230,34 @@ class MigManager:
             raise
         log.info("MIG instance taken down", extra={"gpu": current.gpu_uuid, "gi": gpu_instance})
         return True
+
+
+class MigDevices:
+    """MIG work on a node's GPUs by UUID: what the device managers offer the rest of the agent."""
+
+    def __init__(self, nvml: Any) -> None:
+        self.nvml = nvml
+        self.manager = MigManager(nvml)
+
+    def handle(self, gpu_uuid: str) -> Any:
+        for index in range(self.nvml.nvmlDeviceGetCount()):
+            handle = self.nvml.nvmlDeviceGetHandleByIndex(index)
+            if str(self.nvml.nvmlDeviceGetUUID(handle)) == gpu_uuid:
+                return handle
+        raise InvalidRequest(f"GPU {gpu_uuid} is not on this node")
+
+    def profile(self, gpu_uuid: str, name: str) -> MigProfile:
+        handle = self.handle(gpu_uuid)
+        for profile in self.manager.profiles(handle):
+            if profile.name == name:
+                return profile
+        raise InvalidRequest(f"GPU {gpu_uuid} has no MIG profile {name!r} (is MIG mode on?)")
+
+    def instances(self, gpu_uuid: str) -> list[MigInstance]:
+        return self.manager.instances(self.handle(gpu_uuid))
+
+    def create(self, gpu_uuid: str, profile: str, start: int) -> MigInstance:
+        return self.manager.create(self.handle(gpu_uuid), self.profile(gpu_uuid, profile), start)
+
+    def destroy(self, gpu_uuid: str, gpu_instance: int) -> bool:
+        return self.manager.destroy(self.handle(gpu_uuid), gpu_instance)

@@ -86,6 +86,9 @@ class RecordedNvml:
     def nvmlDeviceGetNumaNodeId(self, handle: int) -> int:
         return int(_answer(self._device(handle)["numa"]))
 
+    def nvmlDeviceGetMigMode(self, handle: int) -> list[int]:
+        return [int(m) for m in _answer(self._device(handle).get("mig_mode", [0, 0]))]
+
     def nvmlDeviceGetUtilizationRates(self, handle: int) -> SimpleNamespace:
         return SimpleNamespace(**_answer(self._device(handle)["util"]))
 

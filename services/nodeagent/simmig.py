@@ -13,12 +13,14 @@ instance that still has compute instances, is refused as in use; a missing id is
 from __future__ import annotations
 
 import uuid as uuidlib
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from types import SimpleNamespace
 from typing import Any
 
 import pynvml
 
+from services.nodeagent.core.readings import DeviceReading
 from shared.mig import COMPUTE_SLICES, MARKETED_GB, SHAPES, MigShape, profile_name
 
 MAX_MIG_DEVICES = 7
@@ -71,6 +73,38 @@ GI_PROFILE_IDS = {0: 19, 9: 15, 1: 14, 2: 9, 3: 5, 4: 0}
 (`nvidia-smi mig -lgip`): calls after the profile info take the id, not the index."""
 CI_PROFILE_FOR_SLICES = {1: 0, 2: 1, 3: 2, 4: 3, 7: 4, 8: 5, 6: 6}
 """NVML_COMPUTE_INSTANCE_PROFILE_<n>_SLICE for n compute slices."""
+
+
+class SimulatedNvml:
+    """The NVML of simulated GPUs (what the MIG simulation needs of it): handles are their
+    positions."""
+
+    def __init__(self, readings: Sequence[DeviceReading]) -> None:
+        self._readings = list(readings)
+
+    def nvmlInit(self) -> None:
+        pass
+
+    def nvmlShutdown(self) -> None:
+        pass
+
+    def nvmlDeviceGetCount(self) -> int:
+        return len(self._readings)
+
+    def nvmlDeviceGetHandleByIndex(self, index: int) -> int:
+        if not 0 <= index < len(self._readings):
+            raise _error(pynvml.NVML_ERROR_INVALID_ARGUMENT)
+        return index
+
+    def nvmlDeviceGetUUID(self, handle: int) -> str:
+        return self._readings[handle].uuid
+
+    def nvmlDeviceGetName(self, handle: int) -> str:
+        return self._readings[handle].model
+
+    def nvmlDeviceGetMemoryInfo(self, handle: int, version: int | None = None) -> SimpleNamespace:
+        total = self._readings[handle].memory_total_bytes
+        return SimpleNamespace(total=total, used=0, free=total)
 
 
 class SimulatedMigNvml:

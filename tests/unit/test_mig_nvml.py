@@ -10,9 +10,13 @@ from pathlib import Path
 import pynvml
 import pytest
 
+from services.nodeagent.core.inventory import SharingPolicy, device_info
+from services.nodeagent.core.simulate import simulated_devices
+from services.nodeagent.devices import NvmlDeviceManager, SimulatedDeviceManager
 from services.nodeagent.mig import MigManager
 from services.nodeagent.recorded_nvml import RecordedNvml
 from services.nodeagent.simmig import SimulatedMigNvml
+from shared.errors import InvalidRequest
 from shared.mig import H200_PROFILES
 
 
@@ -85,3 +89,43 @@ def test_a_gpu_without_mig_mode_offers_no_geometry(shared_dir: Path) -> None:
     manager = MigManager(nvml)
     handle = nvml.nvmlDeviceGetHandleByIndex(0)
     assert not manager.enabled(handle) and manager.profiles(handle) == ()
+
+
+def test_a_mig_node_offers_the_geometry_with_hand_made_instances_held(
+    nvml: SimulatedMigNvml,
+) -> None:
+    manager = NvmlDeviceManager(nvml, gpu_mode="mig")
+    (gpu,) = manager.devices()
+    assert (gpu.slices, gpu.slices_held, gpu.isolation) == (8, 0, "partition")
+    info = device_info(gpu, SharingPolicy())
+    assert info.isolation == "partition" and info.split_count == 7
+    assert [p.name for p in info.profiles] == [p.name for p in H200_PROFILES]
+    assert manager.mig is not None
+    made = manager.mig.create(gpu.uuid, "3g.71gb", 4)  # by hand, say
+    (gpu,) = manager.devices()
+    assert gpu.slices_held == made.mask == 0xF0
+
+
+def test_a_hami_core_node_offers_hand_made_instances_whole(nvml: SimulatedMigNvml) -> None:
+    manager = NvmlDeviceManager(nvml)
+    assert manager.devices() == []  # MIG on, no instance: nothing to share
+    assert manager.mig is not None
+    parent = nvml.nvmlDeviceGetUUID(nvml.nvmlDeviceGetHandleByIndex(0))
+    made = manager.mig.create(parent, "1g.18gb", 0)
+    (instance,) = manager.devices()
+    assert (instance.uuid, instance.parent_uuid, instance.isolation) == (made.uuid, parent, "whole")
+    assert instance.model.endswith("MIG 1g.18gb")
+    info = device_info(instance, SharingPolicy())
+    assert info.isolation == "whole" and info.split_count == 1
+
+
+def test_simulated_mig_gpus_run_the_same_code() -> None:
+    readings, mig = simulated_devices("1xmig:H200,1xH200", "n1")
+    manager = SimulatedDeviceManager(readings, mig)
+    first, second = manager.devices()
+    assert first.slices == 8 and second.slices == 0
+    assert manager.mig is not None
+    made = manager.mig.create(first.uuid, "7g.141gb", 0)
+    assert made.uuid.startswith("MIG-") and manager.devices()[0].slices_held == 0xFF
+    with pytest.raises(InvalidRequest):
+        simulated_devices("1xmig:T4", "n1")

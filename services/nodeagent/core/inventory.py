@@ -37,8 +37,26 @@ def device_info(
     model's profiles; a whole device is never split)."""
     physical = reading.memory_total_bytes // MIB
     kind = kinds.named(reading.kind) if reading.kind != "nvidia" else None
-    isolation = kind.isolation if kind is not None else "interception"
+    isolation = reading.isolation or (kind.isolation if kind is not None else "interception")
     shared = isolation == "interception"
+    if reading.slices:  # a MIG GPU: its own geometry, at most one instance per 1g placement
+        return DeviceInfo(
+            uuid=reading.uuid,
+            index=reading.index,
+            model=reading.model,
+            kind=reading.kind,
+            memory_mib=physical,
+            physical_memory_mib=physical,
+            split_count=max((len(p.placements) for p in reading.profiles), default=1),
+            pci_bus_id=reading.pci_bus_id,
+            numa_node=reading.numa_node,
+            healthy=reading.healthy,
+            simulated=reading.simulated,
+            isolation="partition",
+            profiles=reading.profiles,
+            slices=reading.slices,
+            slices_held=reading.slices_held,
+        )
     return DeviceInfo(
         uuid=reading.uuid,
         index=reading.index,

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from shared.schemas.inventory import Isolation, PartitionProfile
+
 
 @dataclass(frozen=True, slots=True)
 class DeviceReading:
@@ -18,6 +20,19 @@ class DeviceReading:
     simulated: bool = False
     minor_number: int | None = None
     """The device node's minor (`/dev/nvidia<minor>`); None where NVML does not say."""
+    isolation: Isolation | None = None
+    """How it is shared where the hardware decides, not its kind: "partition" for a GPU in
+    MIG mode on a node in `mig` mode (its geometry below), "whole" for a MIG instance made by
+    hand on a node in `hami-core` mode; None: its kind's."""
+    profiles: tuple[PartitionProfile, ...] = ()
+    """A MIG GPU's profiles as NVML reports them, smallest first."""
+    slices: int = 0
+    """A MIG GPU's memory slices (8)."""
+    slices_held: int = 0
+    """Slices held by instances no live allocation of this node owns (made by hand, or
+    waiting to be taken down)."""
+    parent_uuid: str = ""
+    """A MIG instance's GPU."""
 
 
 @dataclass(frozen=True, slots=True)

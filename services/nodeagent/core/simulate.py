@@ -19,16 +19,24 @@ def _uuid(kind: str, node: str, index: int) -> str:
 
 def parse_simulation(spec: str, node: str) -> list[DeviceReading]:
     """Devices for a spec like ``2xH200,1xT4``; UUIDs are stable for a node name and position."""
-    return [
-        DeviceReading(
-            uuid=_uuid(kind, node, index),
+    return simulated_devices(spec, node)[0]
+
+
+def simulated_devices(spec: str, node: str) -> tuple[list[DeviceReading], frozenset[str]]:
+    """The devices, and the UUIDs of those simulated in MIG mode (``1xmig:H200``)."""
+    readings, mig = [], set()
+    for index, device in enumerate(parse_spec(spec)):
+        reading = DeviceReading(
+            uuid=_uuid(device.kind, node, index),
             index=index,
-            model=name,
-            memory_total_bytes=memory,
+            model=device.model,
+            memory_total_bytes=device.memory_bytes,
             pci_bus_id=f"00000000:{index + 1:02x}:00.0",
             numa_node=0,
-            kind=kind,
+            kind=device.kind,
             simulated=True,
         )
-        for index, (name, memory, kind) in enumerate(parse_spec(spec))
-    ]
+        readings.append(reading)
+        if device.mig:
+            mig.add(reading.uuid)
+    return readings, frozenset(mig)
