@@ -98,7 +98,7 @@ class NodeOverride(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fie
     devicecorescaling: Scaling | None = None
     gpucorepolicy: CorePolicy | None = None
     # HAMi's other per-node keys: accepted so that its config.json loads, not acted on yet.
-    operatingmode: str | None = None
+    operatingmode: Literal["hami-core", "mig"] | None = None
     preconfigureddevicememory: Annotated[int, msgspec.Meta(ge=0)] | None = None
     enablenumatopology: bool | None = None
     migstrategy: Literal["none", "mixed"] | None = None
@@ -131,6 +131,10 @@ class DeviceConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fie
         for name in names:
             if names.count(name) > 1:
                 raise ValueError(f"node {name!r} appears twice - at `$.nodeconfig`")
+
+    def operating_mode(self, node: str) -> Literal["hami-core", "mig"] | None:
+        """This node's `operatingmode` (`nodeconfig`), if set."""
+        return next((o.operatingmode for o in self.nodeconfig if o.name == node), None)
 
     def for_node(self, node: str) -> NvidiaConfig:
         """The `nvidia:` values with this node's overrides applied."""

@@ -141,6 +141,12 @@ class NodeAgentSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknow
     device_config: str | None = None
     """HAMi's device configuration file (shared.deviceconfig): split count, scaling, core
     policy and resource name for this node, below flags and environment."""
+    gpu_mode: Literal["hami-core", "mig"] = "hami-core"
+    """How this node's NVIDIA GPUs in MIG mode are shared (HAMi's `operatingmode`): in
+    `hami-core` the MIG instances already on them are offered whole, by profile (the other
+    GPUs are shared by interception); in `mig` each offers its MIG geometry and the agent
+    makes an instance of the profile the allocator picked for each container, and takes it
+    down when the allocation ends (docs/devices.md)."""
 
     def __post_init__(self) -> None:
         if self.dra and self.device_plugin:

@@ -228,7 +228,10 @@ async def _local_jobs(
 
 async def serve(settings: NodeAgentSettings, stop: asyncio.Event) -> None:
     manager = open_device_manager(
-        settings.simulate, settings.node_name, require_nvml=settings.require_nvml
+        settings.simulate,
+        settings.node_name,
+        require_nvml=settings.require_nvml,
+        gpu_mode=settings.gpu_mode,
     )
     nc = await connect(
         settings.nats_url,

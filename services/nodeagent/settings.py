@@ -18,13 +18,17 @@ def _from_device_config(values: Mapping[str, Any]) -> dict[str, Any]:
     path = values.get("device_config")
     if not path:
         return {}
-    nvidia = load_device_config(path).for_node(values.get("node") or socket.gethostname())
+    config = load_device_config(path)
+    node = values.get("node") or socket.gethostname()
+    nvidia = config.for_node(node)
+    mode = config.operating_mode(node)
     return {
         "split_count": nvidia.device_split_count,
         "memory_scaling": nvidia.device_memory_scaling,
         "core_scaling": nvidia.device_core_scaling,
         "core_policy": nvidia.gpu_core_policy,
         "resource_name": nvidia.resource_count_name,
+        **({"gpu_mode": mode} if mode is not None else {}),
     }
 
 

@@ -63,6 +63,24 @@ def _agent_fallback(values: object) -> dict[str, object]:
     return _from_device_config(values)  # type: ignore[arg-type]
 
 
+def test_a_nodes_operating_mode_is_its_gpu_mode(tmp_path: Path) -> None:
+    device = tmp_path / "device.yaml"
+    device.write_text("nodeconfig: [{name: mig-node, operatingmode: mig}]")
+    for node, mode in (("mig-node", "mig"), ("other", "hami-core")):
+        argv = ["--device-config", str(device), "--node", node]
+        loaded = settings.load(NodeAgentSettings, argv, prog="t", env={}, fallback=_agent_fallback)
+        assert loaded.gpu_mode == mode
+    device.write_text("nodeconfig: [{name: n, operatingmode: time-slicing}]")
+    with pytest.raises(SystemExit, match="operatingmode"):
+        settings.load(
+            NodeAgentSettings,
+            ["--device-config", str(device)],
+            prog="t",
+            env={},
+            fallback=_agent_fallback,
+        )
+
+
 def test_booleans_from_flags_and_variables() -> None:
     assert settings.load(NodeAgentSettings, ["--device-plugin"], prog="t", env={}).device_plugin
     assert not settings.load(
