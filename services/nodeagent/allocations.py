@@ -26,6 +26,10 @@ class NodeAllocations:
         """This node's `hami run` jobs (their regions are read for per-job usage)."""
         return [r for r in self._by_key.values() if r.holder.kind == "local"]
 
+    def holds(self, allocation_id: str) -> bool:
+        """Whether this node's allocation is live (its record is in the bucket)."""
+        return allocation_id in self._by_key
+
     def for_pod(self, pod_uid: str) -> AllocationRecord | None:
         return self._by_pod.get(pod_uid)
 

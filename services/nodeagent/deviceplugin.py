@@ -27,10 +27,13 @@ from services.nodeagent.allocations import NodeAllocations
 from services.nodeagent.core import handshake, virtual
 from services.nodeagent.core.containerspec import (
     CONTROL_NODES,
+    MIG_MINORS,
     ContainerSpec,
     HostLayout,
     container_spec,
+    hardware_isolated,
     limits_text,
+    mig_container_spec,
     preload_text,
 )
 from services.nodeagent.core.containerusage import RegionOwner
@@ -39,8 +42,10 @@ from services.nodeagent.core.readings import DeviceReading
 from services.nodeagent.hostfiles import write_atomically
 from services.nodeagent.kubeletapi.deviceplugin.v1beta1 import api_pb2 as pb
 from services.nodeagent.kubeletapi.deviceplugin.v1beta1 import api_pb2_grpc as pb_grpc
+from services.nodeagent.mig import MigDevices
+from services.nodeagent.migwork import MIG_INSTANCES, MigEntry, MigWork, with_entries
 from shared import tracing
-from shared.errors import HamiError
+from shared.errors import HamiError, InvalidRequest
 from shared.kube.client import KubeClient
 from shared.resources import BIND_TIME, NVIDIA_ANNOTATION_TYPE
 from shared.runloop import sleep_or_stop
@@ -128,6 +133,10 @@ class Allocation:
     layout: HostLayout
     policy: SharingPolicy
     control_nodes: tuple[str, ...] = ()
+    mig: MigWork | None = None
+    """Where this node makes MIG instances (`--gpu-mode mig`)."""
+    mig_devices: MigDevices | None = None
+    """The node's GPUs' MIG instances (whole ones are granted in `hami-core` mode)."""
 
     def prepare_host(self) -> None:
         """The preload file every container mounts, written at start (and kept); the driver's
@@ -199,16 +208,22 @@ class Allocation:
                 raise handshake.AllocateRefused(
                     f"the isolation library {self.layout.library} is missing on {self.node}"
                 )
-            spec = container_spec(
-                chosen,
-                self.devices.readings,
-                self.layout,
-                self.control_nodes,
-            )
-            self._prepare_container(chosen, spec)
-            await self.kube.patch_pod_annotations(
-                chosen.namespace, chosen.pod, lambda a: handshake.consume(a, chosen)
-            )
+            readings = self.devices.readings
+            if hardware_isolated(chosen, readings):
+                spec, made = await self._mig_container(chosen)
+                await self.kube.patch_pod_annotations(
+                    chosen.namespace,
+                    chosen.pod,
+                    lambda a: with_entries(
+                        handshake.consume(a, chosen), a.get(MIG_INSTANCES), made
+                    ),
+                )
+            else:
+                spec = container_spec(chosen, readings, self.layout, self.control_nodes)
+                self._prepare_container(chosen, spec)
+                await self.kube.patch_pod_annotations(
+                    chosen.namespace, chosen.pod, lambda a: handshake.consume(a, chosen)
+                )
         except (HamiError, OSError) as e:
             refused = handshake.AllocateRefused(
                 f"pod {chosen.namespace}/{chosen.pod} container {chosen.container}: {e}",
@@ -226,6 +241,31 @@ class Allocation:
             },
         )
         return _response(spec)
+
+    async def _mig_container(
+        self, chosen: handshake.Assignment
+    ) -> tuple[ContainerSpec, list[MigEntry]]:
+        """MIG instances for the container: made where the allocator placed its partitions
+        (recorded before the container gets them), or the whole instances it was granted."""
+        made: list[MigEntry] = []
+        if any(g.placement is not None for g in chosen.grants):
+            if self.mig is None:
+                raise InvalidRequest(f"{self.node} makes no MIG instances (not in mig mode)")
+            made = await self.mig.instances_for(
+                chosen.allocation_id, chosen.pod_uid, chosen.container, chosen.grants
+            )
+        by_position = {e.position: e for e in made}
+        instances = [
+            (by_position[i].uuid, by_position[i].gpu_instance, by_position[i].compute_instance)
+            if i in by_position
+            else (g.uuid, *_instance_ids(self.mig_devices, g.uuid, self.devices.readings))
+            for i, g in enumerate(chosen.grants)
+        ]
+        minors = await asyncio.to_thread(_read_or_empty, Path(MIG_MINORS))
+        spec = mig_container_spec(
+            chosen, self.devices.readings, instances, self.control_nodes, minors
+        )
+        return spec, made
 
     def _prepare_container(self, chosen: handshake.Assignment, spec: ContainerSpec) -> None:
         # Read-only to the container (mounted so, and 0444): its processes are held to it.
@@ -399,3 +439,23 @@ async def serve_device_plugin(
                     path.unlink()
     with contextlib.suppress(FileNotFoundError):
         path.unlink()
+
+
+def _read_or_empty(path: Path) -> str:
+    try:
+        return path.read_text()
+    except OSError:
+        return ""
+
+
+def _instance_ids(
+    mig: MigDevices | None, uuid: str, readings: Mapping[str, DeviceReading]
+) -> tuple[int, int]:
+    """A whole MIG instance's GPU and compute instance ids (for its capability nodes)."""
+    reading = readings.get(uuid)
+    if mig is None or reading is None or not reading.parent_uuid:
+        raise InvalidRequest(f"device {uuid} is not a MIG instance on this node")
+    for instance in mig.instances(reading.parent_uuid):
+        if instance.uuid == uuid:
+            return instance.gpu_instance, instance.compute_instances[0]
+    raise InvalidRequest(f"MIG instance {uuid} is not on {reading.parent_uuid} any more")

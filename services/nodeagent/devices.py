@@ -189,8 +189,13 @@ class SimulatedDeviceManager:
     Simulated MIG GPUs (`mig:` in the spec) run the MIG code on a simulated NVML."""
 
     def __init__(
-        self, readings: list[DeviceReading], mig_gpus: frozenset[str] = frozenset()
+        self,
+        readings: list[DeviceReading],
+        mig_gpus: frozenset[str] = frozenset(),
+        mig_state: Path | None = None,
     ) -> None:
+        """``mig_state``: where the simulated GPUs keep their MIG instances (as real ones
+        keep them across an agent's restart)."""
         from services.nodeagent.simmig import SimulatedMigNvml, SimulatedNvml
 
         self._readings = readings
@@ -200,7 +205,7 @@ class SimulatedDeviceManager:
         if mig_gpus:
             base = SimulatedNvml(readings)
             enabled = {i for i, r in enumerate(readings) if r.uuid in mig_gpus}
-            self.mig = MigDevices(SimulatedMigNvml(base, enabled=enabled))
+            self.mig = MigDevices(SimulatedMigNvml(base, enabled=enabled, state=mig_state))
 
     def driver(self) -> DriverInfo:
         return DriverInfo(driver_version="simulated")
@@ -237,6 +242,7 @@ def open_device_manager(
     *,
     require_nvml: bool = False,
     gpu_mode: GpuMode = "hami-core",
+    mig_state: Path | None = None,
 ) -> DeviceManager:
     """NVML when asked for nothing else and it answers; simulated devices otherwise, unless
     ``require_nvml`` (a cluster's GPU node must not advertise devices it does not have)."""
@@ -244,7 +250,7 @@ def open_device_manager(
 
     if simulate:
         readings, mig_gpus = simulated_devices(simulate, node)
-        return SimulatedDeviceManager(readings, mig_gpus)
+        return SimulatedDeviceManager(readings, mig_gpus, mig_state)
     import pynvml
 
     try:

@@ -21,6 +21,7 @@ from services.nodeagent.deviceplugin import Allocation, DeviceList, serve_device
 from services.nodeagent.devices import DeviceManager, open_device_manager
 from services.nodeagent.draplugin import DraDriver, serve_dra_plugin
 from services.nodeagent.localusage import LocalJobUsage
+from services.nodeagent.migwork import MigLedger, MigWork
 from services.nodeagent.podusage import ContainerUsage
 from services.nodeagent.regionfiles import RegionReader
 from services.nodeagent.settings import NodeAgentSettings
@@ -49,6 +50,8 @@ class NodeAgent:
             core_scaling=settings.core_scaling,
         )
         self._manager = manager
+        self.manager = manager
+        """Where readings come from (and MIG instances are made)."""
         self._driver = manager.driver()
         self.driver_info = self._driver
         self._nc = nc
@@ -133,6 +136,15 @@ async def _kubernetes_node(
     kube = await KubeClient.from_config(settings.kubeconfig)
     records = NodeAllocations(agent.node)
     layout = host_layout(settings)
+    mig = agent.manager.mig
+    work: MigWork | None = None
+    if settings.gpu_mode == "mig" and mig is not None:
+        ledger = MigLedger(layout.root / "mig" / "instances.json")
+        work = MigWork(mig, ledger, records.holds, grace_s=settings.region_grace_s)
+        agent.manager.held_slices = work.held  # from the next beat on
+        tasks.create_task(
+            every(stop, settings.heartbeat_interval_s, "mig-reap", work.reap), name="mig-reap"
+        )
     allocation = Allocation(
         node=agent.node,
         kube=kube,
@@ -140,6 +152,8 @@ async def _kubernetes_node(
         devices=agent.plugin_devices,
         layout=layout,
         policy=agent.policy,
+        mig=work,
+        mig_devices=mig,
     )
     usage = ContainerUsage(
         agent.node,
@@ -232,6 +246,7 @@ async def serve(settings: NodeAgentSettings, stop: asyncio.Event) -> None:
         settings.node_name,
         require_nvml=settings.require_nvml,
         gpu_mode=settings.gpu_mode,
+        mig_state=Path(settings.vgpu_root) / "mig" / "simulated-gpus.json",
     )
     nc = await connect(
         settings.nats_url,

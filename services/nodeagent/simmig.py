@@ -12,9 +12,12 @@ instance that still has compute instances, is refused as in use; a missing id is
 
 from __future__ import annotations
 
+import json
+import os
 import uuid as uuidlib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
@@ -108,13 +111,56 @@ class SimulatedNvml:
 
 
 class SimulatedMigNvml:
-    """Delegates everything else to ``base`` (device handles are its handles)."""
+    """Delegates everything else to ``base`` (device handles are its handles). ``state``: a
+    file the instances are kept in, as a GPU keeps them across a restart of the agent."""
 
-    def __init__(self, base: Any, enabled: set[int] | None = None) -> None:
+    def __init__(
+        self, base: Any, enabled: set[int] | None = None, state: Path | None = None
+    ) -> None:
         self._base = base
         self._gpus: dict[int, MigGpu] = {}
         self._enabled = enabled
+        self._state = state
         self.NVMLError = pynvml.NVMLError
+        if state is not None and state.is_file():
+            self._load(json.loads(state.read_text()))
+
+    def _load(self, saved: dict[str, Any]) -> None:
+        for handle_text, instances in saved.items():
+            gpu = self._gpu(int(handle_text))
+            for raw in instances:
+                shape = self._shape(raw["profile_id"])
+                gi = GpuInstance(
+                    int(handle_text), raw["id"], shape, raw["profile_id"], raw["start"]
+                )
+                for c in raw["compute"]:
+                    gi.compute[c["id"]] = ComputeInstance(
+                        gi, c["id"], c["slices"], c["profile_id"], c["uuid"]
+                    )
+                gpu.instances[gi.id] = gi
+
+    def _save(self) -> None:
+        if self._state is None:
+            return
+        saved = {
+            str(handle): [
+                {
+                    "id": gi.id,
+                    "profile_id": gi.profile_id,
+                    "start": gi.start,
+                    "compute": [
+                        {"id": c.id, "slices": c.slices, "profile_id": c.profile_id, "uuid": c.uuid}
+                        for c in gi.compute.values()
+                    ],
+                }
+                for gi in gpu.instances.values()
+            ]
+            for handle, gpu in self._gpus.items()
+        }
+        self._state.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self._state.with_suffix(".tmp")
+        tmp.write_text(json.dumps(saved))
+        os.replace(tmp, self._state)
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._base, name)
@@ -200,6 +246,7 @@ class SimulatedMigNvml:
         gi_id = next(i for i in range(1, 64) if i not in gpu.instances)
         instance = GpuInstance(handle, gi_id, shape, profile_id, placement.start)
         gpu.instances[gi_id] = instance
+        self._save()
         return instance
 
     def nvmlDeviceGetGpuInstanceById(self, handle: Any, gi_id: int) -> GpuInstance:
@@ -242,10 +289,10 @@ class SimulatedMigNvml:
         if sum(c.slices for c in gi.compute.values()) + slices > gi.shape.compute:
             raise _error(pynvml.NVML_ERROR_INSUFFICIENT_RESOURCES)
         ci_id = next(i for i in range(64) if i not in gi.compute)
-        parent = self._mig_gpu(gi.device).uuid
-        name = uuidlib.uuid5(uuidlib.NAMESPACE_OID, f"{parent}/{gi.id}/{ci_id}/{len(gi.compute)}")
+        name = uuidlib.uuid4()  # each instance made is a new MIG device, as on a GPU
         ci = ComputeInstance(gi, ci_id, slices, profile_id, f"MIG-{name}")
         gi.compute[ci_id] = ci
+        self._save()
         return ci
 
     def nvmlGpuInstanceGetComputeInstanceById(self, gi: GpuInstance, ci_id: int) -> ComputeInstance:
@@ -267,12 +314,14 @@ class SimulatedMigNvml:
         if ci.processes:
             raise _error(pynvml.NVML_ERROR_IN_USE)
         del gi.compute[ci.id]
+        self._save()
 
     def nvmlGpuInstanceDestroy(self, gi: GpuInstance) -> None:
         self._live(gi)
         if gi.compute:
             raise _error(pynvml.NVML_ERROR_IN_USE)
         del self._mig_gpu(gi.device).instances[gi.id]
+        self._save()
 
     # --- MIG devices (one per compute instance) ---
     def _mig_devices(self, handle: int) -> list[ComputeInstance]:

@@ -136,3 +136,71 @@ def container_spec(
 def limits_text(spec: ContainerSpec) -> str:
     """What the node agent writes to the container's limits file."""
     return limits_file_text(dict(spec.envs))
+
+
+MIG_MINORS = "/proc/driver/nvidia-caps/mig-minors"
+"""Where the driver says which capability device grants access to each MIG instance."""
+
+
+def hardware_isolated(assignment: Assignment, readings: Mapping[str, DeviceReading]) -> bool:
+    """Whether the container's devices are MIG instances (the hardware isolates them: no
+    library). InvalidRequest when some are and some are not: one container, one kind of
+    isolation."""
+    kinds = set()
+    for grant in assignment.grants:
+        reading = readings.get(grant.uuid)
+        kinds.add(
+            grant.placement is not None or (reading is not None and bool(reading.parent_uuid))
+        )
+    if len(kinds) > 1:
+        raise InvalidRequest("a container cannot mix MIG instances and shared GPUs")
+    return kinds == {True}
+
+
+def mig_capability_nodes(minors: str, gpu_minor: int, gpu_instance: int, compute: int) -> list[str]:
+    """The capability device nodes of a MIG instance (`/dev/nvidia-caps/nvidia-cap<N>`), from
+    the driver's `mig-minors` table (lines like `gpu0/gi3/ci0/access 32`)."""
+    wanted = {
+        f"gpu{gpu_minor}/gi{gpu_instance}/access",
+        f"gpu{gpu_minor}/gi{gpu_instance}/ci{compute}/access",
+    }
+    nodes = []
+    for line in minors.splitlines():
+        parts = line.split()
+        if len(parts) == 2 and parts[0] in wanted and parts[1].isdigit():
+            nodes.append(f"/dev/nvidia-caps/nvidia-cap{parts[1]}")
+    return nodes
+
+
+def mig_container_spec(
+    assignment: Assignment,
+    readings: Mapping[str, DeviceReading],
+    instances: Sequence[tuple[str, int, int]],
+    control: Sequence[str] = (),
+    minors: str = "",
+) -> ContainerSpec:
+    """A container of MIG instances: each instance by its MIG UUID (what the NVIDIA runtime
+    and CUDA take), its GPU's device node and capability nodes; no library, no limits (the
+    hardware partitions memory and compute). ``instances``: (MIG UUID, GPU instance, compute
+    instance) per grant, in order."""
+    nodes = list(device_nodes(assignment, _parents(assignment, readings), control))
+    for (_, gpu_instance, compute), grant in zip(instances, assignment.grants, strict=True):
+        reading = readings[grant.uuid]
+        if reading.simulated:
+            continue
+        minor = reading.minor_number if reading.minor_number is not None else reading.index
+        for path in mig_capability_nodes(minors, minor, gpu_instance, compute):
+            nodes.append(DeviceNode(path, path))
+    envs = {
+        "NVIDIA_VISIBLE_DEVICES": ",".join(uuid for uuid, _, _ in instances),
+        "HAMI_ALLOCATION_ID": assignment.allocation_id,
+    }
+    return ContainerSpec(envs, (), tuple(dict.fromkeys(nodes)))
+
+
+def _parents(
+    assignment: Assignment, readings: Mapping[str, DeviceReading]
+) -> Mapping[str, DeviceReading]:
+    """Readings by the grants' UUIDs, as device_nodes wants them (a whole instance's reading
+    carries its GPU's minor)."""
+    return {g.uuid: readings[g.uuid] for g in assignment.grants if g.uuid in readings}

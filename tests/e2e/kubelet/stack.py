@@ -67,6 +67,10 @@ class Hami:
     processes: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
     env: dict[str, str] = field(default_factory=dict)
     """More environment for HAMi's processes (the OTEL_* variables of a test's Jaeger)."""
+    agent_devices: str = "1xH200"
+    """The node agent's simulated devices."""
+    agent_args: tuple[str, ...] = ()
+    """More flags for the node agent (e.g. `--gpu-mode mig`)."""
 
     @property
     def vgpu_root(self) -> Path:
@@ -84,6 +88,7 @@ class Hami:
         return (self.run / f"{name}.log").read_text(errors="replace")
 
     def start_agent(self) -> None:
+        """The node agent as device plugin, on ``agent_devices`` (``agent_args`` added)."""
         self.start(
             "nodeagent",
             [
@@ -94,13 +99,14 @@ class Hami:
                 "--node",
                 self.node.name,
                 "--simulate",
-                "1xH200",
+                self.agent_devices,
                 "--split-count",
                 "10",
                 "--heartbeat-interval",
                 "1",
                 "--usage-interval",
                 "1",
+                *self.agent_args,
                 "--device-plugin",
                 "--kubeconfig",
                 str(self.plane.kubeconfig),
@@ -171,8 +177,16 @@ class Hami:
                 process.wait()
 
     # --- the API server, as a user sees it -----------------------------------------------
-    def create_pod(self, name: str, limits: dict[str, str], command: str) -> dict[str, Any]:
+    def create_pod(
+        self,
+        name: str,
+        limits: dict[str, str],
+        command: str,
+        annotations: dict[str, str] | None = None,
+    ) -> dict[str, Any]:
         manifest = busybox_pod(name, limits, command, host_network=True)
+        if annotations:
+            manifest["metadata"]["annotations"] = annotations  # type: ignore[index]
         return self.plane.request("POST", "/api/v1/namespaces/default/pods", manifest)
 
     def pod(self, name: str) -> dict[str, Any]:
@@ -292,7 +306,13 @@ class Unusable(RuntimeError):
 
 
 @contextmanager
-def hami_on_a_node(run: Path, env: dict[str, str] | None = None) -> Iterator[Hami]:
+def hami_on_a_node(
+    run: Path,
+    env: dict[str, str] | None = None,
+    *,
+    agent_devices: str = "1xH200",
+    agent_args: tuple[str, ...] = (),
+) -> Iterator[Hami]:
     reason = unusable_reason()
     if reason is not None:
         raise Unusable(reason)
@@ -302,7 +322,15 @@ def hami_on_a_node(run: Path, env: dict[str, str] | None = None) -> Iterator[Ham
     plane = start_control_plane(run / "cp")
     node = KubeletNode(run, plane)
     nats = start_nats(run / "nats", port=0)
-    hami = Hami(plane, node, nats, run, env=dict(env or {}))
+    hami = Hami(
+        plane,
+        node,
+        nats,
+        run,
+        env=dict(env or {}),
+        agent_devices=agent_devices,
+        agent_args=agent_args,
+    )
     try:
         node.start()
         extender = free_port()
