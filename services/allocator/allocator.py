@@ -368,6 +368,11 @@ class Allocator:
             for r in state.nodes.values()
             if request.node is None or r.name == request.node
         ]
+        partitions: dict[str, list[str]] = {}
+        for held in state.allocations.values():
+            for grant in (g for c in held.record.containers for g in c if g.profile):
+                at = "" if grant.placement is None else f"@{grant.placement}"
+                partitions.setdefault(grant.uuid, []).append(f"{grant.profile}{at}")
         devices = []
         for inventory in nodes:
             for d in inventory.devices:
@@ -385,6 +390,9 @@ class Allocator:
                         used_cores=used.cores,
                         used_count=used.count,
                         healthy=d.healthy,
+                        kind=d.kind,
+                        isolation=d.isolation,
+                        partitions=tuple(sorted(partitions.get(d.uuid, ()))),
                     )
                 )
         allocations = [

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from shared.quantity import format_mib
-from shared.schemas.placement import StatusReply
+from shared.schemas.placement import DeviceStatus, StatusReply
 
 
 def _table(rows: list[list[str]]) -> str:
@@ -12,6 +12,19 @@ def _table(rows: list[list[str]]) -> str:
         "  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip()
         for row in rows
     )
+
+
+SHARING = {"interception": "hami-core", "partition": "partitions", "whole": "whole"}
+
+
+def _sharing(device: DeviceStatus) -> str:
+    """How the device is shared: its kind (other vendors), its model, its partitions in use."""
+    kind = "" if device.kind == "nvidia" else f"{device.kind} "
+    mode = SHARING.get(device.isolation, device.isolation)
+    if device.isolation == "partition" and device.kind == "nvidia":
+        mode = "mig"
+    parts = f": {','.join(device.partitions)}" if device.partitions else ""
+    return f"{kind}{mode}{parts}"
 
 
 def render(status: StatusReply, nats_url: str, metrics_url: str | None) -> str:
@@ -25,6 +38,7 @@ def render(status: StatusReply, nats_url: str, metrics_url: str | None) -> str:
             "MEMORY FREE/TOTAL",
             "CORES FREE/TOTAL",
             "SHARES",
+            "SHARING",
             "HEALTH",
         ]
     ]
@@ -38,6 +52,7 @@ def render(status: StatusReply, nats_url: str, metrics_url: str | None) -> str:
                 f"{format_mib(d.memory_mib - d.used_memory_mib)} / {format_mib(d.memory_mib)}",
                 f"{d.cores - d.used_cores}% / {d.cores}%",
                 f"{d.used_count}/{d.split_count}",
+                _sharing(d),
                 "ok" if d.healthy else "UNHEALTHY",
             ]
         )

@@ -12,6 +12,7 @@ from services.nodeagent.core.inventory import MIB
 from services.nodeagent.core.readings import DeviceReading, DriverInfo, UsageReading
 from services.nodeagent.mig import MigDevices, MigInstance
 from shared.errors import Unavailable
+from shared.schemas.inventory import MigInstanceInfo
 
 log = logging.getLogger("hami.nodeagent.devices")
 
@@ -27,6 +28,18 @@ def every_instance_held(gpu_uuid: str, instances: list[MigInstance]) -> int:
     for instance in instances:
         mask |= instance.mask
     return mask
+
+
+def _info(instance: MigInstance) -> MigInstanceInfo:
+    return MigInstanceInfo(
+        gpu_uuid=instance.gpu_uuid,
+        uuid=instance.uuid,
+        profile=instance.profile,
+        gpu_instance=instance.gpu_instance,
+        compute_instance=instance.compute_instances[0] if instance.compute_instances else None,
+        start=instance.start,
+        slices=instance.slices,
+    )
 
 
 class DeviceManager(Protocol):
@@ -50,6 +63,7 @@ def mig_readings(
     slices nobody here owns held); in `hami-core` mode the instances on it, each whole."""
     profiles = mig.manager.profiles(handle)
     instances = mig.manager.instances(handle)
+    told = {i.gpu_instance: _info(i) for i in instances}
     if mode == "mig":
         return [
             replace(
@@ -61,6 +75,7 @@ def mig_readings(
                     default=0,
                 ),
                 slices_held=held(reading.uuid, instances),
+                mig_instances=tuple(told.values()),
             )
         ]
     memory = {p.name: p.partition.memory_mib for p in profiles}
@@ -73,6 +88,7 @@ def mig_readings(
             memory_total_bytes=memory.get(instance.profile, 0) * MIB,
             isolation="whole",
             parent_uuid=reading.uuid,
+            mig_instances=(told[instance.gpu_instance],),
         )
         for instance in instances
         if instance.uuid

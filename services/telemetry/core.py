@@ -132,6 +132,8 @@ DESCRIPTIONS = {
     "sample, percent of the device (0-100).",
     "hami_container_last_kernel_elapsed_seconds": "Seconds since the container last ran on "
     "the device (to within one usage interval).",
+    "hami_node_gpu_mig_instance_info": "A MIG instance on a node's GPU: its identity and "
+    "placement as labels (HAMi's name), 1 while it exists.",
     "hami_build_info": "The build that serves these metrics.",
     "hami_allocations": "Allocations held.",
     "hami_nodes": "Nodes with a published inventory.",
@@ -206,6 +208,26 @@ def samples(state: TelemetryState, now: float) -> Iterable[Sample]:
         yield Sample(
             "hami_node_unreadable_regions", {"node": inventory.node}, inventory.unreadable_regions
         )
+        index_of = {d.uuid: d.index for d in inventory.devices}
+        for instance in inventory.mig_instances:
+            yield Sample(
+                "hami_node_gpu_mig_instance_info",
+                {
+                    "node": inventory.node,
+                    "device_uuid": instance.gpu_uuid,
+                    "device_index": str(index_of.get(instance.gpu_uuid, "")),
+                    "mig_uuid": instance.uuid,
+                    "profile": instance.profile,
+                    "gpu_instance_id": str(instance.gpu_instance),
+                    "compute_instance_id": ""
+                    if instance.compute_instance is None
+                    else str(instance.compute_instance),
+                    "placement_start": str(instance.start),
+                    "placement_size": str(instance.slices),
+                    **ZONE,
+                },
+                1,
+            )
     yield from container_series(state, now)
     yield Sample("hami_allocations", {}, len(state.allocations))
     yield Sample("hami_nodes", {}, len(state.nodes))

@@ -69,6 +69,20 @@ class DeviceInfo(WireStruct, frozen=True, kw_only=True):
     made by hand, or left from a restart before they were matched): never placed over."""
 
 
+class MigInstanceInfo(WireStruct, frozen=True, kw_only=True):
+    """A MIG instance on one of the node's GPUs, as NVML reports it (for metrics and people:
+    the scheduler reads the geometry from the devices)."""
+
+    gpu_uuid: str
+    uuid: str
+    """The MIG device's UUID (`MIG-...`); empty while it has no compute instance."""
+    profile: str
+    gpu_instance: int
+    compute_instance: int | None = None
+    start: int
+    slices: int
+
+
 class NodeInventory(WireStruct, frozen=True, kw_only=True):
     """A node's devices, put into the ``hami_nodes`` bucket on every heartbeat."""
 
@@ -87,6 +101,8 @@ class NodeInventory(WireStruct, frozen=True, kw_only=True):
     unreadable_regions: int = 0
     """Reads of containers' regions the agent skipped since it started (malformed or of
     another layout): each was logged once; usage of those containers is not known."""
+    mig_instances: tuple[MigInstanceInfo, ...] = ()
+    """The MIG instances on the node's GPUs."""
 
 
 NODES_BUCKET = "hami_nodes"

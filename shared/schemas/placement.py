@@ -198,6 +198,12 @@ class DeviceStatus(WireStruct, frozen=True, kw_only=True):
     used_cores: int
     used_count: int
     healthy: bool
+    kind: str = "nvidia"
+    isolation: str = "interception"
+    """interception (shared by a library), partition (MIG and other hardware partitions) or
+    whole."""
+    partitions: tuple[str, ...] = ()
+    """The partitions granted on it: `<profile>` or, with a geometry, `<profile>@<start>`."""
 
 
 class WaitingRequest(WireStruct, frozen=True, kw_only=True):

@@ -141,3 +141,27 @@ def test_no_two_partitions_ever_share_a_slice(asks: list[int], held: int) -> Non
 def test_the_h200_table_is_self_consistent(profile: PartitionProfile) -> None:
     assert all(start + profile.slices <= 8 for start in profile.placements)
     assert profile.memory_mib <= H200_MIB * profile.slices // 8
+
+
+async def test_status_shows_how_each_device_is_shared_and_its_partitions() -> None:
+    from services.allocator.allocator import Allocator
+    from services.allocator.core import ledger
+    from services.allocator.core.placement import Placed, SchedulingSettings, decide
+    from services.allocator.settings import AllocatorSettings
+    from services.local.status import render
+    from shared.schemas.inventory import NodeInventory
+    from shared.schemas.placement import PlaceRequest, StatusRequest
+
+    held = Allocator(AllocatorSettings(), None, None)  # type: ignore[arg-type]
+    inventory = NodeInventory(node="n", agent_id="a", devices=(mig_gpu(0), device(1, memory=80000)))
+    held.state = ledger.observe_inventory(held.state, inventory, 0.0)
+    request = PlaceRequest(
+        request_id="r",
+        containers=(ContainerRequest(memory_mib=10 * GIB, device_mode="mig"),),
+    )
+    decision = decide(held.state, request, SchedulingSettings(node_ttl_s=1e12), 0.0)
+    assert isinstance(decision, Placed)
+    record = ledger.record_for(request, decision.fit, "a1", 0.0)
+    held.state, _ = ledger.commit(held.state, record, 0.0)
+    text = render(await held.status(StatusRequest()), "nats://x", None)
+    assert "mig: 1g.18gb@6" in text and "hami-core" in text

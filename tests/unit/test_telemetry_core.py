@@ -11,7 +11,7 @@ import pytest
 from services.telemetry import core, otelmetrics
 from services.telemetry.core import ZONE, TelemetryState, samples
 from services.telemetry.view import view
-from shared.schemas.inventory import NodeInventory
+from shared.schemas.inventory import MigInstanceInfo, NodeInventory
 from shared.schemas.placement import (
     AllocationRecord,
     DeviceGrant,
@@ -148,6 +148,36 @@ def test_unreadable_regions_are_a_counter_per_node() -> None:
     )
     [sample] = by_name(state)["hami_node_unreadable_regions"]
     assert sample.value == 3 and core.KINDS["hami_node_unreadable_regions"] == "counter"
+
+
+def test_each_mig_instance_is_one_info_series_with_hamis_labels() -> None:
+    instance = MigInstanceInfo(
+        gpu_uuid="GPU-n1-1",
+        uuid="MIG-x",
+        profile="3g.71gb",
+        gpu_instance=2,
+        compute_instance=0,
+        start=4,
+        slices=4,
+    )
+    inventory = msgspec.structs.replace(node("n1", device(0), device(1)), mig_instances=(instance,))
+    [info] = by_name(core.node_seen(TelemetryState(), "n1", inventory))[
+        "hami_node_gpu_mig_instance_info"
+    ]
+    assert info.value == 1 and info.labels == {
+        "node": "n1",
+        "device_uuid": "GPU-n1-1",
+        "device_index": "1",
+        "mig_uuid": "MIG-x",
+        "profile": "3g.71gb",
+        "gpu_instance_id": "2",
+        "compute_instance_id": "0",
+        "placement_start": "4",
+        "placement_size": "4",
+        "zone": "vGPU",
+    }
+    gone = core.node_seen(TelemetryState(), "n1", node("n1", device(0), device(1)))
+    assert "hami_node_gpu_mig_instance_info" not in by_name(gone)
 
 
 def test_the_view_draws_each_share_on_its_gpu_with_its_usage_and_trace() -> None:

@@ -97,6 +97,7 @@ def build_inventory(
         driver_version=driver.driver_version,
         cuda_driver_version=driver.cuda_driver_version,
         unreadable_regions=unreadable_regions,
+        mig_instances=tuple(i for r in readings for i in r.mig_instances),
     )
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from shared.schemas.inventory import Isolation, PartitionProfile
+from shared.schemas.inventory import Isolation, MigInstanceInfo, PartitionProfile
 
 
 @dataclass(frozen=True, slots=True)
@@ -33,6 +33,8 @@ class DeviceReading:
     waiting to be taken down)."""
     parent_uuid: str = ""
     """A MIG instance's GPU."""
+    mig_instances: tuple[MigInstanceInfo, ...] = ()
+    """The MIG instances on this GPU (or, for a MIG instance offered whole, itself)."""
 
 
 @dataclass(frozen=True, slots=True)
