@@ -243,6 +243,9 @@ def build_run_options(args: argparse.Namespace) -> RunOptions:
         nouse_types=_split(args.nouse_gputype),
         use_uuids=_split(args.gpu_uuid),
         nouse_uuids=_split(args.nouse_gpu_uuid),
+        # A local job is held to its share by the library; MIG instances are made by the
+        # Kubernetes node agent only, so a local job never gets a partition it could overrun.
+        device_mode="hami-core",
     )
     if not (math.isfinite(args.lease_ttl) and 1 <= args.lease_ttl <= MAX_LEASE_TTL_S):
         raise InvalidRequest(

@@ -43,14 +43,19 @@ def test_the_slice_offers_each_healthy_gpu_as_shareable_capacity() -> None:
     unhealthy = DeviceReading(
         uuid="GPU-c", index=2, model="NVIDIA H200", memory_total_bytes=H200, healthy=False
     )
-    body = dra.resource_slice("n1", [*READINGS, unhealthy], POLICY, DriverInfo("580.1"), 3)
+    in_mig_mode = DeviceReading(  # MIG is the device plugin's (mig mode), not a shared GPU
+        uuid="GPU-d", index=3, model="NVIDIA H200", memory_total_bytes=H200, isolation="partition"
+    )
+    body = dra.resource_slice(
+        "n1", [*READINGS, unhealthy, in_mig_mode], POLICY, DriverInfo("580.1"), 3
+    )
     spec = body["spec"]
     assert (spec["driver"], spec["nodeName"], spec["pool"]) == (
         dra.DRIVER,
         "n1",
         {"name": "n1", "generation": 3, "resourceSliceCount": 1},
     )
-    assert [d["name"] for d in spec["devices"]] == ["gpu-0", "gpu-1"]  # the unhealthy is out
+    assert [d["name"] for d in spec["devices"]] == ["gpu-0", "gpu-1"]  # the others are out
     gpu0 = spec["devices"][0]
     assert gpu0["allowMultipleAllocations"] is True
     assert gpu0["attributes"]["uuid"] == {"string": "GPU-a"}

@@ -95,8 +95,9 @@ def resource_slice(
     driver: DriverInfo,
     generation: int,
 ) -> dict[str, Any]:
-    """The node's one ResourceSlice: its healthy NVIDIA GPUs (an unhealthy one is withdrawn, so
-    no new claim is allocated on it; other kinds' devices are not this driver's)."""
+    """The node's one ResourceSlice: its healthy NVIDIA GPUs shared by interception (an
+    unhealthy one is withdrawn, so no new claim is allocated on it; other kinds' devices, GPUs
+    in MIG mode and MIG instances are not this driver's)."""
     return {
         "apiVersion": API,
         "kind": "ResourceSlice",
@@ -108,7 +109,7 @@ def resource_slice(
             "devices": [
                 _device(r, policy, driver)
                 for r in sorted(readings, key=lambda r: r.index)
-                if r.healthy and r.kind == "nvidia"
+                if r.healthy and r.kind == "nvidia" and r.isolation is None
             ],
         },
     }
