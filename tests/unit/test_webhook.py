@@ -397,6 +397,13 @@ def test_dra_mode_whole_gpus_priority_and_what_cannot_be_expressed() -> None:
     assert config["opaque"] == {"driver": "gpu.hami.io", "parameters": {"priority": 0}}
     percent = mutate(request(pod(gpu(**{"nvidia.com/gpumem-percentage": "50"}))), DRA)
     assert not percent.allowed and "gpumem-percentage" in percent.message
+    mig = mutate(
+        request(
+            pod(gpu(**{"nvidia.com/gpumem": "1000"}), annotations={"nvidia.com/vgpu-mode": "mig"})
+        ),
+        DRA,
+    )
+    assert not mig.allowed and "vgpu-mode: mig" in mig.message
     invalid = mutate(request(pod(gpu(**{"nvidia.com/gpucores": "150"}))), DRA)
     assert not invalid.allowed
     untouched = mutate(request(pod(ctr())), DRA)

@@ -14,7 +14,8 @@ from typing import Any
 
 from services.webhook.core.settings import WebhookSettings
 from shared.podresources import container_resources, whole_quantity
-from shared.podspec import Obj, pod_containers
+from shared.podspec import Obj, annotations_of, pod_containers
+from shared.resources import VGPU_MODE
 
 DRIVER = "gpu.hami.io"
 DEVICE_CLASS = DRIVER
@@ -115,6 +116,12 @@ def mutation(pod: Obj, settings: WebhookSettings) -> tuple[list[dict[str, Any]],
     shapes: list[Shape] = []
     claims: list[dict[str, str]] = []
     names = settings.resources
+    mode = str(annotations_of(pod).get(VGPU_MODE, "")).strip().lower()
+    if mode == "mig":
+        raise NotExpressible(
+            f"{VGPU_MODE}: mig cannot be asked through DRA (its claims are shares of GPUs "
+            "shared by interception); use a node in mig mode with the device plugin"
+        )
     for kind, i, container in pod_containers(pod):
         where = f"{kind}[{i}] {container.get('name', '')!r}"
         shape = shape_of(container, settings, where)
