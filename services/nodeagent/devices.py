@@ -209,6 +209,7 @@ class SimulatedDeviceManager:
         readings: list[DeviceReading],
         mig_gpus: frozenset[str] = frozenset(),
         mig_state: Path | None = None,
+        gpu_mode: GpuMode = "hami-core",
     ) -> None:
         """``mig_state``: where the simulated GPUs keep their MIG instances (as real ones
         keep them across an agent's restart)."""
@@ -216,6 +217,7 @@ class SimulatedDeviceManager:
 
         self._readings = readings
         self._mig_gpus = mig_gpus
+        self.gpu_mode = gpu_mode
         self.held_slices: HeldSlices = every_instance_held
         self.mig: MigDevices | None = None
         if mig_gpus:
@@ -232,7 +234,7 @@ class SimulatedDeviceManager:
         out: list[DeviceReading] = []
         for i, reading in enumerate(self._readings):
             if reading.uuid in self._mig_gpus:
-                out.extend(mig_readings(reading, i, self.mig, "mig", self.held_slices))
+                out.extend(mig_readings(reading, i, self.mig, self.gpu_mode, self.held_slices))
             else:
                 out.append(reading)
         return out
@@ -266,7 +268,7 @@ def open_device_manager(
 
     if simulate:
         readings, mig_gpus = simulated_devices(simulate, node)
-        return SimulatedDeviceManager(readings, mig_gpus, mig_state)
+        return SimulatedDeviceManager(readings, mig_gpus, mig_state, gpu_mode)
     import pynvml
 
     try:

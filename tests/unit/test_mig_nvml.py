@@ -121,7 +121,7 @@ def test_a_hami_core_node_offers_hand_made_instances_whole(nvml: SimulatedMigNvm
 
 def test_simulated_mig_gpus_run_the_same_code() -> None:
     readings, mig = simulated_devices("1xmig:H200,1xH200", "n1")
-    manager = SimulatedDeviceManager(readings, mig)
+    manager = SimulatedDeviceManager(readings, mig, gpu_mode="mig")
     first, second = manager.devices()
     assert first.slices == 8 and second.slices == 0
     assert manager.mig is not None
