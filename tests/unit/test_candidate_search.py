@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import random
 
+import msgspec
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -20,8 +21,9 @@ from services.allocator.core.placement import (
     filter_best,
     filter_nodes,
     load_ordered,
+    walk,
 )
-from services.allocator.core.state import ClusterState
+from services.allocator.core.state import ClusterState, offer_key
 from shared.schemas.placement import ContainerRequest, PlaceRequest
 from tests.unit.helpers import device, node
 
@@ -98,3 +100,63 @@ def test_deciding_among_all_nodes_as_candidates_is_deciding_over_the_cluster(
         assert passed == []
         assert (passed, busy, never) == tuple(filter_nodes(state, asked, settings_, 0.0, names))
         assert set(busy) | set(never) == set(names)
+
+
+KIND_MIXES = (
+    ("nvidia",),
+    ("cambricon-mlu",),
+    ("nvidia", "cambricon-mlu"),
+    ("nvidia", "nvidia:partition"),  # a node in both of one kind's indexes
+)
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    steps=st.lists(
+        st.tuples(
+            st.sampled_from(["inventory", "leave", "place"]),
+            st.integers(0, 5),
+            st.sampled_from(KIND_MIXES),
+        ),
+        max_size=30,
+    )
+)
+def test_each_kinds_index_is_the_load_index_of_that_kinds_nodes(
+    steps: list[tuple[str, int, tuple[str, ...]]],
+) -> None:
+    """Whatever nodes join, change kind, leave or fill: a kind's index walks exactly that
+    kind's nodes, in the order the cluster's index walks them."""
+    state = ClusterState()
+    for step, (op, n, kinds) in enumerate(steps):
+        name = f"n{n}"
+        if op == "inventory":
+            devices = tuple(
+                msgspec.structs.replace(
+                    device(d, node=name, memory=80000),
+                    kind=kind.split(":")[0],
+                    isolation="partition" if kind.endswith(":partition") else "interception",
+                )
+                for d, kind in enumerate(kinds)
+            )
+            state = ledger.observe_inventory(state, node(name, *devices), 0.0)
+        elif op == "leave":
+            state = ledger.forget_node(state, name)
+        elif name in state.nodes:
+            kind = sorted(k for k, _ in state.nodes[name].offered)[0]
+            request = PlaceRequest(
+                request_id=f"r{step}",
+                containers=(ContainerRequest(kind=kind, memory_mib=20000),),
+                candidate_nodes=(name,),
+            )
+            decision = decide(state, request, SchedulingSettings(node_ttl_s=1e9), 0.0)
+            if isinstance(decision, Placed):
+                record = ledger.record_for(request, decision.fit, f"a{step}", 0.0)
+                state, _ = ledger.commit(state, record, 0.0)
+        for loaded_first in (True, False):
+            walked = list(state.index.ordered(most_loaded_first=loaded_first))
+            for kind in ("nvidia", "cambricon-mlu"):
+                expected = [m for m in walked if any(k == kind for k, _ in state.nodes[m].offered)]
+                got = list(
+                    walk(state, (offer_key(kind, True), offer_key(kind, False)), loaded_first)
+                )
+                assert got == expected, (kind, step)

@@ -39,7 +39,7 @@ def cluster(*nodes: tuple[str, list[DeviceUsage | None], str]) -> World:
         state = ledger.observe_inventory(state, node(name, *devices), 0.0)
         taken = Map({d.uuid: u for d, u in zip(devices, usages, strict=True) if u is not None})
         state = replace(state, usage=state.usage.set(name, taken))
-        state = replace(state, index=state.reindexed(name))
+        state = state.indexed(name)
     return World(state)
 
 

@@ -7,6 +7,7 @@ needs an idle device; a device whose cores are all taken accepts no further shar
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
@@ -69,16 +70,19 @@ def profile_for(request: ContainerRequest, device: DeviceInfo) -> PartitionProfi
     return None
 
 
-def _free_placements(profile: PartitionProfile, held: int) -> list[int]:
+@functools.lru_cache(maxsize=65536)
+def _free_placements(profile: PartitionProfile, held: int) -> tuple[int, ...]:
     size = (1 << profile.slices) - 1
-    return [start for start in profile.placements if not held & (size << start)]
+    return tuple(start for start in profile.placements if not held & (size << start))
 
 
-def _usefulness(device: DeviceInfo, held: int) -> tuple[int, int]:
+@functools.lru_cache(maxsize=65536)
+def _usefulness(profiles: tuple[PartitionProfile, ...], held: int) -> tuple[int, int]:
     """What a device's free geometry can still take: its largest placeable partition (in
-    slices), then how many placements stay free over all its profiles."""
+    slices), then how many placements stay free over all its profiles. Remembered: a GPU's
+    geometry has a few hundred states at most."""
     largest, options = 0, 0
-    for profile in device.profiles:
+    for profile in profiles:
         free = len(_free_placements(profile, held))
         if free:
             largest = max(largest, profile.slices)
@@ -87,14 +91,14 @@ def _usefulness(device: DeviceInfo, held: int) -> tuple[int, int]:
 
 
 def partition_for(
-    request: ContainerRequest, device: DeviceInfo, usage: DeviceUsage
+    request: ContainerRequest, device: DeviceInfo, usage: DeviceUsage, *, choose: bool = True
 ) -> tuple[PartitionProfile, int] | str:
     """On a device with a geometry (MIG): the smallest profile that holds the request and has
     a free placement with compute to spare, and the placement that leaves the rest of the
     device most useful (the largest partition still placeable, then the most placements;
     the fragmentation policy's idea on one device); or why none ("profile": none is that
     large; "geometry": no large enough one has a free placement; "cores": the free ones lack
-    compute)."""
+    compute). ``choose`` False: any free placement (whether it fits at all)."""
     named = request.memory_mib is not None or request.memory_percent is not None
     memory = memory_needed(request, device) if named else 0
     held = usage.slices | device.slices_held
@@ -109,8 +113,11 @@ def partition_for(
         if device.cores - usage.cores < profile.cores:
             why = "cores"
             continue
+        if not choose:
+            return profile, free[0]
         mask = (1 << profile.slices) - 1
-        start = max(free, key=lambda s: (_usefulness(device, held | mask << s), -s))
+        profiles = device.profiles
+        start = max(free, key=lambda s: (_usefulness(profiles, held | mask << s), -s))
         return profile, start
     return why
 
@@ -126,7 +133,7 @@ def _rejection_by_model(
     if device.slices:
         if usage.count >= device.split_count:
             return "split"
-        chosen = partition_for(request, device, usage)
+        chosen = partition_for(request, device, usage, choose=False)
         return chosen if isinstance(chosen, str) else None
     profile = profile_for(request, device)
     if profile is None:
@@ -263,6 +270,36 @@ def _choose(request: ContainerRequest, candidates: list[DeviceInfo]) -> list[Dev
     return None
 
 
+Offer = tuple[str, bool]
+"""What a device offers a request: its kind, and whether it is shared by interception."""
+
+
+def offer_of(device: DeviceInfo) -> Offer:
+    return device.kind, device.isolation == "interception"
+
+
+def acceptable(request: ContainerRequest) -> frozenset[Offer]:
+    """The offers a container can take: its kind, in the sharing it asks for (any if none)."""
+    if request.device_mode == "hami-core":
+        return frozenset({(request.kind, True)})
+    if request.device_mode == "mig":
+        return frozenset({(request.kind, False)})
+    return frozenset({(request.kind, True), (request.kind, False)})
+
+
+def refusal_by_offer(
+    offered: frozenset[Offer] | set[Offer], containers: Sequence[ContainerRequest]
+) -> Reason | None:
+    """Why no device of a node could ever take one of the containers (kind or sharing), or
+    None: checked before any device is looked at (on a mixed cluster most nodes a search
+    passes are of other kinds)."""
+    for request in containers:
+        if request.count and offered.isdisjoint(acceptable(request)):
+            kinds = {kind for kind, _ in offered}
+            return Reason("kind" if request.kind not in kinds else "mode")
+    return None
+
+
 def fit_node(
     node: str,
     devices: Iterable[DeviceInfo],
@@ -278,6 +315,9 @@ def fit_node(
     so two containers of one pod can share a device only where its split count allows.
     """
     devices = tuple(devices)
+    refused = refusal_by_offer({offer_of(d) for d in devices}, containers)
+    if refused is not None:
+        return refused
     taken: dict[str, DeviceUsage] = {}
     chosen: list[tuple[DeviceGrant, ...]] = []
     for request in containers:

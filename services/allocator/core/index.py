@@ -10,6 +10,7 @@ cluster shares one bucket)."""
 from __future__ import annotations
 
 import bisect
+import heapq
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
@@ -74,3 +75,24 @@ class LoadIndex:
         for bucket in sorted(self.members.keys(), reverse=most_loaded_first):
             for chunk in self.members[bucket]:
                 yield from chunk
+
+    def keyed(self, *, most_loaded_first: bool) -> Iterator[tuple[int, str]]:
+        """The same walk, each name with its place in it (for merging walks of indexes)."""
+        direction = -1 if most_loaded_first else 1
+        for bucket in sorted(self.members.keys(), reverse=most_loaded_first):
+            for chunk in self.members[bucket]:
+                for name in chunk:
+                    yield direction * bucket, name
+
+
+def merged(indexes: list[LoadIndex], *, most_loaded_first: bool) -> Iterator[str]:
+    """The walk of several indexes as one (a name in more than one comes once)."""
+    if len(indexes) == 1:
+        yield from indexes[0].ordered(most_loaded_first=most_loaded_first)
+        return
+    last = None
+    walks = [i.keyed(most_loaded_first=most_loaded_first) for i in indexes]
+    for place in heapq.merge(*walks):
+        if place != last:
+            yield place[1]
+        last = place

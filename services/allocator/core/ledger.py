@@ -30,7 +30,7 @@ def observe_inventory(state: ClusterState, inventory: NodeInventory, now: float)
         return state  # a plain heartbeat: nothing a decision reads changed
     models = state.recounted(known.devices if known else (), inventory.devices)
     state = replace(state, models=models).touched(inventory.node)
-    return replace(state, index=state.reindexed(inventory.node))
+    return state.indexed(inventory.node, known.kinds if known else frozenset())
 
 
 def forget_node(state: ClusterState, node: str) -> ClusterState:
@@ -38,12 +38,10 @@ def forget_node(state: ClusterState, node: str) -> ClusterState:
     record = state.nodes.get(node)
     if record is None:
         return state
-    return replace(
-        state,
-        nodes=state.nodes.delete(node),
-        index=state.index.without(node),
-        models=state.recounted(record.devices, ()),
+    state = replace(
+        state, nodes=state.nodes.delete(node), models=state.recounted(record.devices, ())
     )
+    return state.indexed(node, record.kinds)
 
 
 def record_for(

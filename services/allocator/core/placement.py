@@ -9,7 +9,15 @@ from dataclasses import dataclass
 import msgspec
 from immutables import Map
 
-from services.allocator.core.fit import DeviceOrder, NodeFit, Reason, fit_node
+from services.allocator.core.fit import (
+    DeviceOrder,
+    NodeFit,
+    Reason,
+    acceptable,
+    fit_node,
+    refusal_by_offer,
+)
+from services.allocator.core.index import merged
 from services.allocator.core.policies import Policy, policy_named
 from services.allocator.core.signals import NO_SIGNALS, Signals
 from services.allocator.core.state import (
@@ -18,6 +26,7 @@ from services.allocator.core.state import (
     ClusterState,
     DeviceUsage,
     NodeRecord,
+    offer_key,
 )
 from shared.errors import InvalidRequest
 from shared.schemas.placement import MAX_LEASE_TTL_S, ContainerRequest, PlaceRequest
@@ -159,6 +168,11 @@ def evaluate(
     fits, failed, never, unknown = out.fits, out.failed, out.never, out.unknown
     limit = enough if enough is not None else -1  # -1: no bound
     found = 0
+    needs = [acceptable(c) for c in containers if c.count]
+    # A node whose devices offer none of what a container takes (another kind, or sharing)
+    # is refused, as never fitting, without a look at its devices or the memo.
+    single = needs[0] if len(needs) == 1 else None
+    refusals: dict[frozenset[tuple[str, bool]], Reason] = {}  # few distinct offers per cluster
     best_name, best_score, best_fit = "", -math.inf, None
     # Two copies of one loop, scored and not, so that the per-node path has no extra branch:
     # kube-scheduler runs it for every node of every pod.
@@ -171,6 +185,14 @@ def evaluate(
             record = nodes_get(name)
             if record is None or now - record.last_seen > ttl:
                 unknown.append(name)
+                continue
+            if (single is not None and record.offered.isdisjoint(single)) or (
+                single is None and any(record.offered.isdisjoint(n) for n in needs)
+            ):
+                refusal = refusals.get(record.offered)
+                if refusal is None:
+                    refusal = refusals[record.offered] = _refused(record, containers)
+                failed[name] = never[name] = refusal
                 continue
             # Both counters come from one: the larger moves on whenever either does.
             generation = generation_get(name, 0)
@@ -205,6 +227,14 @@ def evaluate(
             if record is None or now - record.last_seen > ttl:
                 unknown.append(name)
                 continue
+            if (single is not None and record.offered.isdisjoint(single)) or (
+                single is None and any(record.offered.isdisjoint(n) for n in needs)
+            ):
+                refusal = refusals.get(record.offered)
+                if refusal is None:
+                    refusal = refusals[record.offered] = _refused(record, containers)
+                failed[name] = never[name] = refusal
+                continue
             generation = generation_get(name, 0)
             if heated_nodes:
                 heat_generation = heat_generation_get(name, 0)
@@ -237,8 +267,37 @@ LOAD_WALK = 4
 sorts the candidates it has not met yet: the best of them are usually met early."""
 
 
+def index_keys(containers: tuple[ContainerRequest, ...]) -> tuple[str, ...] | None:
+    """Which kind indexes a search walks: its one kind's, in its one sharing or both, or
+    None: every node."""
+    asking = [c for c in containers if c.count]
+    kinds = {c.kind for c in asking}
+    if len(kinds) != 1:
+        return None
+    (kind,) = kinds
+    modes = {c.device_mode for c in asking}
+    if len(modes) == 1 and "" not in modes:
+        return (offer_key(kind, modes == {"hami-core"}),)
+    return offer_key(kind, True), offer_key(kind, False)
+
+
+def walk(
+    state: ClusterState, keys: tuple[str, ...] | None, most_loaded_first: bool
+) -> Iterator[str]:
+    """The nodes a search looks at, in load order."""
+    if keys is None:
+        return state.index.ordered(most_loaded_first=most_loaded_first)
+    indexes = [state.kind_index[k] for k in keys if k in state.kind_index]
+    if not indexes:
+        return iter(())
+    return merged(indexes, most_loaded_first=most_loaded_first)
+
+
 def load_ordered(
-    state: ClusterState, names: Iterable[str], most_loaded_first: bool
+    state: ClusterState,
+    names: Iterable[str],
+    most_loaded_first: bool,
+    keys: tuple[str, ...] | None = None,
 ) -> Iterator[str]:
     """The names, each once, in the order the load index walks them (bucket, then name); names
     the index does not hold last, in the order given. Lazy, and O(k log k) in the names at
@@ -246,7 +305,7 @@ def load_ordered(
     there, then the rest are sorted."""
     wanted = dict.fromkeys(names)
     budget = LOAD_WALK * len(wanted)
-    for name in state.index.ordered(most_loaded_first=most_loaded_first):
+    for name in walk(state, keys, most_loaded_first):
         if not wanted or budget == 0:
             break
         budget -= 1
@@ -288,12 +347,13 @@ def search(
     loaded_first = node_policy.most_loaded_first
     candidates = request.candidate_nodes
     names: Iterable[str]
+    keys = index_keys(request.containers)
     if loaded_first is not None and candidates is None:
-        names = state.index.ordered(most_loaded_first=loaded_first)
+        names = walk(state, keys, loaded_first)
     elif candidates is None:
         names = state.nodes.keys()
     elif loaded_first is not None and len(candidates) > BOUNDED_FITS:
-        names = load_ordered(state, candidates, loaded_first)
+        names = load_ordered(state, candidates, loaded_first, keys)
     else:
         names = dict.fromkeys(candidates)  # each once, in the order given
     return evaluate(
@@ -308,6 +368,12 @@ def search(
         signals=signals,
         enough=BOUNDED_FITS if loaded_first is not None else None,
     )
+
+
+def _refused(record: NodeRecord, containers: tuple[ContainerRequest, ...]) -> Reason:
+    refused = refusal_by_offer(record.offered, containers)
+    assert refused is not None  # the caller saw a container no device offers to
+    return refused
 
 
 def summarize(reasons: Iterable[Reason]) -> str:
@@ -334,6 +400,13 @@ def decide(
         return Placed(best[2])
     # Nothing fitted, so a bounded search never stopped early: every live node has a verdict.
     if not verdicts.failed:  # no live node among the names
+        keys = index_keys(request.containers)
+        if request.candidate_nodes is None and state.nodes and keys is not None:
+            (kind,) = {c.kind for c in request.containers if c.count}
+            has_kind = any(
+                k in state.kind_index for k in (offer_key(kind, True), offer_key(kind, False))
+            )
+            return Never(Reason("mode" if has_kind else "kind").text)  # none of them walked
         return Never(
             Reason("no-node").text
             + (" among the candidates" if request.candidate_nodes is not None else "")

@@ -50,6 +50,7 @@ def slice_mask(start: int | None, slices: int) -> int:
 
 
 NO_USAGE = DeviceUsage()
+EMPTY_INDEX = LoadIndex()
 NO_NODE_USAGE: Map[str, DeviceUsage] = Map()
 """One shared empty map: an idle node's usage is the same object from decision to decision."""
 NO_HEAT: Map[str, int] = Map()
@@ -79,12 +80,28 @@ def node_load(devices: tuple[DeviceInfo, ...], usage: Map[str, DeviceUsage]) -> 
     return sum(device_load(d, usage.get(d.uuid, NO_USAGE)) for d in devices) / len(devices)
 
 
+def offer_key(kind: str, shared: bool) -> str:
+    """A kind index's key for one kind in one sharing (interception or not)."""
+    return f"{kind}|{'shared' if shared else 'partitioned'}"
+
+
 @dataclass(frozen=True, slots=True)
 class NodeRecord:
     """A node's last inventory and when this allocator last heard from it (its own clock)."""
 
     inventory: NodeInventory
     last_seen: float
+    offered: frozenset[tuple[str, bool]] = field(init=False, compare=False)
+    """The kinds and sharing its devices offer (core/fit.py: offer_of), for searches to pass
+    nodes of other kinds without looking at their devices."""
+
+    kinds: frozenset[str] = field(init=False, compare=False)
+    """The keys of the kind indexes it is in: each kind it has in each sharing (offer_key)."""
+
+    def __post_init__(self) -> None:
+        offered = frozenset((d.kind, d.isolation == "interception") for d in self.inventory.devices)
+        object.__setattr__(self, "offered", offered)
+        object.__setattr__(self, "kinds", frozenset(offer_key(*o) for o in offered))
 
     @property
     def name(self) -> str:
@@ -134,6 +151,10 @@ class ClusterState:
     """request_id -> allocation_id, so a retried request is answered, not placed twice."""
     index: LoadIndex = field(default_factory=LoadIndex)
     """Nodes by current load, for bounded searches (derived from nodes and usage)."""
+    kind_index: Map[str, LoadIndex] = field(default_factory=Map)
+    """The same per device kind in one sharing (`offer_key`), over the nodes that have some
+    of it: a search for one kind walks only its nodes (core/index.py: merged, over both
+    sharings when it asks for either), however many of other kinds the cluster holds."""
     models: Map[str, int] = field(default_factory=Map)
     """device model -> devices of it in the cluster (derived from nodes; for scarcity)."""
     generation: Map[str, int] = field(default_factory=Map)
@@ -161,11 +182,30 @@ class ClusterState:
         """This state with the node's generation moved on: its cached answers are stale."""
         return replace(self, generation=self.generation.set(node, next_generation()))
 
-    def reindexed(self, node: str) -> LoadIndex:
+    def indexed(self, node: str, before: frozenset[str] = frozenset()) -> ClusterState:
+        """This state with the node in the load indexes at its current load, and out of the
+        indexes of the kinds it had ``before`` and has no more (all of them once it is gone)."""
         record = self.nodes.get(node)
+        kinds = record.kinds if record is not None else frozenset()
+        kind_index = self.kind_index
+        for kind in before - kinds:
+            if kind in kind_index:
+                rest = kind_index[kind].without(node)
+                kind_index = (
+                    kind_index.set(kind, rest) if rest.bucket_of else kind_index.delete(kind)
+                )
         if record is None:
-            return self.index.without(node)
-        return self.index.with_load(node, node_load(record.devices, self.node_usage(node)))
+            return replace(self, index=self.index.without(node), kind_index=kind_index)
+        load = node_load(record.devices, self.node_usage(node))
+        index = self.index.with_load(node, load)
+        if index is self.index and not before:
+            return self  # same bucket: every index of it is unchanged too
+        for kind in kinds:
+            known = kind_index.get(kind, EMPTY_INDEX)
+            moved = known.with_load(node, load)
+            if moved is not known:
+                kind_index = kind_index.set(kind, moved)
+        return replace(self, index=index, kind_index=kind_index)
 
     def node_usage(self, node: str) -> Map[str, DeviceUsage]:
         return self.usage.get(node, NO_NODE_USAGE)
@@ -186,7 +226,7 @@ class ClusterState:
             allocations=self.allocations.set(record.allocation_id, allocation),
             by_request=self.by_request.set(record.request_id, record.allocation_id),
         ).touched(record.node)
-        return replace(state, index=state.reindexed(record.node))
+        return state.indexed(record.node)
 
     def without_allocation(self, allocation_id: str) -> ClusterState:
         allocation = self.allocations.get(allocation_id)
@@ -210,4 +250,4 @@ class ClusterState:
             if self.by_request.get(record.request_id) == allocation_id
             else self.by_request,
         ).touched(record.node)
-        return replace(state, index=state.reindexed(record.node))
+        return state.indexed(record.node)
