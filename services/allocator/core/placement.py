@@ -17,7 +17,6 @@ from services.allocator.core.fit import (
     fit_node,
     refusal_by_offer,
 )
-from services.allocator.core.index import merged
 from services.allocator.core.policies import Policy, policy_named
 from services.allocator.core.signals import NO_SIGNALS, Signals
 from services.allocator.core.state import (
@@ -285,12 +284,7 @@ def walk(
     state: ClusterState, keys: tuple[str, ...] | None, most_loaded_first: bool
 ) -> Iterator[str]:
     """The nodes a search looks at, in load order."""
-    if keys is None:
-        return state.index.ordered(most_loaded_first=most_loaded_first)
-    indexes = [state.kind_index[k] for k in keys if k in state.kind_index]
-    if not indexes:
-        return iter(())
-    return merged(indexes, most_loaded_first=most_loaded_first)
+    return state.walk(keys, most_loaded_first=most_loaded_first)
 
 
 def load_ordered(
@@ -313,7 +307,7 @@ def load_ordered(
             del wanted[name]
             yield name
     # Every index entry before here was walked: the rest come after, in the same order.
-    bucket_of = state.index.bucket_of.get
+    bucket_of = state.bucket_of
     direction = -1 if most_loaded_first else 1
     indexed: list[tuple[int, str]] = []
     unindexed: list[str] = []

@@ -7,11 +7,12 @@ Big maps are persistent (``immutables.Map``) so that a decision copies O(log n),
 from __future__ import annotations
 
 import itertools
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field, replace
 
 from immutables import Map
 
-from services.allocator.core.index import LoadIndex
+from services.allocator.core.index import LoadIndex, merged
 from shared.schemas.inventory import DeviceInfo, NodeInventory
 from shared.schemas.placement import AllocationRecord, DeviceGrant
 
@@ -149,12 +150,30 @@ class ClusterState:
     allocations: Map[str, Allocation] = field(default_factory=Map)
     by_request: Map[str, str] = field(default_factory=Map)
     """request_id -> allocation_id, so a retried request is answered, not placed twice."""
-    index: LoadIndex = field(default_factory=LoadIndex)
-    """Nodes by current load, for bounded searches (derived from nodes and usage)."""
     kind_index: Map[str, LoadIndex] = field(default_factory=Map)
-    """The same per device kind in one sharing (`offer_key`), over the nodes that have some
-    of it: a search for one kind walks only its nodes (core/index.py: merged, over both
-    sharings when it asks for either), however many of other kinds the cluster holds."""
+    """Nodes by current load, for bounded searches (derived from nodes and usage), one index
+    per device kind in one sharing (`offer_key`) over the nodes that have some of it: a search
+    for one kind walks only its nodes (core/index.py: merged, over both sharings when it asks
+    for either, over all of them for a request of several kinds), however many of other
+    kinds the cluster holds. A node is in each of its offers' indexes, at the same bucket."""
+
+    def bucket_of(self, node: str) -> int | None:
+        """The node's load bucket (the same in each index it is in)."""
+        record = self.nodes.get(node)
+        for key in record.kinds if record is not None else ():
+            index = self.kind_index.get(key)
+            if index is not None:
+                bucket = index.bucket_of.get(node)
+                if bucket is not None:
+                    return bucket
+        return None
+
+    def walk(self, keys: Iterable[str] | None, *, most_loaded_first: bool) -> Iterator[str]:
+        """The nodes of those indexes (None: all) in load order, each once."""
+        chosen = self.kind_index.keys() if keys is None else keys
+        indexes = [self.kind_index[k] for k in chosen if k in self.kind_index]
+        return merged(indexes, most_loaded_first=most_loaded_first)
+
     models: Map[str, int] = field(default_factory=Map)
     """device model -> devices of it in the cluster (derived from nodes; for scarcity)."""
     generation: Map[str, int] = field(default_factory=Map)
@@ -194,18 +213,14 @@ class ClusterState:
                 kind_index = (
                     kind_index.set(kind, rest) if rest.bucket_of else kind_index.delete(kind)
                 )
-        if record is None:
-            return replace(self, index=self.index.without(node), kind_index=kind_index)
-        load = node_load(record.devices, self.node_usage(node))
-        index = self.index.with_load(node, load)
-        if index is self.index and not before:
-            return self  # same bucket: every index of it is unchanged too
-        for kind in kinds:
-            known = kind_index.get(kind, EMPTY_INDEX)
-            moved = known.with_load(node, load)
-            if moved is not known:
-                kind_index = kind_index.set(kind, moved)
-        return replace(self, index=index, kind_index=kind_index)
+        if record is not None:
+            load = node_load(record.devices, self.node_usage(node))
+            for kind in kinds:
+                known = kind_index.get(kind, EMPTY_INDEX)
+                moved = known.with_load(node, load)
+                if moved is not known:
+                    kind_index = kind_index.set(kind, moved)
+        return self if kind_index is self.kind_index else replace(self, kind_index=kind_index)
 
     def node_usage(self, node: str) -> Map[str, DeviceUsage]:
         return self.usage.get(node, NO_NODE_USAGE)
