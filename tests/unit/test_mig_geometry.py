@@ -165,3 +165,14 @@ async def test_status_shows_how_each_device_is_shared_and_its_partitions() -> No
     held.state, _ = ledger.commit(held.state, record, 0.0)
     text = render(await held.status(StatusRequest()), "nats://x", None)
     assert "mig: 1g.18gb@6" in text and "hami-core" in text
+
+
+def test_a_malformed_geometry_is_never_granted() -> None:
+    """A profile that takes no slice (every placement would look free forever) or that runs
+    past the device is left out: an agent's bad inventory cannot over-grant a GPU."""
+    bad = (
+        PartitionProfile(name="free-lunch", memory_mib=1000, cores=1, slices=0, placements=(0,)),
+        PartitionProfile(name="overrun", memory_mib=2000, cores=1, slices=4, placements=(6,)),
+    )
+    gpu = msgspec.structs.replace(mig_gpu(), profiles=bad)
+    assert partition_for(ContainerRequest(memory_mib=500), gpu, NO_USAGE) == "profile"

@@ -70,6 +70,12 @@ def profile_for(request: ContainerRequest, device: DeviceInfo) -> PartitionProfi
     return None
 
 
+def _placeable(profile: PartitionProfile, slices: int) -> bool:
+    return profile.slices > 0 and all(
+        start >= 0 and start + profile.slices <= slices for start in profile.placements
+    )
+
+
 @functools.lru_cache(maxsize=65536)
 def _free_placements(profile: PartitionProfile, held: int) -> tuple[int, ...]:
     size = (1 << profile.slices) - 1
@@ -106,6 +112,8 @@ def partition_for(
     for profile in device.profiles:  # smallest first
         if profile.memory_mib < memory or profile.cores < request.cores:
             continue
+        if not _placeable(profile, device.slices):
+            continue  # a profile that takes no slice, or runs past the device: never granted
         free = _free_placements(profile, held)
         if not free:
             why = "geometry" if why == "profile" else why
