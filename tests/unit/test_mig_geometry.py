@@ -176,3 +176,25 @@ def test_a_malformed_geometry_is_never_granted() -> None:
     )
     gpu = msgspec.structs.replace(mig_gpu(), profiles=bad)
     assert partition_for(ContainerRequest(memory_mib=500), gpu, NO_USAGE) == "profile"
+
+
+def test_a_never_says_why_when_no_node_of_the_kind_or_sharing_is_there() -> None:
+    from services.allocator.core import ledger
+    from services.allocator.core.placement import Never, SchedulingSettings, decide
+    from services.allocator.core.state import ClusterState
+    from shared.schemas.inventory import NodeInventory
+    from shared.schemas.placement import PlaceRequest
+
+    state = ledger.observe_inventory(
+        ClusterState(), NodeInventory(node="n", agent_id="a", devices=(device(0),)), 0.0
+    )
+    live, expired = SchedulingSettings(node_ttl_s=1e9), SchedulingSettings(node_ttl_s=1.0)
+    for container, settings_, said in (
+        (ContainerRequest(memory_mib=10, device_mode="mig"), live, "vgpu-mode"),
+        (ContainerRequest(kind="cambricon-mlu", memory_mib=10), live, "no device of this kind"),
+        (ContainerRequest(memory_mib=10), expired, "no live node"),
+    ):
+        decision = decide(
+            state, PlaceRequest(request_id="r", containers=(container,)), settings_, 10.0
+        )
+        assert isinstance(decision, Never) and said in decision.reason, decision

@@ -395,12 +395,18 @@ def decide(
     # Nothing fitted, so a bounded search never stopped early: every live node has a verdict.
     if not verdicts.failed:  # no live node among the names
         keys = index_keys(request.containers)
-        if request.candidate_nodes is None and state.nodes and keys is not None:
+        if (
+            request.candidate_nodes is None
+            and keys is not None
+            and state.nodes
+            and not verdicts.unknown  # nodes of its kind there are, just none live
+        ):
+            # The walk of its kind's index (in its sharing) met no node at all: say which.
             (kind,) = {c.kind for c in request.containers if c.count}
             has_kind = any(
                 k in state.kind_index for k in (offer_key(kind, True), offer_key(kind, False))
             )
-            return Never(Reason("mode" if has_kind else "kind").text)  # none of them walked
+            return Never(Reason("mode" if has_kind else "kind").text)
         return Never(
             Reason("no-node").text
             + (" among the candidates" if request.candidate_nodes is not None else "")
