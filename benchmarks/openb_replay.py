@@ -10,10 +10,19 @@ shuffled per seed; random copies drawn with replacement are appended until GPU r
 that fits nowhere is skipped. A share s of one GPU (gpu_milli) maps to s/1000 of its memory and
 s/10 % of its cores in HAMi's terms; here, as in the paper, one number per GPU is tracked.
 
-Policies (lower score wins, ties to the lowest node index):
+Policies (lower score wins, ties to the lowest node index, except the sim- ones):
   binpack   fullest node after placement, then the fullest GPU on it
   spread    emptiest node, then the emptiest GPU
   best-fit  least CPU + memory + GPU left over on the node, each normalised
+  sim-best-fit  the FGD simulator's BestFit (pkg/simulator/plugin/best_fit_score.go):
+            int((1 - sum(0.5 * (free - request) / maxSpec)) * 100) over (CPU, GPU) with
+            maxSpec 128 CPUs (128,000 milli) and 8 GPUs, higher wins; ties to a node order shuffled per seed
+            (as kube-scheduler picks among equal scores); a share goes to the GPU with the
+            least left that holds it
+  sim-gpu-packing  the simulator's GpuPacking (gpu_packing_score.go): shared GPUs first
+            (100 - free share of the GPUs used / 10, at least 50), then free GPUs of a used
+            node (50 - GPUs it breaks, at least 33), then an idle node (33 - its GPUs); ties
+            and the GPU as for sim-best-fit
   fgd       the paper's Fragmentation Gradient Descent: the smallest increase of expected
             fragmentation against the trace's task mix (FGD's measure: CPU, GPU count, share
             and model; its 95% most popular task shapes)
@@ -256,7 +265,16 @@ GPUs, host memory in the feasibility test, the scarcity of pinned models."""
 def policy_parts(policy: str) -> tuple[str, frozenset[str]]:
     base, _, off = policy.partition("~")
     without = frozenset(filter(None, off.split(",")))
-    known = {"binpack", "spread", "best-fit", "fgd", "hami-fgd", "hami-fgd-online"}
+    known = {
+        "binpack",
+        "spread",
+        "best-fit",
+        "sim-best-fit",
+        "sim-gpu-packing",
+        "fgd",
+        "hami-fgd",
+        "hami-fgd-online",
+    }
     if base not in known or (without and base != "hami-fgd") or not without <= set(ABLATIONS):
         raise SystemExit(
             f"unknown policy {policy!r}: one of {', '.join(sorted(known))}, or hami-fgd~X[,Y] "
@@ -266,8 +284,11 @@ def policy_parts(policy: str) -> tuple[str, frozenset[str]]:
 
 
 class Cluster:
-    def __init__(self, nodes: Nodes, policy: str, mix: TaskMix | None) -> None:
+    def __init__(self, nodes: Nodes, policy: str, mix: TaskMix | None, seed: int = 0) -> None:
         self.policy, self.without = policy_parts(policy)
+        # The simulator's ties: kube-scheduler's pick among equal scores, here a node order
+        # shuffled once per seed.
+        self.tie_rank = np.random.RandomState(seed).permutation(len(nodes.cpu))
         if self.policy == "hami-fgd-online":
             self.policy = "hami-fgd"  # the same policy; only where its mix comes from differs
         self.mix = mix
@@ -314,6 +335,8 @@ class Cluster:
             return False
         if self.mix is not None:
             node, gpu = self._by_fragmentation(cand, pod)
+        elif self.policy.startswith("sim-"):
+            node, gpu = self._by_simulator(cand, pod)
         else:
             node, gpu = self._by_score(cand, pod)
         self.cpu[node] -= pod.cpu
@@ -355,6 +378,42 @@ class Cluster:
         i = int(np.argmin(score))
         gpu = int(pick[i])
         return int(cand[i]), gpu
+
+    def _by_simulator(self, cand: np.ndarray, pod: Pod) -> tuple[int, int]:
+        """The FGD simulator's BestFit or GpuPacking: integer scores, higher wins, ties to
+        the per-seed node order; a share on the GPU with the least left that holds it."""
+        free = self.free[cand]
+        exists = self.exists[cand]
+        share = pod.gpus == 1 and pod.milli < MILLI
+        need = pod.milli if share else MILLI
+        fitting = np.where(free >= need, free, 10**9)
+        tight = fitting.argmin(axis=1)
+        if self.policy == "sim-best-fit":
+            cpu_left = (self.cpu[cand] - pod.cpu) / 128_000.0  # milli-CPU
+            gpu_left = (free.sum(axis=1) - pod.gpus * pod.milli) / 8000.0
+            score = ((1.0 - (0.5 * cpu_left + 0.5 * gpu_left)) * 100).astype(np.int64)
+        else:
+            fully_free = ((free == MILLI) & exists).sum(axis=1)
+            gpus = exists.sum(axis=1)
+            if pod.gpus == 0 or pod.milli <= 0:
+                score = np.zeros(len(cand), dtype=np.int64)
+            elif share:
+                on_used = free[np.arange(len(cand)), tight] < MILLI
+                left = free[np.arange(len(cand)), tight] * 100 // MILLI
+                score = np.where(
+                    fully_free == gpus,
+                    np.maximum(100 // 3 - fully_free, fully_free),
+                    np.where(on_used, np.maximum(100 - left // 10, 50), np.maximum(50 - 1, 33)),
+                )
+            else:
+                score = np.where(
+                    fully_free == gpus,
+                    np.maximum(100 // 3 - fully_free, fully_free),
+                    np.maximum(50 - pod.gpus, 33),
+                )
+        best = score == score.max()
+        i = int(np.flatnonzero(best)[np.argmin(self.tie_rank[cand[best]])])
+        return int(cand[i]), int(tight[i]) if share else -1
 
     def _frag_of(self, rows: np.ndarray, free: np.ndarray, pod: Pod, taken: int) -> np.ndarray:
         assert self.mix is not None
@@ -465,7 +524,7 @@ def run(nodes: Nodes, pods: list[Pod], policy: str, seed: int) -> tuple[float, f
     online = OnlineMix(model_names) if base == "hami-fgd-online" else None
     if online is not None:  # nothing learnt yet, as the allocator starts: every node measures 0
         mix = TaskMix._build([], model_names)
-    cluster = Cluster(nodes, policy, mix)
+    cluster = Cluster(nodes, policy, mix, seed)
     if base == "hami-fgd" and "scarcity" not in without:
         cluster.set_scarcity(pods)
     capacity = nodes.capacity

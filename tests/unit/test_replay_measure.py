@@ -100,3 +100,25 @@ def test_replay_runs_any_list_in_the_format_and_refuses_bad_rows(tmp_path: Path)
         r.read_pods(bad)
     with pytest.raises(SystemExit, match=r"missing\.csv"):
         r.read_nodes(tmp_path / "missing.csv")
+
+
+def test_the_simulators_packing_and_best_fit_rules() -> None:
+    """sim-gpu-packing: a share goes to a GPU already shared before a free GPU of a used node,
+    and that before an idle node; sim-best-fit: to the node left with the least CPU and GPU
+    (the FGD simulator's plugins, as benchmarks/openb_replay.py reproduces them)."""
+    r = replay()
+    nodes = r.Nodes(
+        cpu=np.array([64000, 64000, 64000]),
+        mem=np.array([262144] * 3),
+        gpus=np.array([2, 2, 2]),
+        models=["V100"] * 3,
+    )
+    share = r.Pod(name="p", cpu=1000, mem=1000, gpus=1, milli=300, spec=())
+    for policy in ("sim-gpu-packing", "sim-best-fit"):
+        cluster = r.Cluster(nodes, policy, None, seed=7)
+        cluster.free[1, :2] = [1000, 600]  # node 1 shares a GPU; node 2 uses one whole
+        cluster.free[2, :2] = [0, 1000]
+        cluster.cpu[2] = 2000  # and has almost no CPU left
+        node, gpu = cluster._by_simulator(np.flatnonzero(cluster.fits(share)), share)
+        expected = (1, 1) if policy == "sim-gpu-packing" else (2, 1)
+        assert (node, gpu) == expected, policy
