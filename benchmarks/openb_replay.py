@@ -16,13 +16,16 @@ Policies (lower score wins, ties to the lowest node index, except the sim- ones)
   best-fit  least CPU + memory + GPU left over on the node, each normalised
   sim-best-fit  the FGD simulator's BestFit (pkg/simulator/plugin/best_fit_score.go):
             int((1 - sum(0.5 * (free - request) / maxSpec)) * 100) over (CPU, GPU) with
-            maxSpec 128 CPUs (128,000 milli) and 8 GPUs, higher wins; ties to a node order shuffled per seed
+            maxSpec 128 CPUs and 8 GPUs, higher wins; ties to a node order shuffled per seed
             (as kube-scheduler picks among equal scores); a share goes to the GPU with the
             least left that holds it
   sim-gpu-packing  the simulator's GpuPacking (gpu_packing_score.go): shared GPUs first
             (100 - free share of the GPUs used / 10, at least 50), then free GPUs of a used
             node (50 - GPUs it breaks, at least 33), then an idle node (33 - its GPUs); ties
             and the GPU as for sim-best-fit
+  fgd-sim   fgd as the authors' simulator scores it (fgd_score.go): int64(sigmoid(-increase
+            / 1000) * 100), the first GPU of the best score for a share, node ties to the
+            per-seed order, and every free GPU stranded for a CPU-only task
   fgd       the paper's Fragmentation Gradient Descent: the smallest increase of expected
             fragmentation against the trace's task mix (FGD's measure: CPU, GPU count, share
             and model; its 95% most popular task shapes)
@@ -43,6 +46,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import dataclasses
 import random
 import statistics
 import sys
@@ -155,11 +159,14 @@ class TaskMix:
     share: np.ndarray  # milli needed on each of those GPUs
     weight: np.ndarray  # sums to 1
     model_ok: np.ndarray  # [shape, model id]
+    cpu_only_strands: bool = False
+    """The simulator's rule: every free GPU is stranded for a CPU-only task (ours: none, when
+    the task fits the node's CPU)."""
 
     @staticmethod
-    def paper(pods: list[Pod], model_names: list[str]) -> TaskMix:
+    def paper(pods: list[Pod], model_names: list[str], simulator: bool = False) -> TaskMix:
         """FGD's typical pods: (CPU, GPU count, share, model) by popularity, the most popular
-        shapes that make up 95% of tasks."""
+        shapes that make up 95% of tasks (``simulator``: with its CPU-only rule)."""
         counts = Counter((p.cpu, 0, p.gpus, p.milli, p.spec) for p in pods)
         ranked = counts.most_common()
         total, kept, cum = sum(counts.values()), [], 0
@@ -168,7 +175,8 @@ class TaskMix:
                 break
             kept.append((shape, n))
             cum += n
-        return TaskMix._build(kept, model_names)
+        mix = TaskMix._build(kept, model_names)
+        return dataclasses.replace(mix, cpu_only_strands=True) if simulator else mix
 
     @staticmethod
     def weighted(
@@ -212,6 +220,8 @@ class TaskMix:
         )
         stranded = np.einsum("rg,rgs->rs", free, ~enough)
         total = free.sum(axis=1)
+        if self.cpu_only_strands:
+            fits = fits & (self.need[None, :] > 0)
         per_shape = np.where(fits, stranded, total[:, None])
         return per_shape @ self.weight
 
@@ -272,6 +282,7 @@ def policy_parts(policy: str) -> tuple[str, frozenset[str]]:
         "sim-best-fit",
         "sim-gpu-packing",
         "fgd",
+        "fgd-sim",
         "hami-fgd",
         "hami-fgd-online",
     }
@@ -473,14 +484,21 @@ class Cluster:
                 free[np.arange(rows.size), col] -= pod.milli
                 after = self._frag_of(rows, free, pod, 1).reshape(stale.size, G)
                 after = np.where(self.free[stale] >= pod.milli, after, np.inf)
-                gpu[stale] = after.argmin(axis=1)
-                delta[stale] = after.min(axis=1) - before
+                if self.policy == "fgd-sim":  # its integer score; the first GPU of the best
+                    scores = np.where(np.isfinite(after), sim_score(after - before[:, None]), -1)
+                    gpu[stale] = scores.argmax(axis=1)
+                    delta[stale] = -scores.max(axis=1)
+                else:
+                    gpu[stale] = after.argmin(axis=1)
+                    delta[stale] = after.min(axis=1) - before
             else:
                 free = self.free[stale].copy()
                 if pod.gpus:
                     order = np.argsort(free != MILLI, axis=1, kind="stable")[:, : pod.gpus]
                     np.put_along_axis(free, order, 0, axis=1)
                 delta[stale] = self._frag_of(stale, free, pod, 1) - before
+                if self.policy == "fgd-sim":
+                    delta[stale] = -sim_score(delta[stale])
             seen[stale] = self.version[stale]
         return delta, gpu
 
@@ -493,10 +511,20 @@ class Cluster:
             # Ties (to a milli-GPU) go to the node left fullest: packing among equals.
             left = self.free[cand].sum(axis=1) / self.gpu_cap[cand]
             i = int(np.lexsort((left, np.round(d, 0)))[0])
+        elif self.policy == "fgd-sim":  # the simulator's ties: the per-seed node order
+            best = d == d.min()
+            i = int(np.flatnonzero(best)[np.argmin(self.tie_rank[cand[best]])])
         else:
             i = int(np.argmin(d))
         node = int(cand[i])
         return node, int(gpu[node])
+
+
+def sim_score(increase: np.ndarray) -> np.ndarray:
+    """The FGD simulator's score of a fragmentation increase (milli-GPU):
+    int64(sigmoid(-increase / 1000) * 100); placements within a few hundredths of a GPU of
+    each other score the same."""
+    return (100.0 / (1.0 + np.exp(increase / 1000.0))).astype(np.int64)
 
 
 def workload(pods: list[Pod], capacity: int, seed: int) -> list[Pod]:
@@ -515,8 +543,8 @@ def run(nodes: Nodes, pods: list[Pod], policy: str, seed: int) -> tuple[float, f
     model_names = sorted(set(nodes.models))
     base, without = policy_parts(policy)
     mix = None
-    if base == "fgd":
-        mix = TaskMix.paper(pods, model_names)
+    if base in ("fgd", "fgd-sim"):
+        mix = TaskMix.paper(pods, model_names, simulator=base == "fgd-sim")
     elif base == "hami-fgd":
         mix = TaskMix.weighted(
             pods, model_names, by_gpus="weights" not in without, memory="memory" not in without

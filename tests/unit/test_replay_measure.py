@@ -122,3 +122,17 @@ def test_the_simulators_packing_and_best_fit_rules() -> None:
         node, gpu = cluster._by_simulator(np.flatnonzero(cluster.fits(share)), share)
         expected = (1, 1) if policy == "sim-gpu-packing" else (2, 1)
         assert (node, gpu) == expected, policy
+
+
+def test_the_simulators_fgd_score_makes_near_equals_ties() -> None:
+    """fgd-sim scores as the simulator: int64(sigmoid(-increase / 1000) * 100), so increases
+    a few hundredths of a GPU apart score the same, and a CPU-only task strands every free GPU."""
+    r = replay()
+    scores = r.sim_score(np.array([0.0, 10.0, 39.0, 41.0, 1000.0, -500.0]))
+    assert list(scores) == [50, 49, 49, 48, 26, 62]
+    mix = r.TaskMix.paper(
+        [r.Pod(name="c", cpu=1000, mem=0, gpus=0, milli=0, spec=())], ["V100"], simulator=True
+    )
+    free = np.array([[1000, 500, 0, 0, 0, 0, 0, 0]])
+    frag = mix.fragmentation(np.array([8000]), np.array([0]), free, np.array([0]))
+    assert frag[0] == 1500  # ours would say 0: the CPU-only task fits the node
