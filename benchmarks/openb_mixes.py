@@ -31,7 +31,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import openb_replay as replay
 
-POLICIES = ("binpack", "best-fit", "hami-fgd-online")
+POLICIES = ("binpack", "best-fit", "fgd-sim", "hami-fgd-online")
+"""fgd-sim: the published FGD as the authors' simulator scores it (benchmarks/openb_replay.py),
+the reference the issue asks the online policy to beat on every mix."""
 
 
 @dataclass(frozen=True)
@@ -128,35 +130,49 @@ def main() -> None:
     parser.add_argument("pods", type=Path, help="the default list, resampled into each mix")
     parser.add_argument("--set", choices=sorted(SETS), default="evaluation")
     parser.add_argument("--jobs", type=int, default=1)
+    parser.add_argument(
+        "--online",
+        default="hami-fgd-online",
+        help="the online policy's variant to report (e.g. hami-fgd-online@40: a design choice)",
+    )
     args = parser.parse_args()
     mixes, seeds = SETS[args.set]
+    policies = (*POLICIES[:-1], args.online)
     # Each seed makes one list per mix and replays it once per policy (the paper's shuffle).
     jobs = [
         (args.nodes, args.pods, mix, seed * 1000 + n, policy, seed)
         for n, mix in enumerate(mixes)
         for seed in seeds
-        for policy in POLICIES
+        for policy in policies
     ]
     with ProcessPoolExecutor(max_workers=args.jobs) as pool:
         results = list(pool.map(_one, jobs))
     print(f"{args.set} set: {len(mixes)} mixes x {len(seeds)} seeds, unallocated GPUs of 6,212")
-    print("| mix | " + " | ".join(f"{p} 100% / 130%" for p in POLICIES) + " | online no worse |")
-    print("| --- |" + " --- |" * (len(POLICIES) + 1))
-    wins = 0
+    print(
+        "| mix | "
+        + " | ".join(f"{p} 100% / 130%" for p in policies)
+        + " | online no worse than binpack, best-fit | than fgd-sim |"
+    )
+    print("| --- |" + " --- |" * (len(policies) + 2))
+    wins = beats_fgd = 0
     for mix in mixes:
         means = {}
-        for policy in POLICIES:
+        for policy in policies:
             mine = [r for r in results if r[0] == mix and r[1] == policy]
             means[policy] = (
                 statistics.mean(r[2] for r in mine),
                 statistics.mean(r[3] for r in mine),
             )
         best_simple = [min(means[p][i] for p in ("binpack", "best-fit")) for i in (0, 1)]
-        ok = all(means["hami-fgd-online"][i] <= best_simple[i] for i in (0, 1))
+        ok = all(means[args.online][i] <= best_simple[i] for i in (0, 1))
+        fgd_ok = all(means[args.online][i] <= means["fgd-sim"][i] for i in (0, 1))
         wins += ok
-        cells = " | ".join(f"{means[p][0]:.0f} / {means[p][1]:.0f}" for p in POLICIES)
-        print(f"| {mix.label} | {cells} | {'yes' if ok else '**no**'} |", flush=True)
+        beats_fgd += fgd_ok
+        cells = " | ".join(f"{means[p][0]:.0f} / {means[p][1]:.0f}" for p in policies)
+        said = " | ".join("yes" if x else "**no**" for x in (ok, fgd_ok))
+        print(f"| {mix.label} | {cells} | {said} |", flush=True)
     print(f"\nonline no worse than the better of binpack and best-fit on {wins} of {len(mixes)}")
+    print(f"online no worse than fgd-sim (the published FGD) on {beats_fgd} of {len(mixes)}")
 
 
 if __name__ == "__main__":

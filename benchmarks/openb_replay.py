@@ -272,7 +272,22 @@ ABLATIONS = ("tie", "weights", "memory", "scarcity")
 GPUs, host memory in the feasibility test, the scarcity of pinned models."""
 
 
+TIE_MILLI = 40.0
+"""As services/allocator/core/mix.py's TIE (0.04 of a device): fragmentation increases closer
+than this are ties, packed to the fullest node."""
+
+
+def tie_of(policy: str) -> tuple[str, float]:
+    """`hami-fgd@T` / `hami-fgd-online@T`: ties within T milli-GPU instead (an experiment)."""
+    name, _, tie = policy.partition("@")
+    try:
+        return name, float(tie) if tie else TIE_MILLI
+    except ValueError:
+        raise SystemExit(f"policy {policy!r}: the tie after @ is a number of milli-GPU") from None
+
+
 def policy_parts(policy: str) -> tuple[str, frozenset[str]]:
+    policy, _ = tie_of(policy)
     base, _, off = policy.partition("~")
     without = frozenset(filter(None, off.split(",")))
     known = {
@@ -297,6 +312,7 @@ def policy_parts(policy: str) -> tuple[str, frozenset[str]]:
 class Cluster:
     def __init__(self, nodes: Nodes, policy: str, mix: TaskMix | None, seed: int = 0) -> None:
         self.policy, self.without = policy_parts(policy)
+        self.tie = tie_of(policy)[1]
         # The simulator's ties: kube-scheduler's pick among equal scores, here a node order
         # shuffled once per seed.
         self.tie_rank = np.random.RandomState(seed).permutation(len(nodes.cpu))
@@ -508,9 +524,9 @@ class Cluster:
         if self.policy == "hami-fgd" and not pod.spec:
             d = d + self.scarcity[self.model[cand]] * pod.gpus * pod.milli
         if self.policy == "hami-fgd" and "tie" not in self.without:
-            # Ties (to a milli-GPU) go to the node left fullest: packing among equals.
+            # Ties (within TIE_MILLI) go to the node left fullest: packing among near-equals.
             left = self.free[cand].sum(axis=1) / self.gpu_cap[cand]
-            i = int(np.lexsort((left, np.round(d, 0)))[0])
+            i = int(np.lexsort((left, np.round(d / self.tie, 0)))[0])
         elif self.policy == "fgd-sim":  # the simulator's ties: the per-seed node order
             best = d == d.min()
             i = int(np.flatnonzero(best)[np.argmin(self.tie_rank[cand[best]])])

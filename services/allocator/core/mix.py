@@ -23,8 +23,11 @@ REFRESH_EVERY = 64
 MAX_TRACKED = 1024
 """Distinct shapes remembered at most; beyond it the lightest quarter is forgotten."""
 MIN_WEIGHT = 2.0
-TIE = 1e-3
-"""Fragmentation changes smaller than this (a thousandth of a device) count as ties."""
+TIE = 0.04
+"""Fragmentation changes closer than this (4% of a device) count as ties, and ties go to the
+node left fullest: the measure's finer differences are noise against a mix learnt online, and
+packing among near-equals is what made the published FGD good (docs/benchmarks.md: a thousandth
+of a device before; chosen on the design mixes, confirmed on the evaluation ones)."""
 
 
 def shape_of(containers: Shape) -> Shape:
