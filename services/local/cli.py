@@ -105,8 +105,11 @@ def cmd_up(args: argparse.Namespace) -> int:
         split_count=args.split_count,
         log_level=args.log_level,
     )
-    if args.simulate:
-        parse_spec(args.simulate)  # refuse a bad spec before starting anything
+    if args.simulate and any(d.mig for d in parse_spec(args.simulate)):  # a bad spec: refused
+        raise InvalidRequest(
+            f"--simulate {args.simulate!r}: local jobs share GPUs by interception; MIG GPUs "
+            "(mig:MODEL) are served by a Kubernetes node agent in mig mode (docs/devices.md)"
+        )
     if args.nats is None:
         find_nats_server()
         if args.nats_port and not port_is_free("127.0.0.1", args.nats_port):

@@ -232,6 +232,13 @@ def test_up_is_idempotent_and_busy_port_is_one_line(local: Local, tmp_path: Path
     assert len(result.stderr.strip().splitlines()) == 1
 
 
+def test_a_mig_gpu_is_refused_for_local_jobs_in_one_line(tmp_path: Path) -> None:
+    result = Local(tmp_path / "mig").hami("up", "--simulate", "1xmig:H200", "--nats-port", "0")
+    assert result.returncode == 2, result.stderr
+    assert "interception" in result.stderr and "mig mode" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+
+
 def test_not_running_is_a_clear_error(tmp_path: Path) -> None:
     result = Local(tmp_path / "none").hami("run", "--", "true")
     assert result.returncode == 69 and "hami up" in result.stderr
