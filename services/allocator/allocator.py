@@ -31,7 +31,7 @@ from shared.errors import HamiError, InvalidRequest, Unavailable
 from shared.kube.client import KubeClient
 from shared.resources import NODE_RELEASED
 from shared.schemas.events import AllocationEvent, event_codec, event_subject
-from shared.schemas.inventory import inventory_codec
+from shared.schemas.inventory import NodeInventory, inventory_codec
 from shared.schemas.placement import (
     ALLOCATIONS_BUCKET,
     DEFAULT_RESERVATION_TTL_S,
@@ -88,6 +88,9 @@ class Allocator:
         self.metrics = metrics if metrics is not None else AllocatorMetrics()
         self._fence = fence
         self._term = term
+        self.freed: set[str] = set()
+        """Nodes whose inventory now offers more than before (announce_freed tells of them)."""
+        self.freed_event = asyncio.Event()
         """False once this allocator may no longer write (it lost the leader lease)."""
 
     @property
@@ -143,11 +146,30 @@ class Allocator:
         except InvalidRequest as e:
             log.warning("ignoring malformed inventory", extra={"node": key, "error": e})
             return
-        if inventory.node not in self.state.nodes:
+        known = self.state.nodes.get(inventory.node)
+        if known is None:
             log.info(
                 "node joined", extra={"node": inventory.node, "devices": len(inventory.devices)}
             )
+        elif capacity_grew(known.inventory, inventory):
+            self.freed.add(inventory.node)  # kube-scheduler hears of it (announce_freed)
+            self.freed_event.set()
         self.world = world.node_seen(self.world, self.quarantine.apply(inventory), self._clock())
+
+    async def announce_freed(self, kube: KubeClient, stop: asyncio.Event) -> None:
+        """Tell kube-scheduler when a node can take more than before without a release of
+        ours (MIG slices an ended allocation held are free again, a device came back): an
+        update of the node makes it retry the pods it found no room for."""
+        while not stop.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.freed_event.wait(), 1.0)
+            self.freed_event.clear()
+            names, self.freed = sorted(self.freed), set()
+            for node in names:
+                try:
+                    await kube.annotate_node(node, {NODE_RELEASED: f"{self._clock():.3f}"})
+                except HamiError as e:
+                    log.warning("could not mark the node freed", extra={"node": node, "error": e})
 
     def observe_usage(self, data: bytes) -> None:
         """A usage sample from a node agent (usage feedback: core/heat.py)."""
@@ -414,6 +436,26 @@ class Allocator:
             return ()
         live = waiting.current(self.world.waiting, self._clock()).values()
         return tuple(sorted(live, key=lambda w: w.since))
+
+
+def capacity_grew(before: NodeInventory, after: NodeInventory) -> bool:
+    """Whether a node can take something it could not before: a device added or healthy
+    again, more memory, cores or shares, or held MIG slices freed."""
+    old = {d.uuid: d for d in before.devices}
+    for device in after.devices:
+        was = old.get(device.uuid)
+        if was is None:
+            return device.healthy
+        if device.healthy and not was.healthy:
+            return True
+        if (
+            device.memory_mib > was.memory_mib
+            or device.cores > was.cores
+            or device.split_count > was.split_count
+            or was.slices_held & ~device.slices_held
+        ):
+            return True
+    return False
 
 
 def _told(reply: PlaceReply) -> dict[str, str]:

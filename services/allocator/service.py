@@ -80,6 +80,10 @@ async def _serve_extender(
         _retrying(stop, "follow-pods", lambda: allocator.follow_pods(kube, stop)),
         name="follow-pods",
     )
+    announce = asyncio.create_task(
+        _retrying(stop, "announce-freed", lambda: allocator.announce_freed(kube, stop)),
+        name="announce-freed",
+    )
     extender = Extender(
         allocator,
         kube,
@@ -97,6 +101,7 @@ async def _serve_extender(
         router.local = None
         await forwarded
         await reconcile
+        await announce  # it ends within a second of stop
         follow.cancel()  # a read-only watch that may wait minutes for its next event
         with contextlib.suppress(asyncio.CancelledError):
             await follow

@@ -198,3 +198,22 @@ def test_a_never_says_why_when_no_node_of_the_kind_or_sharing_is_there() -> None
             state, PlaceRequest(request_id="r", containers=(container,)), settings_, 10.0
         )
         assert isinstance(decision, Never) and said in decision.reason, decision
+
+
+def test_kube_scheduler_hears_when_a_node_can_take_more() -> None:
+    """Held MIG slices freed (an ended allocation's instance taken down), a device healthy
+    again or added: the allocator marks the node so kube-scheduler retries its pending pods;
+    a plain heartbeat or less room says nothing."""
+    from services.allocator.allocator import capacity_grew
+    from shared.schemas.inventory import NodeInventory
+
+    def inventory(*devices: DeviceInfo) -> NodeInventory:
+        return NodeInventory(node="n", agent_id="a", devices=devices)
+
+    held, free = mig_gpu(held=0xFF), mig_gpu(held=0x40)
+    assert capacity_grew(inventory(held), inventory(free))
+    assert not capacity_grew(inventory(free), inventory(held))
+    assert not capacity_grew(inventory(free), inventory(free))
+    sick = msgspec.structs.replace(device(1), healthy=False)
+    assert capacity_grew(inventory(free, sick), inventory(free, device(1)))
+    assert capacity_grew(inventory(free), inventory(free, device(1)))
