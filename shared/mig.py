@@ -68,13 +68,5 @@ def mig_profiles(memory_mib: int, marketed_gb: tuple[int, ...]) -> tuple[Partiti
     )
 
 
-def profiles_for_model(model: str, memory_mib: int) -> tuple[PartitionProfile, ...] | None:
-    """The documented profiles of a GPU model, or None when the table does not know it."""
-    for product, marketed in MARKETED_GB.items():
-        if product in model.upper():
-            return mig_profiles(memory_mib, marketed)
-    return None
-
-
 H200_MIB = 143771
 H200_PROFILES = mig_profiles(H200_MIB, MARKETED_GB["H200"])

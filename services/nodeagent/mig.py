@@ -61,6 +61,9 @@ def _profile_name(info: Any) -> str:
 class MigManager:
     def __init__(self, nvml: Any) -> None:
         self._nvml = nvml
+        self._profiles: dict[str, tuple[MigProfile, ...]] = {}
+        """A GPU's profiles by its UUID: fixed while it is in MIG mode, read once (every
+        heartbeat asks for them)."""
 
     def enabled(self, handle: Any) -> bool:
         try:
@@ -72,6 +75,15 @@ class MigManager:
     def profiles(self, handle: Any) -> tuple[MigProfile, ...]:
         """The GPU's profiles, smallest first (memory, then compute), with their placements;
         compute in percent of the GPU's largest profile."""
+        uuid = str(self._nvml.nvmlDeviceGetUUID(handle))
+        known = self._profiles.get(uuid)
+        if known is None:
+            known = self._read_profiles(handle)
+            if known:  # none: MIG mode off or not ready yet; asked again next time
+                self._profiles[uuid] = known
+        return known
+
+    def _read_profiles(self, handle: Any) -> tuple[MigProfile, ...]:
         found = []
         for index in range(pynvml.NVML_GPU_INSTANCE_PROFILE_COUNT):
             try:
