@@ -282,10 +282,6 @@ Offer = tuple[str, bool]
 """What a device offers a request: its kind, and whether it is shared by interception."""
 
 
-def offer_of(device: DeviceInfo) -> Offer:
-    return device.kind, device.isolation == "interception"
-
-
 def acceptable(request: ContainerRequest) -> frozenset[Offer]:
     """The offers a container can take: its kind, in the sharing it asks for (any if none)."""
     if request.device_mode == "hami-core":
@@ -323,9 +319,6 @@ def fit_node(
     so two containers of one pod can share a device only where its split count allows.
     """
     devices = tuple(devices)
-    refused = refusal_by_offer({offer_of(d) for d in devices}, containers)
-    if refused is not None:
-        return refused
     taken: dict[str, DeviceUsage] = {}
     chosen: list[tuple[DeviceGrant, ...]] = []
     for request in containers:

@@ -93,7 +93,7 @@ class NodeRecord:
     inventory: NodeInventory
     last_seen: float
     offered: frozenset[tuple[str, bool]] = field(init=False, compare=False)
-    """The kinds and sharing its devices offer (core/fit.py: offer_of), for searches to pass
+    """The kinds and sharing its devices offer (core/fit.py: Offer), for searches to pass
     nodes of other kinds without looking at their devices."""
 
     kinds: frozenset[str] = field(init=False, compare=False)
