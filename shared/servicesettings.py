@@ -93,6 +93,9 @@ class NodeAgentSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknow
     """Simulated devices, e.g. ``2xH200,1xT4``; None: NVML (one simulated H200 without it)."""
     require_nvml: bool = False
     """Without `simulate`: stop when NVML has no device, instead of simulating one H200."""
+    device_backend: Literal["nvml", "npu-smi", "cnmon", "hy-smi", "ixsmi", "amd-smi"] = "nvml"
+    """Where devices are read without `simulate`: NVML, or a vendor's tool (Ascend npu-smi,
+    Cambricon cnmon, Hygon hy-smi, Iluvatar ixsmi, AMD amd-smi); a tool must answer at start."""
     split_count: Annotated[int, msgspec.Meta(ge=1, le=1024)] = 10
     """How many containers may share one device (HAMi's deviceSplitCount)."""
     memory_scaling: Scaling = 1.0

@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 from typing import Any, Literal, Protocol
 
 from services.nodeagent.core.inventory import MIB
 from services.nodeagent.core.readings import DeviceReading, DriverInfo, UsageReading
-from services.nodeagent.mig import MigDevices, MigInstance
+from services.nodeagent.mig import HeldSlices, MigDevices, MigInstance, every_instance_held
 from shared.errors import Unavailable
 from shared.schemas.inventory import MigInstanceInfo
 
@@ -18,16 +17,6 @@ log = logging.getLogger("hami.nodeagent.devices")
 
 
 GpuMode = Literal["hami-core", "mig"]
-HeldSlices = Callable[[str, list[MigInstance]], int]
-"""A GPU's UUID and the MIG instances on it to the slices no live allocation owns."""
-
-
-def every_instance_held(gpu_uuid: str, instances: list[MigInstance]) -> int:
-    """Until the agent knows which instances are its own: all of them (fails closed)."""
-    mask = 0
-    for instance in instances:
-        mask |= instance.mask
-    return mask
 
 
 def _info(instance: MigInstance) -> MigInstanceInfo:
@@ -261,14 +250,24 @@ def open_device_manager(
     require_nvml: bool = False,
     gpu_mode: GpuMode = "hami-core",
     mig_state: Path | None = None,
+    backend: str = "nvml",
 ) -> DeviceManager:
     """NVML when asked for nothing else and it answers; simulated devices otherwise, unless
-    ``require_nvml`` (a cluster's GPU node must not advertise devices it does not have)."""
+    ``require_nvml`` (a cluster's GPU node must not advertise devices it does not have). A
+    vendor tool ``backend`` must answer: Unavailable otherwise (never a simulation)."""
     from services.nodeagent.core.simulate import parse_simulation, simulated_devices
 
     if simulate:
         readings, mig_gpus = simulated_devices(simulate, node)
         return SimulatedDeviceManager(readings, mig_gpus, mig_state, gpu_mode)
+    if backend != "nvml":
+        from services.nodeagent.toolbackends import TOOL_BACKENDS, ToolDeviceManager
+        from shared.vendorkinds import VENDOR_KINDS
+
+        if backend not in TOOL_BACKENDS:
+            known = ", ".join(TOOL_BACKENDS)
+            raise Unavailable(f"unknown device backend {backend!r}; known: nvml, {known}")
+        return ToolDeviceManager(TOOL_BACKENDS[backend], node, VENDOR_KINDS)
     import pynvml
 
     try:

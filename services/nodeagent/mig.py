@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import ctypes
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -242,6 +243,18 @@ class MigManager:
             raise
         log.info("MIG instance taken down", extra={"gpu": current.gpu_uuid, "gi": gpu_instance})
         return True
+
+
+HeldSlices = Callable[[str, list[MigInstance]], int]
+"""A GPU's UUID and the MIG instances on it to the slices no live allocation owns."""
+
+
+def every_instance_held(gpu_uuid: str, instances: list[MigInstance]) -> int:
+    """Until the agent knows which instances are its own: all of them (fails closed)."""
+    mask = 0
+    for instance in instances:
+        mask |= instance.mask
+    return mask
 
 
 class MigDevices:

@@ -247,6 +247,7 @@ async def serve(settings: NodeAgentSettings, stop: asyncio.Event) -> None:
         require_nvml=settings.require_nvml,
         gpu_mode=settings.gpu_mode,
         mig_state=Path(settings.vgpu_root) / "mig" / "simulated-gpus.json",
+        backend=settings.device_backend,
     )
     nc = await connect(
         settings.nats_url,
