@@ -39,22 +39,27 @@ from services.nodeagent.core.containerspec import (
 from services.nodeagent.core.containerusage import RegionOwner
 from services.nodeagent.core.inventory import SharingPolicy, device_info
 from services.nodeagent.core.readings import DeviceReading
+from services.nodeagent.core.vendorspec import VendorHost, vendor_container_spec
 from services.nodeagent.hostfiles import write_atomically
 from services.nodeagent.kubeletapi.deviceplugin.v1beta1 import api_pb2 as pb
 from services.nodeagent.kubeletapi.deviceplugin.v1beta1 import api_pb2_grpc as pb_grpc
 from services.nodeagent.mig import MigDevices
 from services.nodeagent.migwork import MIG_INSTANCES, MigEntry, MigWork, with_entries
 from shared import tracing
+from shared.devicekinds import NVIDIA, DeviceKind
 from shared.errors import HamiError, InvalidRequest
 from shared.kube.client import KubeClient
-from shared.resources import BIND_TIME, NVIDIA_ANNOTATION_TYPE
+from shared.resources import BIND_TIME
 from shared.runloop import sleep_or_stop
+from shared.vendorkinds import VENDOR_KINDS
 
 log = logging.getLogger("hami.nodeagent.deviceplugin")
 API_VERSION = "v1beta1"
 KUBELET_SOCKET = "kubelet.sock"
 RECORD_WAIT_S = 5.0
 RECENT_BIND_S = 30.0
+ANNOTATION_TYPES = {k.name: k.annotation_type for k in VENDOR_KINDS.kinds}
+"""Every kind's name in HAMi's annotations: a pod's entries of all kinds are checked."""
 
 
 def socket_name(resource: str) -> str:
@@ -62,19 +67,34 @@ def socket_name(resource: str) -> str:
 
 
 class DeviceList:
-    """The devices the node agent last read; ListAndWatch streams follow its changes."""
+    """The devices of one kind the node agent last read (each kind is its own plugin and
+    resource); ListAndWatch streams follow its changes."""
 
-    def __init__(self, split_count: int) -> None:
+    def __init__(
+        self, split_count: int, kind: str = "nvidia", policy: SharingPolicy | None = None
+    ) -> None:
         self.split_count = split_count
+        self.kind = kind
+        self.policy = policy or SharingPolicy(split_count=split_count)
         self.readings: dict[str, DeviceReading] = {}
+        self.everything: dict[str, DeviceReading] = {}
+        """Every kind's devices on the node (a pod mixing kinds is checked whole)."""
         self.advertised: tuple[virtual.VirtualDevice, ...] = ()
         self.version = 0
         self._changed = asyncio.Condition()
 
+    def _slots(self, reading: DeviceReading) -> int:
+        """How many containers may hold a device at once: NVIDIA's split count (its MIG
+        instances and geometry are bounded by the allocator), another kind's by its isolation
+        (a whole device: one)."""
+        if self.kind == "nvidia":
+            return self.split_count
+        return device_info(reading, self.policy).split_count
+
     async def update(self, readings: Sequence[DeviceReading]) -> None:
-        # The device plugin serves NVIDIA's resource: other kinds' devices are not its to offer.
-        readings = [r for r in readings if r.kind == "nvidia"]
-        advertised = virtual.virtual_devices(readings, self.split_count)
+        self.everything = {r.uuid: r for r in readings}
+        readings = [r for r in readings if r.kind == self.kind]
+        advertised = virtual.virtual_devices(readings, self._slots)
         self.readings = {r.uuid: r for r in readings}
         if advertised != self.advertised:
             self.advertised = advertised
@@ -137,6 +157,9 @@ class Allocation:
     """Where this node makes MIG instances (`--gpu-mode mig`)."""
     mig_devices: MigDevices | None = None
     """The node's GPUs' MIG instances (whole ones are granted in `hami-core` mode)."""
+    kind: DeviceKind = NVIDIA
+    """Whose devices this plugin serves; another vendor's get its conventions."""
+    vendor_host: VendorHost | None = None
 
     def prepare_host(self) -> None:
         """The preload file every container mounts, written at start (and kept); the driver's
@@ -162,15 +185,20 @@ class Allocation:
     def _node_devices(self) -> dict[str, int]:
         return {
             uuid: device_info(r, self.policy).memory_mib
-            for uuid, r in self.devices.readings.items()
+            for uuid, r in self.devices.everything.items()
         }
 
     async def _assign(self, count: int) -> tuple[handshake.Assignment, Context | None]:
         """The container's assignment, and its pod's trace context (shared/tracing.py)."""
-        types = {r.kind: NVIDIA_ANNOTATION_TYPE for r in self.devices.readings.values()}
         pods = await self._candidates()
         chosen = handshake.assign(
-            pods, self.node, count, self.records.for_pod, self._node_devices(), types
+            pods,
+            self.node,
+            count,
+            self.records.for_pod,
+            self._node_devices(),
+            ANNOTATION_TYPES,
+            self.kind.annotation_type,
         )
         pod = next((p for p in pods if p["metadata"].get("uid") == chosen.pod_uid), None)
         return chosen, tracing.of_pod(pod)
@@ -204,12 +232,18 @@ class Allocation:
         self, chosen: handshake.Assignment, started: float
     ) -> pb.ContainerAllocateResponse:
         try:
-            if not self.layout.library.is_file():
+            readings = self.devices.readings
+            if self.kind.name != NVIDIA.name:
+                host = self.vendor_host or VendorHost(os.path.exists)
+                spec = vendor_container_spec(self.kind, chosen, readings, host)
+                await self.kube.patch_pod_annotations(
+                    chosen.namespace, chosen.pod, lambda a: handshake.consume(a, chosen)
+                )
+            elif not self.layout.library.is_file():
                 raise handshake.AllocateRefused(
                     f"the isolation library {self.layout.library} is missing on {self.node}"
                 )
-            readings = self.devices.readings
-            if hardware_isolated(chosen, readings):
+            elif hardware_isolated(chosen, readings):
                 spec, made = await self._mig_container(chosen)
                 await self.kube.patch_pod_annotations(
                     chosen.namespace,

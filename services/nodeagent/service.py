@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import replace
 from pathlib import Path
 
 from nats.aio.client import Client
@@ -17,6 +19,7 @@ from services.nodeagent.core import dra
 from services.nodeagent.core.containerspec import HostLayout
 from services.nodeagent.core.inventory import SharingPolicy, build_inventory, device_set_changed
 from services.nodeagent.core.readings import DeviceReading
+from services.nodeagent.core.vendorspec import VendorHost
 from services.nodeagent.deviceplugin import Allocation, DeviceList, serve_device_plugin
 from services.nodeagent.devices import DeviceManager, open_device_manager
 from services.nodeagent.draplugin import DraDriver, serve_dra_plugin
@@ -25,6 +28,7 @@ from services.nodeagent.migwork import MigLedger, MigWork
 from services.nodeagent.podusage import ContainerUsage
 from services.nodeagent.regionfiles import RegionReader
 from services.nodeagent.settings import NodeAgentSettings
+from shared.devicekinds import NVIDIA
 from shared.errors import HamiError
 from shared.kube.client import KubeClient
 from shared.natsauth import credentials_of
@@ -33,6 +37,7 @@ from shared.runloop import every
 from shared.schemas.base import node_token
 from shared.schemas.inventory import INVENTORY_CHANGED, NodeInventory, inventory_codec
 from shared.schemas.usage import USAGE, UsageSample, usage_codec
+from shared.vendorkinds import VENDOR_KINDS
 
 log = logging.getLogger("hami.nodeagent")
 
@@ -59,6 +64,9 @@ class NodeAgent:
         self._seq = 0
         self._last: NodeInventory | None = None
         self.plugin_devices = DeviceList(settings.split_count)
+        self.vendor_devices: dict[str, DeviceList] = {}
+        """Other kinds' devices, each kind served by its own device plugin."""
+        self.readings: list[DeviceReading] = []
         self.listeners: list[Callable[[Sequence[DeviceReading]], Awaitable[None]]] = []
         """Told each heartbeat's readings (the DRA plugin's ResourceSlice)."""
         self.regions = RegionReader()
@@ -66,7 +74,10 @@ class NodeAgent:
 
     async def heartbeat(self) -> None:
         readings = await asyncio.to_thread(self._manager.devices)
+        self.readings = readings
         await self.plugin_devices.update(readings)
+        for devices in self.vendor_devices.values():
+            await devices.update(readings)
         for listener in self.listeners:
             try:
                 await listener(readings)
@@ -170,11 +181,36 @@ async def _kubernetes_node(
         serve_device_plugin(allocation, Path(settings.plugin_dir), settings.resource_name, stop),
         name="device-plugin",
     )
+    await _vendor_plugins(settings, agent, allocation, stop, tasks)
     tasks.create_task(
         every(stop, settings.usage_interval_s, "container-usage", usage.publish),
         name="container-usage",
     )
     return kube
+
+
+async def _vendor_plugins(
+    settings: NodeAgentSettings,
+    agent: NodeAgent,
+    nvidia: Allocation,
+    stop: asyncio.Event,
+    tasks: asyncio.TaskGroup,
+) -> None:
+    """A device plugin per other kind the node has (its count resource), each handing out
+    its vendor's conventions (core/vendorspec.py). Kinds are those of the first reading: a
+    kind that appears later is served after the agent restarts."""
+    library = nvidia.layout.root / "libamvgpu.so"
+    host = VendorHost(os.path.exists, str(library) if library.is_file() else None)
+    for name in sorted({r.kind for r in agent.readings} - {NVIDIA.name}):
+        kind = VENDOR_KINDS.named(name)
+        devices = DeviceList(settings.split_count, name, agent.policy)
+        await devices.update(agent.readings)
+        agent.vendor_devices[name] = devices
+        allocation = replace(nvidia, devices=devices, kind=kind, vendor_host=host, mig=None)
+        tasks.create_task(
+            serve_device_plugin(allocation, Path(settings.plugin_dir), kind.resources.count, stop),
+            name=f"device-plugin-{name}",
+        )
 
 
 async def _dra_node(

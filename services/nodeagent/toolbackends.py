@@ -108,6 +108,21 @@ class ToolBackend:
     name: str
     vendor: str
     collect: Callable[[Runner, str, KindRegistry], Parsed]
+    render_nodes: bool = False
+    """Its devices are DRM render nodes (`/dev/dri/renderD<128+minor>`): the minor is read
+    from sysfs by bus address, not assumed from the tool's index."""
+
+
+def render_minor(bus_id: str, sysfs: Path = Path("/sys/bus/pci/devices")) -> int | None:
+    """The render node's minor over 128 of the PCI device at ``bus_id``; None if unknown."""
+    try:
+        names = [p.name for p in (sysfs / bus_id.lower() / "drm").iterdir()]
+    except OSError:
+        return None
+    minors = [
+        int(n[len("renderD") :]) for n in names if n.startswith("renderD") and n[7:].isdigit()
+    ]
+    return min(minors) - 128 if minors else None
 
 
 TOOL_BACKENDS = {
@@ -117,7 +132,7 @@ TOOL_BACKENDS = {
         ToolBackend("cnmon", "Cambricon", _cnmon),
         ToolBackend("hy-smi", "Hygon", _hy_smi),
         ToolBackend("ixsmi", "Iluvatar", _ixsmi),
-        ToolBackend("amd-smi", "AMD", _amd_smi),
+        ToolBackend("amd-smi", "AMD", _amd_smi, render_nodes=True),
     )
 }
 """The vendors whose tool's output format is documented (tests/fixtures/vendortools/). Metax
@@ -129,8 +144,14 @@ class ToolDeviceManager:
     """Devices as a vendor tool reports them; usage from the same tool."""
 
     def __init__(
-        self, backend: ToolBackend, node: str, registry: KindRegistry, run: Runner = run_tool
+        self,
+        backend: ToolBackend,
+        node: str,
+        registry: KindRegistry,
+        run: Runner = run_tool,
+        sysfs: Path = Path("/sys/bus/pci/devices"),
     ) -> None:
+        self._sysfs = sysfs
         self.backend = backend
         self.node = node
         self.registry = registry
@@ -148,8 +169,17 @@ class ToolDeviceManager:
             if why not in self._told:
                 self._told.add(why)
                 log.warning("device left out", extra={"tool": self.backend.name, "reason": why})
-        self._last = parsed.readings
-        return parsed.readings
+        readings = parsed.readings
+        if self.backend.render_nodes:
+            readings = tuple(self._with_render_minor(r) for r in readings)
+        self._last = readings
+        return readings
+
+    def _with_render_minor(self, reading: ToolReading) -> ToolReading:
+        minor = render_minor(reading.device.pci_bus_id, self._sysfs)
+        if minor is None:
+            return reading
+        return ToolReading(replace(reading.device, minor_number=minor), reading.usage)
 
     def driver(self) -> DriverInfo:
         return DriverInfo(driver_version=f"{self.backend.name} ({self.backend.vendor})")

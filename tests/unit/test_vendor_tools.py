@@ -250,3 +250,11 @@ def test_the_real_subprocess_path(tmp_path: Path, monkeypatch: pytest.MonkeyPatc
         open_device_manager(None, "node-a", backend="ixsmi")
     with pytest.raises(Unavailable, match="amd-smi is not installed"):
         open_device_manager(None, "node-a", backend="amd-smi")
+
+
+def test_amd_render_nodes_come_from_sysfs(tmp_path: Path) -> None:
+    (tmp_path / "0000:22:00.0" / "drm" / "renderD131").mkdir(parents=True)
+    (tmp_path / "0000:22:00.0" / "drm" / "card3").mkdir()
+    manager = ToolDeviceManager(TOOL_BACKENDS["amd-smi"], "n", VENDOR_KINDS, Tools(), tmp_path)
+    first, second = manager.devices()
+    assert (first.minor_number, second.minor_number) == (0, 3)  # renderD131; index otherwise

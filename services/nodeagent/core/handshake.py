@@ -162,11 +162,14 @@ def assign(
     record_for: Callable[[str], AllocationRecord | None],
     node_devices: Mapping[str, int],
     types: Mapping[str, str],
+    annotation_type: str | None = None,
 ) -> Assignment:
     """The container an Allocate for ``count`` devices is for.
 
     ``record_for`` finds the allocator's record by pod uid; ``node_devices`` maps this node's
     device uuids to their allocatable MiB; ``types`` maps a device kind to its annotation type.
+    ``annotation_type``: the device plugin's kind (each kind has its own plugin, and a pod may
+    mix kinds across containers): the next container waiting for devices of that type.
     Pods are tried in bind order. A pod whose annotations cannot be trusted stops the search
     there: it may be the one being admitted, and guessing past it could hand its container
     another pod's limits. Raises AllocateRefused."""
@@ -180,6 +183,10 @@ def assign(
             entries, index, record = _check(pod, node, record_for(uid), node_devices, types)
         except InvalidRequest as e:
             raise AllocateRefused(f"pod {namespace}/{name}: {e}", pod=(namespace, name)) from e
+        if annotation_type is not None:
+            index = next(
+                (i for i, e in enumerate(entries) if e and e[0].type == annotation_type), None
+            )
         if index is None or len(entries[index]) != count:
             continue
         return Assignment(

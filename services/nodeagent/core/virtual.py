@@ -5,7 +5,7 @@ of each card it gets), and the kubelet's choice among them."""
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from services.nodeagent.core.readings import DeviceReading
@@ -30,12 +30,14 @@ def virtual_id(uuid: str, i: int) -> str:
 
 
 def virtual_devices(
-    readings: Sequence[DeviceReading], split_count: int
+    readings: Sequence[DeviceReading], split_count: int | Callable[[DeviceReading], int]
 ) -> tuple[VirtualDevice, ...]:
+    """``split_count``: the same for every device, or each device's own (a whole device: 1)."""
+    count = split_count if callable(split_count) else (lambda _: split_count)
     return tuple(
         VirtualDevice(virtual_id(r.uuid, i), r.uuid, r.healthy, r.numa_node)
         for r in sorted(readings, key=lambda r: r.index)
-        for i in range(split_count)
+        for i in range(count(r))
     )
 
 
