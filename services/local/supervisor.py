@@ -30,6 +30,7 @@ from shared.embedded_nats import EmbeddedNats, start_nats
 from shared.errors import HamiError, Unavailable
 from shared.natsauth import CREDENTIALS_DIR, Credentials, credentials_file, load_credentials
 from shared.natsutil import connect
+from shared.ports import free_port
 from shared.proc import die_with_parent
 from shared.servicesettings import (
     AllocatorSettings,
@@ -122,12 +123,6 @@ def child_specs(
         )
         for name, child in children.items()
     ]
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 async def _spawn(child: Child) -> None:

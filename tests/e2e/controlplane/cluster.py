@@ -9,7 +9,6 @@ import json
 import os
 import secrets
 import signal
-import socket
 import ssl
 import subprocess
 import time
@@ -18,16 +17,11 @@ import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from shared.ports import free_port
 from tests.e2e.controlplane.pki import Pki
 
 BUILD = Path(__file__).with_name("build.sh")
 KWOK_NODE_LABEL = "hami.io/test-node"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def build_binaries() -> Path:
