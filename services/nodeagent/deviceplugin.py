@@ -37,9 +37,11 @@ from services.nodeagent.core.containerspec import (
     preload_text,
 )
 from services.nodeagent.core.containerusage import RegionOwner
+from services.nodeagent.core.cumask import cus_for
 from services.nodeagent.core.inventory import SharingPolicy, device_info
 from services.nodeagent.core.readings import DeviceReading
-from services.nodeagent.core.vendorspec import VendorHost, vendor_container_spec
+from services.nodeagent.core.vendorspec import VendorHost, needs_cu_mask, vendor_container_spec
+from services.nodeagent.culedger import CuLedger
 from services.nodeagent.hostfiles import write_atomically
 from services.nodeagent.kubeletapi.deviceplugin.v1beta1 import api_pb2 as pb
 from services.nodeagent.kubeletapi.deviceplugin.v1beta1 import api_pb2_grpc as pb_grpc
@@ -160,6 +162,8 @@ class Allocation:
     kind: DeviceKind = NVIDIA
     """Whose devices this plugin serves; another vendor's get its conventions."""
     vendor_host: VendorHost | None = None
+    cu_ledger: CuLedger | None = None
+    """Who holds which CUs of the node's AMD GPUs (compute shares as CU masks)."""
 
     def prepare_host(self) -> None:
         """The preload file every container mounts, written at start (and kept); the driver's
@@ -235,7 +239,8 @@ class Allocation:
             readings = self.devices.readings
             if self.kind.name != NVIDIA.name:
                 host = self.vendor_host or VendorHost(os.path.exists)
-                spec = vendor_container_spec(self.kind, chosen, readings, host)
+                masks = await self._cu_masks(chosen)
+                spec = vendor_container_spec(self.kind, chosen, readings, host, masks)
                 await self.kube.patch_pod_annotations(
                     chosen.namespace, chosen.pod, lambda a: handshake.consume(a, chosen)
                 )
@@ -275,6 +280,26 @@ class Allocation:
             },
         )
         return _response(spec)
+
+    async def _cu_masks(self, chosen: handshake.Assignment) -> list[tuple[int, ...] | None]:
+        """The container's CUs on each GPU it has a compute share of (none: whole GPUs)."""
+        shares = [
+            (i, g) for i, g in enumerate(chosen.grants) if g.kind == "amd" and needs_cu_mask(g)
+        ]
+        if not shares or self.cu_ledger is None:
+            return []
+        readings = self.devices.readings
+        wants = []
+        for _, grant in shares:
+            units = readings[grant.uuid].compute_units if grant.uuid in readings else 0
+            if units <= 0:
+                return []  # vendor_container_spec refuses it, saying why
+            wants.append((grant.uuid, units, cus_for(grant.cores, units)))
+        got = await self.cu_ledger.masks_for(chosen.allocation_id, chosen.key, wants)
+        masks: list[tuple[int, ...] | None] = [None] * len(chosen.grants)
+        for (i, _), cus in zip(shares, got, strict=True):
+            masks[i] = cus
+        return masks
 
     async def _mig_container(
         self, chosen: handshake.Assignment

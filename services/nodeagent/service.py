@@ -20,6 +20,7 @@ from services.nodeagent.core.containerspec import HostLayout
 from services.nodeagent.core.inventory import SharingPolicy, build_inventory, device_set_changed
 from services.nodeagent.core.readings import DeviceReading
 from services.nodeagent.core.vendorspec import VendorHost
+from services.nodeagent.culedger import CuLedger
 from services.nodeagent.deviceplugin import Allocation, DeviceList, serve_device_plugin
 from services.nodeagent.devices import DeviceManager, open_device_manager
 from services.nodeagent.draplugin import DraDriver, serve_dra_plugin
@@ -199,14 +200,20 @@ async def _vendor_plugins(
     """A device plugin per other kind the node has (its count resource), each handing out
     its vendor's conventions (core/vendorspec.py). Kinds are those of the first reading: a
     kind that appears later is served after the agent restarts."""
-    library = nvidia.layout.root / "libamvgpu.so"
-    host = VendorHost(os.path.exists, str(library) if library.is_file() else None)
+    host = VendorHost(os.path.exists, str(nvidia.layout.root / "libamvgpu.so"))
     for name in sorted({r.kind for r in agent.readings} - {NVIDIA.name}):
         kind = VENDOR_KINDS.named(name)
         devices = DeviceList(settings.split_count, name, agent.policy)
         await devices.update(agent.readings)
         agent.vendor_devices[name] = devices
-        allocation = replace(nvidia, devices=devices, kind=kind, vendor_host=host, mig=None)
+        ledger = (
+            CuLedger(nvidia.layout.root / "amd" / "cu-masks.json", nvidia.records.holds)
+            if kind.vendor == "AMD"
+            else None
+        )
+        allocation = replace(
+            nvidia, devices=devices, kind=kind, vendor_host=host, mig=None, cu_ledger=ledger
+        )
         tasks.create_task(
             serve_device_plugin(allocation, Path(settings.plugin_dir), kind.resources.count, stop),
             name=f"device-plugin-{name}",

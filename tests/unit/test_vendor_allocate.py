@@ -115,12 +115,21 @@ def test_amd_memory_share_gets_the_library_and_refuses_what_it_cannot_enforce() 
     assert [d.container_path for d in spec.devices] == ["/dev/dri/renderD129", "/dev/kfd"]
     whole = vendor_container_spec(kind, assignment(grant(AMD, 196608, 100)), READINGS, EVERY_NODE)
     assert "LD_AUDIT" not in whole.envs and whole.mounts == ()
-    with pytest.raises(InvalidRequest, match="gpucores below 100"):
+    masked = vendor_container_spec(
+        kind, assignment(grant(AMD, 49152, 25)), READINGS, EVERY_NODE, [tuple(range(76))]
+    )
+    assert masked.envs["HSA_CU_MASK"] == "0:0-75"
+    with pytest.raises(InvalidRequest, match="compute units are not known"):
         vendor_container_spec(kind, assignment(grant(AMD, 49152, 25)), READINGS, EVERY_NODE)
     with pytest.raises(InvalidRequest, match="library is not on this node"):
         vendor_container_spec(
             kind, assignment(grant(AMD, 49152, 100)), READINGS, VendorHost(lambda p: True)
         )
+    unasked = vendor_container_spec(kind, assignment(grant(AMD, 49152, 0)), READINGS, EVERY_NODE)
+    assert "HSA_CU_MASK" not in unasked.envs and unasked.envs["LD_AUDIT"] == AMD_LIBRARY
+    missing = VendorHost(lambda p: p != AMD_LIBRARY, amd_library=AMD_LIBRARY)
+    with pytest.raises(InvalidRequest, match="library is not on this node"):
+        vendor_container_spec(kind, assignment(grant(AMD, 49152, 100)), READINGS, missing)
 
 
 def test_kinds_without_a_known_contract_and_bad_devices_are_refused() -> None:

@@ -35,6 +35,8 @@ class DeviceReading:
     """A MIG instance's GPU."""
     mig_instances: tuple[MigInstanceInfo, ...] = ()
     """The MIG instances on this GPU (or, for a MIG instance offered whole, itself)."""
+    compute_units: int = 0
+    """An AMD GPU's compute units (compute shares are CU masks); 0: not known."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -8,6 +8,8 @@ import uuid
 from services.nodeagent.core.readings import DeviceReading
 from shared.simspec import parse_spec
 
+COMPUTE_UNITS = {"MI300X": 304}
+"""Simulated AMD GPUs' compute units (as amd-smi reports them), for their CU masks."""
 PREFIXES = {"nvidia": "GPU", "amd": "GPU", "hygon-dcu": "DCU", "cambricon-mlu": "MLU"}
 """How simulated UUIDs start per kind (NVML's GPU-...; the others their vendor's word)."""
 
@@ -35,6 +37,7 @@ def simulated_devices(spec: str, node: str) -> tuple[list[DeviceReading], frozen
             numa_node=0,
             kind=device.kind,
             simulated=True,
+            compute_units=COMPUTE_UNITS.get(device.model, 0) if device.kind == "amd" else 0,
         )
         readings.append(reading)
         if device.mig:

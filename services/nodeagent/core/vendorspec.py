@@ -9,10 +9,9 @@ conventions as HAMi's device plugins for them hand them out (sources in docs/dev
   kind's units, 256 MiB); `/dev/cambricon_dev<N>`, the control and split nodes. A shared MLU
   is one card per container (the split is per card).
 - **AMD** (interception by HAMi's `libamvgpu.so`): `LD_AUDIT` naming the library, mounted
-  read-only from the host, and `HIP_DEVICE_MEMORY_LIMIT_<i>` per device; `/dev/kfd` and each
-  GPU's render node. A whole GPU (all its memory and compute) gets no library. A compute
-  share below 100% needs disjoint CU masks per GPU, which this agent does not hand out yet:
-  refused, never run unlimited.
+  read-only from the host, and `HIP_DEVICE_MEMORY_LIMIT_<i>` per device; a compute share is a
+  CU mask of the container's own on each GPU (`HSA_CU_MASK`, core/cumask.py); `/dev/kfd` and
+  each GPU's render node. A whole GPU (all its memory and compute) gets no library.
 - **Whole devices** (Metax GPU, Enflame GCU, Kunlunxin XPU): their device nodes and the
   vendor's visible-devices variable.
 
@@ -22,14 +21,16 @@ with a share nobody enforces."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 from services.nodeagent.core.containerspec import STAND_IN, ContainerSpec, DeviceNode, Mount
+from services.nodeagent.core.cumask import hsa_cu_mask
 from services.nodeagent.core.handshake import Assignment
 from services.nodeagent.core.readings import DeviceReading
 from shared.devicekinds import DeviceKind
 from shared.errors import InvalidRequest
+from shared.schemas.placement import DeviceGrant
 
 AMD_LIBRARY = "/usr/local/vgpu/libamvgpu.so"
 """Where AMD containers find HAMi's library (the path HAMi's AMD plugin uses)."""
@@ -37,8 +38,9 @@ AMD_LIBRARY = "/usr/local/vgpu/libamvgpu.so"
 
 @dataclass(frozen=True, slots=True)
 class VendorHost:
-    """What the host offers the vendor conventions: which device nodes exist, and where the
-    AMD library is (None: not installed)."""
+    """What the host offers the vendor conventions: which device nodes and files exist, and
+    where the AMD library goes (looked for at each Allocate: HAMi's AMD plugin may install it
+    after the agent started)."""
 
     exists: Callable[[str], bool]
     amd_library: str | None = None
@@ -111,28 +113,40 @@ def _cambricon(
     )
 
 
+def needs_cu_mask(grant: DeviceGrant) -> bool:
+    """A compute share of the GPU (0, HAMi's "not asked", is no compute limit, as on NVIDIA)."""
+    return 0 < grant.cores < 100
+
+
 def _amd(
-    a: Assignment, devices: list[tuple[DeviceReading, int]], host: VendorHost
+    a: Assignment,
+    devices: list[tuple[DeviceReading, int]],
+    host: VendorHost,
+    cu_masks: Sequence[tuple[int, ...] | None],
 ) -> ContainerSpec:
     nodes = _nodes(devices, lambda m: f"/dev/dri/renderD{128 + m}", ("/dev/kfd",), host)
     whole = all(
-        g.cores >= 100 and g.memory_mib * (1 << 20) >= r.memory_total_bytes
+        not needs_cu_mask(g) and g.memory_mib * (1 << 20) >= r.memory_total_bytes
         for g, (r, _) in zip(a.grants, devices, strict=True)
     )
     if whole:
         return ContainerSpec({}, (), nodes)
-    if any(g.cores < 100 for g in a.grants):
-        raise InvalidRequest(
-            "amd.com/gpucores below 100 needs a CU mask of its own on the GPU, which this node "
-            "agent does not hand out yet; ask for 100 (a memory share is enforced)"
-        )
-    if host.amd_library is None:
+    masks = list(cu_masks) or [None] * len(a.grants)
+    for grant, mask in zip(a.grants, masks, strict=True):
+        if needs_cu_mask(grant) and not mask:
+            raise InvalidRequest(
+                f"device {grant.uuid}: its compute units are not known here, so a "
+                f"{grant.cores}% compute share cannot be a CU mask of its own"
+            )
+    if host.amd_library is None or not host.exists(host.amd_library):
         raise InvalidRequest(
             f"HAMi's AMD library is not on this node ({AMD_LIBRARY} on the host): an AMD "
             "memory share cannot be enforced"
         )
     envs = {f"HIP_DEVICE_MEMORY_LIMIT_{i}": f"{g.memory_mib}m" for i, g in enumerate(a.grants)}
     envs["LD_AUDIT"] = AMD_LIBRARY
+    if any(m is not None for m in masks):
+        envs["HSA_CU_MASK"] = hsa_cu_mask(masks)
     return ContainerSpec(envs, (Mount(AMD_LIBRARY, host.amd_library, True),), nodes)
 
 
@@ -149,16 +163,19 @@ def vendor_container_spec(
     assignment: Assignment,
     readings: Mapping[str, DeviceReading],
     host: VendorHost,
+    cu_masks: Sequence[tuple[int, ...] | None] = (),
 ) -> ContainerSpec:
     """The container's devices and environment by its kind's conventions; InvalidRequest
-    saying why for a kind or request this node cannot serve with its limits enforced."""
+    saying why for a kind or request this node cannot serve with its limits enforced.
+    ``cu_masks``: an AMD container's CUs per grant (None: the whole GPU's), from the node's
+    CU ledger."""
     devices = _devices(assignment, readings)
     if kind.vendor == "Huawei":
         spec = _ascend(assignment, devices, host)
     elif kind.vendor == "Cambricon":
         spec = _cambricon(assignment, devices, kind, host)
     elif kind.vendor == "AMD":
-        spec = _amd(assignment, devices, host)
+        spec = _amd(assignment, devices, host, cu_masks)
     elif kind.isolation == "whole" and kind.vendor in WHOLE:
         variable, node, shared, offset = WHOLE[kind.vendor]
         spec = ContainerSpec(

@@ -117,6 +117,7 @@ def _reading(
     bus_id: str = "",
     healthy: bool = True,
     minor: int | None = None,
+    compute_units: int = 0,
 ) -> ToolReading:
     device = DeviceReading(
         uuid=uuid,
@@ -127,6 +128,7 @@ def _reading(
         healthy=healthy and total_mib > 0,
         kind=kind.name,
         minor_number=minor if minor is not None else index,
+        compute_units=compute_units,
     )
     usage = UsageReading(
         uuid=uuid,
@@ -431,6 +433,7 @@ def parse_amd_smi(listed: str, static: str, metric: str, registry: KindRegistry)
         if total is None:
             total = _value_mib(memory.get("total_vram"), "amd-smi metric", "total_vram") or 0
         util = _obj(used.get("usage")).get("gfx_activity")
+        units = _obj(info.get("asic")).get("num_compute_units")
         out.append(
             _reading(
                 found[0],
@@ -443,6 +446,9 @@ def parse_amd_smi(listed: str, static: str, metric: str, registry: KindRegistry)
                     util.get("value") if isinstance(util, Mapping) else util
                 ),
                 bus_id=str(entry.get("bdf", "")),
+                compute_units=_int(units, "amd-smi static", "num_compute_units")
+                if units not in (None, "N/A")
+                else 0,
             )
         )
     return Parsed(tuple(out), tuple(skipped))
