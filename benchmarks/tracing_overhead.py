@@ -1,5 +1,6 @@
 """What tracing adds to a placement: off, on (exporting to a real Jaeger over OTLP), on with
-one trace in ten sampled, and on with the collector unreachable, side by side in one run.
+one trace in ten sampled, on with the SDK's own span encoder instead of ours
+(shared/otlpspans.py), and on with the collector unreachable, side by side in one run.
 
     python benchmarks/tracing_overhead.py [--placements 400] [--rounds 6] [--nodes 100]
 
@@ -22,6 +23,7 @@ import statistics
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -102,8 +104,23 @@ async def nats_round(url: str, env: dict[str, str], placements: int, tag: str) -
     return list(json.loads(out))
 
 
+def configure(service: str, env: dict[str, str]) -> Callable[[], bool]:
+    """tracing.configure; with SDK_ENCODER in ``env``, the exporter keeps the SDK's own span
+    encoder (the comparison for shared/otlpspans.py)."""
+    from opentelemetry.exporter.otlp.proto.common import trace_encoder
+    from opentelemetry.exporter.otlp.proto.http import trace_exporter
+
+    stop = tracing.configure(service, {k: v for k, v in env.items() if k != SDK_ENCODER})
+    if SDK_ENCODER in env:
+        trace_exporter.encode_spans = trace_encoder.encode_spans  # type: ignore[attr-defined]
+    return stop
+
+
+SDK_ENCODER = "HAMI_BENCH_SDK_ENCODER"
+
+
 async def client_main(url: str, env: dict[str, str], placements: int, tag: str) -> None:
-    stop = tracing.configure("hami-bench-client", env)
+    stop = configure("hami-bench-client", env)
     nc = await connect(url, "bench-client")
     client = AllocatorClient(nc)
     await asyncio.sleep(2.5)  # steady state: the exporter (and any helper) ready first
@@ -145,6 +162,7 @@ async def main(args: argparse.Namespace) -> None:
             modes = {
                 "off": {},
                 "jaeger": {**jaeger.environment("http/protobuf")},
+                "jaeger-sdk-enc": {**jaeger.environment("http/protobuf"), SDK_ENCODER: "1"},
                 "jaeger-10%": {
                     **jaeger.environment("http/protobuf"),
                     "OTEL_TRACES_SAMPLER": "parentbased_traceidratio",
@@ -159,7 +177,7 @@ async def main(args: argparse.Namespace) -> None:
             await local_round(allocator, 50, seq)  # warm the caches
             for round_ in range(args.rounds):
                 for mode, env in modes.items():
-                    stop = tracing.configure("hami-bench", env)
+                    stop = configure("hami-bench", env)
                     # Steady state, not start-up: exporters (and any helper) ready first.
                     await asyncio.sleep(2.5)
                     await local_round(allocator, 20, seq)
