@@ -51,8 +51,12 @@ class DeviceKind:
     name: str
     """Matches DeviceInfo.kind from the node agents and ContainerRequest.kind."""
     annotation_type: str
-    """The device type written in `hami.io/vgpu-devices-*` (HAMi writes NVIDIA for GPUs)."""
+    """The device type written in the pod's device annotations (HAMi writes NVIDIA for GPUs)."""
     resources: ResourceNames
+    annotation_word: str = "vgpu"
+    """The kind's word in HAMi's pod annotations: `hami.io/<word>-devices-to-allocate` and
+    `-allocated` (NVIDIA `vgpu`, Cambricon `cambricon-mlu`, Hygon `dcu`, Ascend its chip, ...):
+    each kind's devices in its own pair, as HAMi writes them for its vendors' plugins."""
     vendor: str = "NVIDIA"
     isolation: Isolation = "interception"
     memory_unit_mib: int = 1
@@ -87,6 +91,14 @@ class DeviceKind:
                 f"{where}: {self.resources.cores} {value} must be 0..{self.cores_per_device}"
             )
         return math.ceil(value * 100 / self.cores_per_device)
+
+    @property
+    def to_allocate_annotation(self) -> str:
+        return f"hami.io/{self.annotation_word}-devices-to-allocate"
+
+    @property
+    def allocated_annotation(self) -> str:
+        return f"hami.io/{self.annotation_word}-devices-allocated"
 
     def model(self, name: str) -> Model | None:
         return self._by_model.get(name.upper())
@@ -126,6 +138,10 @@ class KindRegistry:
                 " put each kind in its own container"
             )
         return asked[0] if asked else None
+
+    def to_allocate_annotations(self) -> tuple[str, ...]:
+        """Every kind's to-allocate annotation: a pod is served once all are empty."""
+        return tuple(dict.fromkeys(k.to_allocate_annotation for k in self.kinds))
 
     def managed(self) -> tuple[str, ...]:
         """Every resource name of every kind."""

@@ -42,13 +42,14 @@ def _row(kind: DeviceKind) -> str:
     )
     return (
         f"| `{kind.name}` | {kind.vendor} | {kind.isolation} | {names} | {unit} | "
-        f"{selectors or '-'} | `{kind.annotation_type}` | {models or 'from NVML'} |"
+        f"{selectors or '-'} | `{kind.annotation_type}` in "
+        f"`hami.io/{kind.annotation_word}-devices-*` | {models or 'from NVML'} |"
     )
 
 
 def render() -> str:
     header = (
-        "| kind | vendor | isolation | resources | memory unit | selectors | annotation type | "
+        "| kind | vendor | isolation | resources | memory unit | selectors | pod annotations | "
         "models (memory: profiles) |\n| --- | --- | --- | --- | --- | --- | --- | --- |"
     )
     return "\n".join([header, *(_row(k) for k in VENDOR_KINDS.kinds)])

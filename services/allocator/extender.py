@@ -25,7 +25,7 @@ from services.allocator.core.placement import (
     filter_nodes,
     node_scores,
 )
-from services.allocator.core.podspec import encode_devices
+from services.allocator.core.podspec import device_annotations
 from services.allocator.core.signals import Signals
 from services.allocator.core.state import ClusterState
 from services.allocator.metrics import AllocatorMetrics
@@ -40,8 +40,6 @@ from shared.resources import (
     ASSIGNED_TIME,
     BIND_PHASE,
     BIND_TIME,
-    DEVICES_ALLOCATED,
-    DEVICES_TO_ALLOCATE,
     ResourceNames,
 )
 from shared.schemas.placement import Holder, PlaceReply, PlaceRequest
@@ -271,13 +269,11 @@ class Extender:
         record = reply.allocation
         if record.node != node:  # a bind retried for another node: the pod holds devices there
             return {"Error": f"pod {namespace}/{name} already holds devices on {record.node}"}
-        devices = encode_devices(record.containers, self.kinds)
         now = str(int(self.clock()))
         annotations = {
             ASSIGNED_NODE: node,
             ASSIGNED_TIME: now,
-            DEVICES_TO_ALLOCATE: devices,
-            DEVICES_ALLOCATED: devices,
+            **device_annotations(record.containers, self.kinds),
             BIND_PHASE: "allocating",
             BIND_TIME: now,
         }

@@ -61,7 +61,9 @@ KUBELET_SOCKET = "kubelet.sock"
 RECORD_WAIT_S = 5.0
 RECENT_BIND_S = 30.0
 ANNOTATION_TYPES = {k.name: k.annotation_type for k in VENDOR_KINDS.kinds}
-"""Every kind's name in HAMi's annotations: a pod's entries of all kinds are checked."""
+"""Every kind's device type in HAMi's annotations."""
+TO_ALLOCATE = VENDOR_KINDS.to_allocate_annotations()
+"""Every kind's to-allocate annotation: a pod is served once all are empty."""
 
 
 def socket_name(resource: str) -> str:
@@ -202,7 +204,7 @@ class Allocation:
             self.records.for_pod,
             self._node_devices(),
             ANNOTATION_TYPES,
-            self.kind.annotation_type,
+            self.kind,
         )
         pod = next((p for p in pods if p["metadata"].get("uid") == chosen.pod_uid), None)
         return chosen, tracing.of_pod(pod)
@@ -242,7 +244,9 @@ class Allocation:
                 masks = await self._cu_masks(chosen)
                 spec = vendor_container_spec(self.kind, chosen, readings, host, masks)
                 await self.kube.patch_pod_annotations(
-                    chosen.namespace, chosen.pod, lambda a: handshake.consume(a, chosen)
+                    chosen.namespace,
+                    chosen.pod,
+                    lambda a: handshake.consume(a, chosen, TO_ALLOCATE),
                 )
             elif not self.layout.library.is_file():
                 raise handshake.AllocateRefused(
@@ -254,14 +258,16 @@ class Allocation:
                     chosen.namespace,
                     chosen.pod,
                     lambda a: with_entries(
-                        handshake.consume(a, chosen), a.get(MIG_INSTANCES), made
+                        handshake.consume(a, chosen, TO_ALLOCATE), a.get(MIG_INSTANCES), made
                     ),
                 )
             else:
                 spec = container_spec(chosen, readings, self.layout, self.control_nodes)
                 self._prepare_container(chosen, spec)
                 await self.kube.patch_pod_annotations(
-                    chosen.namespace, chosen.pod, lambda a: handshake.consume(a, chosen)
+                    chosen.namespace,
+                    chosen.pod,
+                    lambda a: handshake.consume(a, chosen, TO_ALLOCATE),
                 )
         except (HamiError, OSError) as e:
             refused = handshake.AllocateRefused(

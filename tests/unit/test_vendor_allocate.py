@@ -8,14 +8,16 @@ import asyncio
 from pathlib import Path
 from typing import Any
 
+import msgspec
 import pytest
 import yaml
 
-from services.nodeagent.core.handshake import Assignment, assign
+from services.allocator.core.podspec import device_annotations
+from services.nodeagent.core.handshake import AllocateRefused, Assignment, assign, consume
 from services.nodeagent.core.readings import DeviceReading
 from services.nodeagent.core.vendorspec import AMD_LIBRARY, VendorHost, vendor_container_spec
 from services.nodeagent.deviceplugin import ANNOTATION_TYPES, DeviceList
-from shared.deviceannotation import AnnotatedDevice, encode
+from shared.deviceannotation import AnnotatedDevice, decode
 from shared.errors import InvalidRequest
 from shared.resources import ASSIGNED_NODE, BIND_PHASE, BIND_TIME, DEVICES_TO_ALLOCATE
 from shared.schemas.placement import AllocationRecord, DeviceGrant, Holder
@@ -181,10 +183,6 @@ def mixed_pod() -> tuple[dict[str, Any], AllocationRecord]:
         holder=Holder(kind="pod", namespace="default", pod="p", pod_uid="uid-1"),
         created_at=0.0,
     )
-    entries = [
-        [AnnotatedDevice(g.uuid, ANNOTATION_TYPES[g.kind], g.memory_mib, g.cores) for g in c]
-        for c in containers
-    ]
     pod = {
         "metadata": {
             "name": "p",
@@ -194,7 +192,7 @@ def mixed_pod() -> tuple[dict[str, Any], AllocationRecord]:
                 BIND_PHASE: "allocating",
                 ASSIGNED_NODE: "vm",
                 BIND_TIME: "100",
-                DEVICES_TO_ALLOCATE: encode(entries),
+                **device_annotations(containers, VENDOR_KINDS),
             },
         },
         "spec": {"containers": [{"name": n} for n in ("cuda", "npu", "mlu")]},
@@ -203,20 +201,65 @@ def mixed_pod() -> tuple[dict[str, Any], AllocationRecord]:
     return pod, record
 
 
-def test_each_kinds_plugin_finds_its_own_container_of_a_mixed_pod() -> None:
+def test_each_kind_has_its_own_annotations_as_hami_writes_them() -> None:
+    pod, _ = mixed_pod()
+    annotations = pod["metadata"]["annotations"]
+    assert annotations[DEVICES_TO_ALLOCATE] == "GPU-h,NVIDIA,10000,30:;;;"
+    assert annotations["hami.io/Ascend910B3-devices-to-allocate"] == (
+        ";NPU-a,Ascend910B3,16384,25:;;"
+    )
+    assert annotations["hami.io/cambricon-mlu-devices-allocated"] == ";;MLU-a,MLU,4096,30:;"
+    assert decode(annotations["hami.io/cambricon-mlu-devices-to-allocate"])[2] == [
+        AnnotatedDevice("MLU-a", "MLU", 4096, 30)
+    ]
+
+
+def test_each_kinds_plugin_finds_its_own_container_and_the_last_one_ends_the_bind() -> None:
     pod, record = mixed_pod()
     devices = {u: 65536 for u in READINGS}
-    for kind, container in (("ascend910b3", "npu"), ("cambricon-mlu", "mlu"), ("nvidia", "cuda")):
+    annotations = dict(pod["metadata"]["annotations"])
+    order = (("ascend910b3", "npu"), ("cambricon-mlu", "mlu"), ("nvidia", "cuda"))
+    for n, (kind, container) in enumerate(order):
+        current = {**pod, "metadata": {**pod["metadata"], "annotations": annotations}}
         chosen = assign(
-            [pod],
+            [current],
             "vm",
             1,
             {"uid-1": record}.get,
             devices,
             ANNOTATION_TYPES,
-            VENDOR_KINDS.named(kind).annotation_type,
+            VENDOR_KINDS.named(kind),
         )
         assert chosen.container == container
+        assert [g.kind for g in chosen.grants] == [kind]
+        patch = consume(annotations, chosen, VENDOR_KINDS.to_allocate_annotations())
+        annotations.update({k: v for k, v in patch.items() if v is not None})
+        assert (annotations[BIND_PHASE] == "success") == (n == len(order) - 1)
+
+
+def test_a_pod_without_devices_of_a_kind_is_not_that_plugins() -> None:
+    pod, record = mixed_pod()
+    only_npu = msgspec.structs.replace(record, containers=((), record.containers[1], ()))
+    annotations = {
+        **pod["metadata"]["annotations"],
+        **device_annotations(only_npu.containers, VENDOR_KINDS),
+    }
+    del annotations[DEVICES_TO_ALLOCATE]
+    npu_pod = {**pod, "metadata": {**pod["metadata"], "annotations": annotations}}
+    # The NVIDIA plugin passes over it (it is not refused, nor marked failed) ...
+    with pytest.raises(AllocateRefused, match="no pod on node vm is waiting for 1 nvidia"):
+        assign([npu_pod], "vm", 1, {"uid-1": only_npu}.get, {}, ANNOTATION_TYPES)
+    # ... and the Ascend plugin serves it.
+    chosen = assign(
+        [npu_pod],
+        "vm",
+        1,
+        {"uid-1": only_npu}.get,
+        {"NPU-a": 65536},
+        ANNOTATION_TYPES,
+        VENDOR_KINDS.named("ascend910b3"),
+    )
+    assert chosen.container == "npu"
 
 
 def test_slots_follow_the_kinds_isolation() -> None:

@@ -138,6 +138,23 @@ def test_only_trusted_users_change_internal_annotations_on_update() -> None:
     assert validate(request(unchanged, "UPDATE", new, user="alice"), S).allowed
 
 
+def test_every_kinds_device_annotations_are_internal() -> None:
+    forged = pod(
+        gpu(**{"huawei.com/Ascend910B3": "1"}),
+        annotations={
+            "hami.io/Ascend910B3-devices-to-allocate": "NPU-x,Ascend910B3,65536,100:;",
+            "hami.io/cambricon-mlu-devices-allocated": "MLU-x,MLU,4096,0:;",
+            "keep": "me",
+        },
+    )
+    assert applied(forged)["metadata"]["annotations"] == {"keep": "me"}
+    old = pod(gpu(**{"huawei.com/Ascend910B3": "1"}))
+    new = copy.deepcopy(old)
+    new["metadata"]["annotations"]["hami.io/dcu-devices-to-allocate"] = "DCU-x,DCU,1,0:;"
+    denied = validate(request(new, "UPDATE", old, user="alice"), S)
+    assert not denied.allowed and "changed: hami.io/dcu-devices-to-allocate" in denied.message
+
+
 @pytest.mark.parametrize(
     ("limits", "needle"),
     [

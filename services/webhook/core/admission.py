@@ -200,14 +200,15 @@ def validate(request: Obj, settings: WebhookSettings) -> Verdict:
         if reason is None and requests_managed(pod, settings.resources):
             reason = validate_pod(pod, settings)
         return Verdict(False, reason) if reason else ALLOW
-    if operation == "UPDATE" and (
-        _internal(pod) != _internal(request.get("oldObject")) and user not in settings.trusted_users
-    ):
-        return Verdict(
-            False,
-            f"user {user!r} may not change HAMi's internal annotations "
-            f"({', '.join(INTERNAL_ANNOTATIONS)})",
-        )
+    if operation == "UPDATE" and user not in settings.trusted_users:
+        now, before = _internal(pod), _internal(request.get("oldObject"))
+        if now != before:
+            changed = sorted(k for k in now.keys() | before.keys() if now.get(k) != before.get(k))
+            return Verdict(
+                False,
+                f"user {user!r} may not change HAMi's internal annotations "
+                f"(changed: {', '.join(changed)})",
+            )
     return ALLOW
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import msgspec
 
 from shared.resources import SCHEDULER_POLICIES, ResourceNames
+from shared.vendorkinds import VENDOR_KINDS
 
 
 class WebhookSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -35,13 +36,22 @@ class WebhookSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_
     instead (kube-scheduler allocates it; docs/dra.md); the webhook makes the claim templates."""
 
 
-INTERNAL_ANNOTATIONS = (
-    "hami.io/vgpu-devices-to-allocate",
-    "hami.io/vgpu-devices-allocated",
-    "hami.io/vgpu-node",
-    "hami.io/vgpu-time",
-    "hami.io/bind-phase",
-    "hami.io/bind-time",
-    "hami.io/allocate-failure",
+INTERNAL_ANNOTATIONS = tuple(
+    dict.fromkeys(
+        (
+            *(
+                key
+                for kind in VENDOR_KINDS.kinds
+                for key in (kind.to_allocate_annotation, kind.allocated_annotation)
+            ),
+            "hami.io/vgpu-node",
+            "hami.io/vgpu-time",
+            "hami.io/bind-phase",
+            "hami.io/bind-time",
+            "hami.io/allocate-failure",
+        )
+    )
 )
+"""What only HAMi writes (every kind's device annotations among them): removed from a new pod,
+and changed only by the trusted users."""
 POLICY_ANNOTATIONS = ("hami.io/node-scheduler-policy", "hami.io/gpu-scheduler-policy")
