@@ -19,7 +19,7 @@ from services.nodeagent.core import dra
 from services.nodeagent.core.containerspec import HostLayout
 from services.nodeagent.core.inventory import SharingPolicy, build_inventory, device_set_changed
 from services.nodeagent.core.readings import DeviceReading
-from services.nodeagent.core.vendorspec import VendorHost
+from services.nodeagent.core.vendorspec import VendorHost, serves
 from services.nodeagent.culedger import CuLedger
 from services.nodeagent.deviceplugin import Allocation, DeviceList, serve_device_plugin
 from services.nodeagent.devices import DeviceManager, open_device_manager
@@ -203,6 +203,16 @@ async def _vendor_plugins(
     host = VendorHost(os.path.exists, str(nvidia.layout.root / "libamvgpu.so"))
     for name in sorted({r.kind for r in agent.readings} - {NVIDIA.name}):
         kind = VENDOR_KINDS.named(name)
+        if not serves(kind):
+            log.info(
+                "kind left to its vendor's device plugin",
+                extra={
+                    "kind": name,
+                    "resource": kind.resources.count,
+                    "annotations": kind.to_allocate_annotation,
+                },
+            )
+            continue
         devices = DeviceList(settings.split_count, name, agent.policy)
         await devices.update(agent.readings)
         agent.vendor_devices[name] = devices

@@ -15,7 +15,12 @@ import yaml
 from services.allocator.core.podspec import device_annotations
 from services.nodeagent.core.handshake import AllocateRefused, Assignment, assign, consume
 from services.nodeagent.core.readings import DeviceReading
-from services.nodeagent.core.vendorspec import AMD_LIBRARY, VendorHost, vendor_container_spec
+from services.nodeagent.core.vendorspec import (
+    AMD_LIBRARY,
+    VendorHost,
+    serves,
+    vendor_container_spec,
+)
 from services.nodeagent.deviceplugin import ANNOTATION_TYPES, DeviceList
 from shared.deviceannotation import AnnotatedDevice, decode
 from shared.errors import InvalidRequest
@@ -151,6 +156,21 @@ def test_kinds_without_a_known_contract_and_bad_devices_are_refused() -> None:
             {"NPU-s": sick},
             EVERY_NODE,
         )
+
+
+def test_kinds_this_agent_does_not_serve_are_left_to_their_vendors_plugin() -> None:
+    served = {k.name for k in VENDOR_KINDS.kinds if k.name != "nvidia" and serves(k)}
+    assert served == {
+        "ascend910b2",
+        "ascend910b3",
+        "ascend910b4",
+        "ascend310p",
+        "cambricon-mlu",
+        "amd",
+        "metax-gpu",
+        "enflame-gcu",
+        "kunlunxin-xpu",
+    }
 
 
 def test_whole_kinds_and_simulated_devices() -> None:

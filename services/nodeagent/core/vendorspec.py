@@ -16,8 +16,9 @@ conventions as HAMi's device plugins for them hand them out (sources in docs/dev
   vendor's visible-devices variable.
 
 Any other kind (Hygon, Iluvatar, Moore Threads, Metax sGPU: shared by vendor components whose
-container contract is not published) is refused with the reason: a container never starts
-with a share nobody enforces."""
+container contract is not published) is left to its vendor's device plugin, which reads the
+kind's HAMi annotations the allocator writes (`serves`); asked anyway, it is refused with the
+reason: a container never starts with a share nobody enforces."""
 
 from __future__ import annotations
 
@@ -156,6 +157,14 @@ WHOLE = {
     "Kunlunxin": ("XPU_VISIBLE_DEVICES", "/dev/xpu{}", ("/dev/xpuctrl",), 0),
 }
 """Vendor: (visible-devices variable, device node, shared nodes, minor offset)."""
+
+
+def serves(kind: DeviceKind) -> bool:
+    """Whether this agent hands out ``kind``'s containers (else its vendor's device plugin,
+    reading the kind's HAMi annotations, does: this agent must not register its resource)."""
+    return kind.vendor in ("Huawei", "Cambricon", "AMD") or (
+        kind.isolation == "whole" and kind.vendor in WHOLE
+    )
 
 
 def vendor_container_spec(
