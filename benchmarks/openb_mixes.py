@@ -133,7 +133,8 @@ def main() -> None:
     parser.add_argument(
         "--online",
         default="hami-fgd-online",
-        help="the online policy's variant to report (e.g. hami-fgd-online@40: a design choice)",
+        help="the online policy's variant to report (a design choice: hami-fgd-online@40 ties"
+        " within 40 milli-GPU, hami-fgd-online#64 keeps the top 64 shapes)",
     )
     args = parser.parse_args()
     mixes, seeds = SETS[args.set]

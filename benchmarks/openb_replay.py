@@ -234,8 +234,9 @@ kept, the least weight of a shape's task, and the total variation under which a 
 class OnlineMix:
     """The mix as the allocator learns it, from arrivals in order."""
 
-    def __init__(self, model_names: list[str]) -> None:
+    def __init__(self, model_names: list[str], shapes: int = MIX_SHAPES) -> None:
         self.model_names = model_names
+        self.shapes = shapes
         self.weights: Counter[tuple[int, int, int, int, tuple[str, ...]]] = Counter()
         self.seen: list[Pod] = []
         self.since = 0
@@ -251,7 +252,7 @@ class OnlineMix:
         if self.shares and self.since < REFRESH_EVERY:
             return False
         self.since = 0
-        top = sorted(self.weights.items(), key=lambda kv: (-kv[1], repr(kv[0])))[:MIX_SHAPES]
+        top = sorted(self.weights.items(), key=lambda kv: (-kv[1], repr(kv[0])))[: self.shapes]
         total = sum(w for _, w in top)
         shares = {shape: w / total for shape, w in top}
         moved = sum(
@@ -277,8 +278,24 @@ TIE_MILLI = 40.0
 than this are ties, packed to the fullest node."""
 
 
+def shapes_of(policy: str) -> tuple[str, int]:
+    """`hami-fgd-online#N`: the online mix's top N shapes instead of MIX_SHAPES (an
+    experiment); the rest of the name stays."""
+    name, _, count = policy.partition("#")
+    rest = ""
+    if "@" in count:
+        count, _, tie = count.partition("@")
+        rest = f"@{tie}"
+    if not count:
+        return policy, MIX_SHAPES
+    if not count.isdigit() or int(count) < 1:
+        raise SystemExit(f"policy {policy!r}: the shapes after # are a positive number")
+    return name + rest, int(count)
+
+
 def tie_of(policy: str) -> tuple[str, float]:
     """`hami-fgd@T` / `hami-fgd-online@T`: ties within T milli-GPU instead (an experiment)."""
+    policy = shapes_of(policy)[0]
     name, _, tie = policy.partition("@")
     try:
         return name, float(tie) if tie else TIE_MILLI
@@ -565,7 +582,7 @@ def run(nodes: Nodes, pods: list[Pod], policy: str, seed: int) -> tuple[float, f
         mix = TaskMix.weighted(
             pods, model_names, by_gpus="weights" not in without, memory="memory" not in without
         )
-    online = OnlineMix(model_names) if base == "hami-fgd-online" else None
+    online = OnlineMix(model_names, shapes_of(policy)[1]) if base == "hami-fgd-online" else None
     if online is not None:  # nothing learnt yet, as the allocator starts: every node measures 0
         mix = TaskMix._build([], model_names)
     cluster = Cluster(nodes, policy, mix, seed)
