@@ -5,11 +5,14 @@ real subprocess path through a stand-in executable."""
 from __future__ import annotations
 
 import os
+import re
 import stat
 from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from services.nodeagent.core.inventory import SharingPolicy, device_info
 from services.nodeagent.core.vendortools import (
@@ -258,3 +261,83 @@ def test_amd_render_nodes_come_from_sysfs(tmp_path: Path) -> None:
     manager = ToolDeviceManager(TOOL_BACKENDS["amd-smi"], "n", VENDOR_KINDS, Tools(), tmp_path)
     first, second = manager.devices()
     assert (first.minor_number, second.minor_number) == (0, 3)  # renderD131; index otherwise
+
+
+PARSERS = {
+    "npu-smi": lambda text: parse_npu_smi(text, text, "n", VENDOR_KINDS),
+    "cnmon": lambda text: parse_cnmon(text, VENDOR_KINDS),
+    "hy-smi": lambda text: parse_hy_smi(text, VENDOR_KINDS),
+    "ixsmi": lambda text: parse_ixsmi(text, VENDOR_KINDS),
+    "amd-smi": lambda text: parse_amd_smi(text, text, text, VENDOR_KINDS),
+}
+
+
+def _mangled(draw: st.DrawFn) -> tuple[str, str]:
+    tool = draw(st.sampled_from(sorted(PARSERS)))
+    source = {
+        "npu-smi": "npu-smi-910b3.txt",
+        "cnmon": "cnmon-mlu370.json",
+        "hy-smi": "hy-smi-z100l.json",
+        "ixsmi": "ixsmi-bi-v150.csv",
+        "amd-smi": "amd-smi-static.json",
+    }[tool]
+    text = fixture(source)
+    numbers = [m.span() for m in re.finditer(r"\d+(\.\d+)?", text)]
+    for _ in range(draw(st.integers(0, 3))):  # a number the tool printed, replaced
+        start, end = draw(st.sampled_from(numbers))
+        junk = draw(st.sampled_from(["-1", "1e999", "inf", "nan", "99999999999999999999", ""]))
+        text = text[:start] + junk + text[end:]
+        numbers = [m.span() for m in re.finditer(r"\d+(\.\d+)?", text)] or [(0, 0)]
+    for _ in range(draw(st.integers(0, 3))):
+        at = draw(st.integers(0, len(text)))
+        cut = draw(st.integers(0, 40))
+        junk = draw(
+            st.sampled_from(
+                [
+                    "",
+                    "-1",
+                    "1e999",
+                    "inf",
+                    "nan",
+                    "N/A",
+                    "99999999999999999999",
+                    '"',
+                    "{",
+                    "]",
+                    "|",
+                    ",",
+                    "/",
+                    "\x00",
+                    "é",
+                    "-",
+                ]
+            )
+        )
+        text = text[:at] + junk + text[at + cut :]
+    return tool, text
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.composite(_mangled)())
+def test_mangled_tool_output_is_read_or_refused_never_crashes(case: tuple[str, str]) -> None:
+    tool, text = case
+    try:
+        parsed = PARSERS[tool](text)
+    except ToolOutputError:
+        return
+    for reading in parsed.readings:
+        assert 0 <= reading.device.memory_total_bytes <= 1 << 68
+        assert 0 <= reading.usage.memory_used_bytes <= 1 << 68
+        assert reading.device.uuid and reading.device.uuid.isprintable()
+        util = reading.usage.utilization_percent
+        assert util is None or 0 <= util <= 100
+
+
+def test_numbers_out_of_range_are_refused() -> None:
+    for total in ("inf", "1e999", "-5", "99999999999999999999"):
+        row = f"0, GPU-x, Iluvatar BI-V150, {total}, 10, 3, 00000000:0E:00.0\n"
+        with pytest.raises(ToolOutputError, match=r"memory\.total"):
+            parse_ixsmi(row, VENDOR_KINDS)
+    row = "0, GPU-x, Iluvatar BI-V150, 32768, 10, 1e999, 00000000:0E:00.0\n"
+    [reading] = parse_ixsmi(row, VENDOR_KINDS).readings
+    assert reading.usage.utilization_percent is None

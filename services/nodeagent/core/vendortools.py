@@ -91,18 +91,28 @@ def stable_id(prefix: str, node: str, bus_id: str, index: int) -> str:
     return f"{prefix}-{uuidlib.uuid5(uuidlib.NAMESPACE_DNS, f'hami/{node}/{where}')}"
 
 
+LARGEST = 1 << 48
+"""More than any index, MiB or CU count a device has: a larger number is a misread."""
+
+
 def _int(value: object, tool: str, what: str) -> int:
+    """A whole quantity the tool reports (an index, MiB, a count): 0..LARGEST."""
     try:
-        return int(float(str(value).split()[0]))
-    except (ValueError, IndexError) as e:
+        number = int(float(str(value).split()[0]))
+    except (ValueError, IndexError, OverflowError) as e:
         raise ToolOutputError(f"{tool}: {what} {value!r} is not a number") from e
+    if not 0 <= number <= LARGEST:
+        raise ToolOutputError(f"{tool}: {what} {value!r} is out of range")
+    return number
 
 
 def _float_or_none(value: object) -> float | None:
+    """A percentage; None when the tool gives none or one that is not 0..100."""
     try:
-        return float(str(value).split()[0].rstrip("%"))
+        number = float(str(value).split()[0].rstrip("%"))
     except (ValueError, IndexError):
         return None
+    return number if 0.0 <= number <= 100.0 else None
 
 
 def _reading(
@@ -119,6 +129,10 @@ def _reading(
     minor: int | None = None,
     compute_units: int = 0,
 ) -> ToolReading:
+    if not (0 <= total_mib <= LARGEST and 0 <= used_mib <= LARGEST and 0 <= index <= LARGEST):
+        raise ToolOutputError(f"{uuid}: memory {used_mib} / {total_mib} MiB is out of range")
+    if not uuid.isprintable() or len(uuid) > 128:
+        raise ToolOutputError(f"a device id {uuid[:40]!r} is not an id")
     device = DeviceReading(
         uuid=uuid,
         index=index,
