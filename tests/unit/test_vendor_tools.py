@@ -117,7 +117,7 @@ def test_hy_smi_takes_the_longest_model_and_both_use_keys() -> None:
     parsed = parse_hy_smi(fixture("hy-smi-z100l.json"), VENDOR_KINDS)
     devices = [r.device for r in parsed.readings]
     assert [d.model for d in devices] == ["Z100L", "Z100L"]  # not Z100
-    assert [d.uuid for d in devices] == ["DCU-8e1f2a33c4d50017", "DCU-8e1f2a33c4d50018"]
+    assert [d.uuid for d in devices] == ["DCU-0", "DCU-1"]  # as HAMi's DCU plugin names them
     assert [r.usage.utilization_percent for r in parsed.readings] == [3.0, 0.0]
     assert devices[0].memory_total_bytes == 32752 * MIB and devices[1].pci_bus_id == "0000:2c:00.0"
 

@@ -311,7 +311,7 @@ def _field(info: Mapping[str, Any], *names: str) -> Any:
 
 
 def parse_hy_smi(text: str, registry: KindRegistry) -> Parsed:
-    """hy-smi's JSON (rocm-smi's): `{"card0": {"Card Series", "Unique ID", "vram Total
+    """hy-smi's JSON (rocm-smi's): `{"card0": {"Card Series", "vram Total
     Memory (MiB)", "vram Total Used Memory (MiB)", "DCU use (%)" (newer drivers: "HCU use
     (%)"), "PCI Bus"}}`; keys other than `cardN` (rocm-smi's `system`) are not devices."""
     data = _obj(_json(text, "hy-smi"))
@@ -327,9 +327,6 @@ def parse_hy_smi(text: str, registry: KindRegistry) -> Parsed:
         if found is None:
             skipped.append(why)
             continue
-        ident = str(_field(info, "Unique ID") or "").strip()
-        if not ident or ident.upper() == "N/A":
-            raise ToolOutputError(f"hy-smi: {key} has no Unique ID")
         total = _field(info, "vram Total Memory (MiB)")
         if total is None:
             raise ToolOutputError(f"hy-smi: {key} has no 'vram Total Memory (MiB)'")
@@ -337,7 +334,9 @@ def parse_hy_smi(text: str, registry: KindRegistry) -> Parsed:
             _reading(
                 found[0],
                 found[1],
-                uuid=f"DCU-{ident.removeprefix('0x')}",
+                # HAMi's DCU device plugin names a DCU by its index and parses it back from
+                # the pod's annotation: the same names let that plugin serve these devices.
+                uuid=f"DCU-{index}",
                 index=index,
                 total_mib=_int(total, "hy-smi", "vram Total Memory"),
                 used_mib=_int(_field(info, "vram Total Used Memory (MiB)") or 0, "hy-smi", "used"),
