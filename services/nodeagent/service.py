@@ -29,6 +29,7 @@ from services.nodeagent.migwork import MigLedger, MigWork
 from services.nodeagent.podusage import ContainerUsage
 from services.nodeagent.regionfiles import RegionReader
 from services.nodeagent.settings import NodeAgentSettings
+from services.nodeagent.vendorplugins import VendorPluginCheck, offered, unserved_kinds
 from shared.devicekinds import NVIDIA
 from shared.errors import HamiError
 from shared.kube.client import KubeClient
@@ -72,9 +73,15 @@ class NodeAgent:
         """Told each heartbeat's readings (the DRA plugin's ResourceSlice)."""
         self.regions = RegionReader()
         """Every region this agent reads (pods', local jobs'): its skips go in the inventory."""
+        self.vendor_check: VendorPluginCheck | None = None
+        """On a Kubernetes node: kinds left to vendors' plugins are offered while one serves."""
 
     async def heartbeat(self) -> None:
         readings = await asyncio.to_thread(self._manager.devices)
+        if self.vendor_check is not None:
+            readings = await self.vendor_check.apply(readings)
+        elif self.settings.device_plugin:  # not checked yet: not offered yet
+            readings = offered(readings, unserved_kinds(VENDOR_KINDS, serves), None)
         self.readings = readings
         await self.plugin_devices.update(readings)
         for devices in self.vendor_devices.values():
@@ -146,6 +153,7 @@ async def _kubernetes_node(
 ) -> KubeClient:
     """The device plugin, the ledger it checks pods against, and per-container usage."""
     kube = await KubeClient.from_config(settings.kubeconfig)
+    agent.vendor_check = VendorPluginCheck(kube, agent.node, VENDOR_KINDS, serves)
     records = NodeAllocations(agent.node)
     layout = host_layout(settings)
     mig = agent.manager.mig

@@ -28,7 +28,7 @@ def vendor_node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Hami]:
     try:
         with hami_on_a_node(
             tmp_path_factory.mktemp("kubelet-vendors"),
-            agent_devices="1xH200,1xAscend910B3,1xMLU370,1xMI300X",
+            agent_devices="1xH200,1xAscend910B3,1xMLU370,1xMI300X,1xZ100L",
         ) as node:
             # HAMi's AMD plugin installs its library on the node; a stand-in does here.
             node.vgpu_root.mkdir(parents=True, exist_ok=True)
@@ -64,6 +64,20 @@ def test_each_kind_is_its_own_resource(vendor_node: Hami) -> None:
     assert capacity["cambricon.com/vmlu"] == "10"
     assert capacity["nvidia.com/gpu"] == "10"
     assert capacity["amd.com/gpu"] == "10"
+    assert "hygon.com/dcunum" not in capacity  # left to its vendor's plugin, none runs here
+
+
+def test_a_kind_no_plugin_serves_here_is_not_placed_here(vendor_node: Hami) -> None:
+    # Without the vendor's plugin the kubelet would start it with no device: it waits instead.
+    vendor_node.create_pod(
+        "dcu-share", {"hygon.com/dcunum": "1", "hygon.com/dcumem": "4096"}, "sleep 60"
+    )
+    time.sleep(5)
+    pod = vendor_node.pod("dcu-share")
+    assert pod["status"].get("phase") == "Pending" and not pod["spec"].get("nodeName"), pod
+    annotations = pod["metadata"].get("annotations", {})
+    assert "hami.io/dcu-devices-to-allocate" not in annotations
+    vendor_node.delete_pod("dcu-share")
 
 
 def test_an_ascend_pod_gets_its_template_and_chip(vendor_node: Hami) -> None:

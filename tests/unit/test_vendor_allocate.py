@@ -22,6 +22,7 @@ from services.nodeagent.core.vendorspec import (
     vendor_container_spec,
 )
 from services.nodeagent.deviceplugin import ANNOTATION_TYPES, DeviceList
+from services.nodeagent.vendorplugins import advertised, offered, unserved_kinds
 from shared.deviceannotation import AnnotatedDevice, decode
 from shared.errors import InvalidRequest
 from shared.resources import ASSIGNED_NODE, BIND_PHASE, BIND_TIME, DEVICES_TO_ALLOCATE
@@ -302,3 +303,16 @@ def test_deploy_hands_every_kinds_resources_to_the_extender() -> None:
     managed = config["extenders"][0]["managedResources"]
     assert [m["name"] for m in managed] == list(VENDOR_KINDS.managed())
     assert all(m["ignoredByScheduler"] for m in managed)
+
+
+def test_kinds_left_to_vendors_are_offered_only_while_one_advertises_them() -> None:
+    dcu = reading("DCU-0", "hygon-dcu", "Z100L", 32752)
+    unserved = unserved_kinds(VENDOR_KINDS, serves)
+    assert unserved["hygon-dcu"] == "hygon.com/dcunum" and "ascend910b3" not in unserved
+    bare = {"status": {"allocatable": {"cpu": "2", "nvidia.com/gpu": "10"}}}
+    served = {"status": {"allocatable": {"hygon.com/dcunum": "4"}}}
+    zero = {"status": {"allocatable": {"hygon.com/dcunum": "0"}}}
+    for node, healthy in ((None, False), (bare, False), (zero, False), (served, True)):
+        out = offered([dcu, ASCEND], unserved, node)
+        assert [r.healthy for r in out] == [healthy, True]  # a served kind is untouched
+    assert advertised(served, "hygon.com/dcunum") and not advertised({}, "hygon.com/dcunum")
