@@ -81,6 +81,24 @@ def preload_text() -> str:
     return f"{CONTAINER_LIBRARY}\n"
 
 
+def granted_devices(
+    assignment: Assignment, readings: Mapping[str, DeviceReading]
+) -> list[tuple[DeviceReading, int]]:
+    """Each granted device's reading and device-node minor; InvalidRequest for one that is
+    gone or unhealthy (a container never gets a device that cannot serve it)."""
+    out = []
+    for grant in assignment.grants:
+        reading = readings.get(grant.uuid)
+        if reading is None:
+            raise InvalidRequest(f"device {grant.uuid} is not on this node any more")
+        if not reading.healthy:
+            raise InvalidRequest(f"device {grant.uuid} is unhealthy")
+        out.append(
+            (reading, reading.minor_number if reading.minor_number is not None else reading.index)
+        )
+    return out
+
+
 def device_nodes(
     assignment: Assignment, readings: Mapping[str, DeviceReading], control: Sequence[str]
 ) -> tuple[DeviceNode, ...]:
@@ -88,13 +106,7 @@ def device_nodes(
     simulated devices get stand-ins at the same container paths."""
     nodes = []
     simulated = False
-    for grant in assignment.grants:
-        reading = readings.get(grant.uuid)
-        if reading is None:
-            raise InvalidRequest(f"device {grant.uuid} is not on this node any more")
-        if not reading.healthy:
-            raise InvalidRequest(f"device {grant.uuid} is unhealthy")
-        minor = reading.minor_number if reading.minor_number is not None else reading.index
+    for reading, minor in granted_devices(assignment, readings):
         path = f"/dev/nvidia{minor}"
         simulated = simulated or reading.simulated
         nodes.append(DeviceNode(path, STAND_IN if reading.simulated else path))

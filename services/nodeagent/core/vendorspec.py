@@ -25,7 +25,13 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
-from services.nodeagent.core.containerspec import STAND_IN, ContainerSpec, DeviceNode, Mount
+from services.nodeagent.core.containerspec import (
+    STAND_IN,
+    ContainerSpec,
+    DeviceNode,
+    Mount,
+    granted_devices,
+)
 from services.nodeagent.core.cumask import hsa_cu_mask
 from services.nodeagent.core.handshake import Assignment
 from services.nodeagent.core.readings import DeviceReading
@@ -45,21 +51,6 @@ class VendorHost:
 
     exists: Callable[[str], bool]
     amd_library: str | None = None
-
-
-def _devices(
-    assignment: Assignment, readings: Mapping[str, DeviceReading]
-) -> list[tuple[DeviceReading, int]]:
-    out = []
-    for grant in assignment.grants:
-        reading = readings.get(grant.uuid)
-        if reading is None:
-            raise InvalidRequest(f"device {grant.uuid} is not on this node any more")
-        if not reading.healthy:
-            raise InvalidRequest(f"device {grant.uuid} is unhealthy")
-        minor = reading.minor_number if reading.minor_number is not None else reading.index
-        out.append((reading, minor))
-    return out
 
 
 def _nodes(
@@ -178,7 +169,7 @@ def vendor_container_spec(
     saying why for a kind or request this node cannot serve with its limits enforced.
     ``cu_masks``: an AMD container's CUs per grant (None: the whole GPU's), from the node's
     CU ledger."""
-    devices = _devices(assignment, readings)
+    devices = granted_devices(assignment, readings)
     if kind.vendor == "Huawei":
         spec = _ascend(assignment, devices, host)
     elif kind.vendor == "Cambricon":
