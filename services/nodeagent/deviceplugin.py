@@ -289,10 +289,10 @@ class Allocation:
 
     async def _cu_masks(self, chosen: handshake.Assignment) -> list[tuple[int, ...] | None]:
         """The container's CUs on each GPU it has a compute share of (none: whole GPUs)."""
-        shares = [
-            (i, g) for i, g in enumerate(chosen.grants) if g.kind == "amd" and needs_cu_mask(g)
-        ]
-        if not shares or self.cu_ledger is None:
+        if self.cu_ledger is None:  # only the AMD plugin has one
+            return []
+        shares = [(i, g) for i, g in enumerate(chosen.grants) if needs_cu_mask(g)]
+        if not shares:
             return []
         readings = self.devices.readings
         wants = []

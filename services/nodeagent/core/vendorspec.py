@@ -75,7 +75,11 @@ def _nodes(
 
 
 def _ascend(
-    a: Assignment, devices: list[tuple[DeviceReading, int]], host: VendorHost
+    kind: DeviceKind,
+    a: Assignment,
+    devices: list[tuple[DeviceReading, int]],
+    host: VendorHost,
+    cu_masks: Sequence[tuple[int, ...] | None],
 ) -> ContainerSpec:
     envs = {"ASCEND_VISIBLE_DEVICES": ",".join(str(m) for _, m in devices)}
     templates = {g.profile for g in a.grants if g.profile}
@@ -88,7 +92,11 @@ def _ascend(
 
 
 def _cambricon(
-    a: Assignment, devices: list[tuple[DeviceReading, int]], kind: DeviceKind, host: VendorHost
+    kind: DeviceKind,
+    a: Assignment,
+    devices: list[tuple[DeviceReading, int]],
+    host: VendorHost,
+    cu_masks: Sequence[tuple[int, ...] | None],
 ) -> ContainerSpec:
     if len(a.grants) > 1:
         raise InvalidRequest("a shared MLU is split per card: one Cambricon device per container")
@@ -111,6 +119,7 @@ def needs_cu_mask(grant: DeviceGrant) -> bool:
 
 
 def _amd(
+    kind: DeviceKind,
     a: Assignment,
     devices: list[tuple[DeviceReading, int]],
     host: VendorHost,
@@ -150,12 +159,46 @@ WHOLE = {
 """Vendor: (visible-devices variable, device node, shared nodes, minor offset)."""
 
 
+def _whole(
+    kind: DeviceKind,
+    a: Assignment,
+    devices: list[tuple[DeviceReading, int]],
+    host: VendorHost,
+    cu_masks: Sequence[tuple[int, ...] | None],
+) -> ContainerSpec:
+    variable, node, shared, offset = WHOLE[kind.vendor]
+    return ContainerSpec(
+        {variable: ",".join(str(r.index) for r, _ in devices)},
+        (),
+        _nodes(devices, lambda m: node.format(m + offset), shared, host),
+    )
+
+
+Convention = Callable[
+    [
+        DeviceKind,
+        Assignment,
+        list[tuple[DeviceReading, int]],
+        VendorHost,
+        Sequence[tuple[int, ...] | None],
+    ],
+    ContainerSpec,
+]
+CONVENTIONS: Mapping[str, Convention] = {"Huawei": _ascend, "Cambricon": _cambricon, "AMD": _amd}
+"""Vendor: how its containers are handed out (whole devices: WHOLE)."""
+
+
+def convention(kind: DeviceKind) -> Convention | None:
+    """How this agent hands out ``kind``'s containers; None: its vendor's plugin does."""
+    if kind.vendor in CONVENTIONS:
+        return CONVENTIONS[kind.vendor]
+    return _whole if kind.isolation == "whole" and kind.vendor in WHOLE else None
+
+
 def serves(kind: DeviceKind) -> bool:
     """Whether this agent hands out ``kind``'s containers (else its vendor's device plugin,
     reading the kind's HAMi annotations, does: this agent must not register its resource)."""
-    return kind.vendor in ("Huawei", "Cambricon", "AMD") or (
-        kind.isolation == "whole" and kind.vendor in WHOLE
-    )
+    return convention(kind) is not None
 
 
 def vendor_container_spec(
@@ -170,23 +213,12 @@ def vendor_container_spec(
     ``cu_masks``: an AMD container's CUs per grant (None: the whole GPU's), from the node's
     CU ledger."""
     devices = granted_devices(assignment, readings)
-    if kind.vendor == "Huawei":
-        spec = _ascend(assignment, devices, host)
-    elif kind.vendor == "Cambricon":
-        spec = _cambricon(assignment, devices, kind, host)
-    elif kind.vendor == "AMD":
-        spec = _amd(assignment, devices, host, cu_masks)
-    elif kind.isolation == "whole" and kind.vendor in WHOLE:
-        variable, node, shared, offset = WHOLE[kind.vendor]
-        spec = ContainerSpec(
-            {variable: ",".join(str(r.index) for r, _ in devices)},
-            (),
-            _nodes(devices, lambda m: node.format(m + offset), shared, host),
-        )
-    else:
+    hand_out = convention(kind)
+    if hand_out is None:
         raise InvalidRequest(
             f"{kind.name} devices are shared by {kind.vendor}'s own components, whose container "
             "contract this node agent does not know: not served (nothing would enforce the share)"
         )
+    spec = hand_out(kind, assignment, devices, host, cu_masks)
     envs = {**spec.envs, "HAMI_ALLOCATION_ID": assignment.allocation_id}
     return ContainerSpec(envs, spec.mounts, spec.devices)
