@@ -40,6 +40,9 @@ Policies (lower score wins, ties to the lowest node index, except the sim- ones)
             into its 32 weightiest shapes, kept while within 5% (services/allocator/core/mix.py;
             the replay has no clock, so nothing decays); scarcity from the arrivals too.
             hami-fgd, with the whole list's mix, is the offline variant of it.
+  bound     not a policy: the fewest GPUs any policy, online or offline, could leave
+            unallocated at each point (benchmarks/openb_bound.py: a linear relaxation of the
+            offline packing of the tasks arrived by then, with scipy)
 """
 
 from __future__ import annotations
@@ -317,6 +320,7 @@ def policy_parts(policy: str) -> tuple[str, frozenset[str]]:
         "fgd-sim",
         "hami-fgd",
         "hami-fgd-online",
+        "bound",
     }
     if base not in known or (without and base != "hami-fgd") or not without <= set(ABLATIONS):
         raise SystemExit(
@@ -572,7 +576,26 @@ def workload(pods: list[Pod], capacity: int, seed: int) -> list[Pod]:
     return order
 
 
+def arrived_until(order: list[Pod], capacity: int, mark: float) -> list[Pod]:
+    """The tasks arrived when GPU requests first reach ``mark`` of capacity (that one too)."""
+    arrived = 0.0
+    for i, pod in enumerate(order):
+        arrived += pod.gpu_request
+        if arrived >= mark * capacity - 1e-9:
+            return order[: i + 1]
+    return order
+
+
 def run(nodes: Nodes, pods: list[Pod], policy: str, seed: int) -> tuple[float, float]:
+    if policy == "bound":  # the fewest unallocated GPUs any policy could leave
+        from openb_bound import upper_bound
+
+        order = workload(pods, nodes.capacity, seed)
+        at100, at130 = (
+            nodes.capacity - upper_bound(nodes, arrived_until(order, nodes.capacity, mark))
+            for mark in (1.0, 1.3)
+        )
+        return at100, at130
     model_names = sorted(set(nodes.models))
     base, without = policy_parts(policy)
     mix = None
@@ -618,7 +641,17 @@ def main() -> None:
     parser.add_argument("nodes", type=Path)
     parser.add_argument("pods", type=Path)
     parser.add_argument(
-        "--policies", nargs="+", default=["binpack", "spread", "best-fit", "fgd", "hami-fgd"]
+        "--policies",
+        nargs="+",
+        default=[
+            "bound",
+            "binpack",
+            "spread",
+            "best-fit",
+            "fgd-sim",
+            "hami-fgd",
+            "hami-fgd-online",
+        ],
     )
     parser.add_argument("--seeds", type=int, nargs="+", default=list(range(42, 52)))
     parser.add_argument("--jobs", type=int, default=1, help="runs in parallel (processes)")
