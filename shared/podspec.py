@@ -5,14 +5,17 @@ keep are shared/containerrules.py; problems come back typed and each shell maps 
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from fractions import Fraction
 from typing import Any
 
 from shared.containerrules import Limits, first_problem, requested
 from shared.devicekinds import DEFAULT_KINDS, KindRegistry
 from shared.errors import InvalidRequest
 from shared.podresources import container_resources
+from shared.quantity import parse_k8s_quantity
 from shared.resources import (
     GPU_POLICY,
     NODE_POLICY,
@@ -40,6 +43,9 @@ class PodRequest:
     node_policy: str | None
     gpu_policy: str | None
     priority: int
+    cpu_milli: int = 0
+    """The pod's host CPU request as kube-scheduler counts it (host_requests)."""
+    memory_mib: int = 0
 
     @property
     def wants_devices(self) -> bool:
@@ -182,9 +188,69 @@ def parse_pod(
                 nouse_uuids=nouse_uuids,
             )
         )
+    cpu, memory = host_requests(pod)
     return PodRequest(
         containers=tuple(containers),
         node_policy=node_policy,
         gpu_policy=gpu_policy,
         priority=priority,
+        cpu_milli=cpu,
+        memory_mib=memory,
     )
+
+
+HOST_MAX = 2**48
+
+
+def _host_amount(value: object, unit: Fraction, where: str) -> int:
+    """A CPU (``unit`` 1/1000: milli-cores) or memory (2**20: MiB) quantity, rounded up."""
+    try:
+        amount = parse_k8s_quantity(str(value))
+    except ValueError as e:
+        raise InvalidRequest(f"{where}: {e}") from None
+    if amount < 0:
+        raise InvalidRequest(f"{where}: {value!r} is negative")
+    whole = math.ceil(amount / unit)
+    if whole > HOST_MAX:
+        raise InvalidRequest(f"{where}: {value!r} is out of range")
+    return whole
+
+
+def _container_host(container: Obj, where: str) -> tuple[int, int]:
+    """A container's CPU and memory requests (a limit alone stands for the request, as the API
+    server defaults it)."""
+    resources = _m(container.get("resources"))
+    requests, limits = _m(resources.get("requests")), _m(resources.get("limits"))
+    out = []
+    for name, unit in (("cpu", Fraction(1, 1000)), ("memory", Fraction(2**20))):
+        value = requests.get(name, limits.get(name))
+        out.append(0 if value is None else _host_amount(value, unit, f"{where} {name}"))
+    return out[0], out[1]
+
+
+def host_requests(pod: Obj) -> tuple[int, int]:
+    """The pod's CPU (milli-cores) and memory (MiB) requests as kube-scheduler sums them: the
+    containers and restartable init containers (sidecars) together, or the largest other init
+    container with the sidecars started before it if that is more, plus the pod's overhead."""
+    spec = _m(pod.get("spec"))
+    total = [0, 0]
+    sidecars = [0, 0]
+    init_peak = [0, 0]
+    for kind in ("initContainers", "containers"):
+        items = spec.get(kind)
+        for i, c in enumerate(items if isinstance(items, list) else []):
+            c = _m(c)
+            cpu, memory = _container_host(c, f"{kind}[{c.get('name') or i}]")
+            if kind == "containers":
+                total = [total[0] + cpu, total[1] + memory]
+            elif c.get("restartPolicy") == "Always":
+                sidecars = [sidecars[0] + cpu, sidecars[1] + memory]
+            else:
+                init_peak = [
+                    max(init_peak[0], sidecars[0] + cpu),
+                    max(init_peak[1], sidecars[1] + memory),
+                ]
+    overhead = _container_host({"resources": {"requests": _m(spec.get("overhead"))}}, "overhead")
+    cpu = max(total[0] + sidecars[0], init_peak[0]) + overhead[0]
+    memory = max(total[1] + sidecars[1], init_peak[1]) + overhead[1]
+    return min(cpu, HOST_MAX), min(memory, HOST_MAX)

@@ -104,5 +104,8 @@ def parse_k8s_quantity(text: str) -> Fraction:
         raise ValueError(f"{text!r} is not a Kubernetes quantity")
     number, suffix = Fraction(match.group(1)), match.group(2) or ""
     if suffix[:1] in ("e", "E") and len(suffix) > 1:
-        return number * Fraction(10) ** int(suffix[1:])
+        exponent = int(suffix[1:])
+        if abs(exponent) > 36:  # past any resource's range; and 1e999999999 would never end
+            raise ValueError(f"{text!r} is out of range")
+        return number * Fraction(10) ** exponent
     return number * _K8S_SUFFIX[suffix]

@@ -111,6 +111,8 @@ def place_request_for(
         node_policy=request.node_policy,
         gpu_policy=request.gpu_policy,
         priority=request.priority,
+        cpu_milli=request.cpu_milli,
+        memory_mib=request.memory_mib,
     )
 
 

@@ -17,6 +17,7 @@ from nats.js.kv import KeyValue
 from services.nodeagent.allocations import NodeAllocations
 from services.nodeagent.core import dra
 from services.nodeagent.core.containerspec import HostLayout
+from services.nodeagent.core.hostfigures import HostFigures
 from services.nodeagent.core.inventory import SharingPolicy, build_inventory, device_set_changed
 from services.nodeagent.core.readings import DeviceReading
 from services.nodeagent.core.vendorspec import VendorHost, serves
@@ -24,6 +25,7 @@ from services.nodeagent.culedger import CuLedger
 from services.nodeagent.deviceplugin import Allocation, DeviceList, serve_device_plugin
 from services.nodeagent.devices import DeviceManager, open_device_manager
 from services.nodeagent.draplugin import DraDriver, serve_dra_plugin
+from services.nodeagent.hostresources import NodeHostReader, machine_figures
 from services.nodeagent.localusage import LocalJobUsage
 from services.nodeagent.migwork import MigLedger, MigWork
 from services.nodeagent.podusage import ContainerUsage
@@ -75,6 +77,10 @@ class NodeAgent:
         """Every region this agent reads (pods', local jobs'): its skips go in the inventory."""
         self.vendor_check: VendorPluginCheck | None = None
         """On a Kubernetes node: kinds left to vendors' plugins are offered while one serves."""
+        machine = machine_figures()
+        self.host_figures: Callable[[], Awaitable[HostFigures | None]] = _constant(machine)
+        """The host CPU and memory for the inventory: the machine's (local mode) or the
+        Kubernetes node's, with its other pods' requests (a device plugin node)."""
 
     async def heartbeat(self) -> None:
         readings = await asyncio.to_thread(self._manager.devices)
@@ -92,6 +98,7 @@ class NodeAgent:
             except HamiError as e:  # the API server away: the next beat tries again
                 log.warning("device listener failed", extra={"error": str(e)})
         self._seq += 1
+        host = await self.host_figures()
         inventory = build_inventory(
             self.node,
             self.agent_id,
@@ -102,6 +109,7 @@ class NodeAgent:
             now=time.time(),
             heartbeat_interval_s=self.settings.heartbeat_interval_s,
             unreadable_regions=self.regions.skipped,
+            host=host,
         )
         payload = inventory_codec.encode(inventory)
         await self._nodes.put(self.node, payload)
@@ -134,6 +142,13 @@ class NodeAgent:
             log.warning("could not withdraw inventory", extra={"node": self.node, "error": repr(e)})
 
 
+def _constant(figures: HostFigures) -> Callable[[], Awaitable[HostFigures | None]]:
+    async def read() -> HostFigures | None:
+        return figures
+
+    return read
+
+
 def host_layout(settings: NodeAgentSettings) -> HostLayout:
     root = Path(settings.vgpu_root)
     return HostLayout(
@@ -154,6 +169,9 @@ async def _kubernetes_node(
     """The device plugin, the ledger it checks pods against, and per-container usage."""
     kube = await KubeClient.from_config(settings.kubeconfig)
     agent.vendor_check = VendorPluginCheck(kube, agent.node, VENDOR_KINDS, serves)
+    agent.host_figures = NodeHostReader(
+        kube, agent.node, [k.resources for k in VENDOR_KINDS.kinds]
+    ).read
     records = NodeAllocations(agent.node)
     layout = host_layout(settings)
     mig = agent.manager.mig

@@ -96,8 +96,15 @@ class NodeInventory(WireStruct, frozen=True, kw_only=True):
     heartbeat_interval_s: float = 5.0
     driver_version: str = ""
     cuda_driver_version: int = 0
-    cpu_milli: int | None = None
-    memory_mib: int | None = None
+    cpu_milli: Annotated[int, Meta(ge=0, le=2**48)] | None = None
+    """The node's allocatable host CPU (milli-cores); None: not known."""
+    memory_mib: Annotated[int, Meta(ge=0, le=2**48)] | None = None
+    """The node's allocatable host memory (MiB); None: not known."""
+    others_cpu_milli: Annotated[int, Meta(ge=0, le=2**48)] = 0
+    """Host CPU requested by the node's pods that hold no HAMi allocation (the allocator
+    counts its own allocations' from its ledger), as of ``sent_at``."""
+    others_memory_mib: Annotated[int, Meta(ge=0, le=2**48)] = 0
+    """Host memory requested likewise."""
     unreadable_regions: int = 0
     """Reads of containers' regions the agent skipped since it started (malformed or of
     another layout): each was logged once; usage of those containers is not known."""

@@ -20,6 +20,7 @@ Id = Annotated[str, Meta(min_length=1, max_length=256)]
 Priority = Annotated[int, Meta(ge=0, le=1)]
 Secret = Annotated[str, Meta(min_length=16, max_length=128)]
 LeaseTtl = Annotated[float, Meta(gt=0, le=MAX_LEASE_TTL_S)]
+HostAmount = Annotated[int, Meta(ge=0, le=2**48)]
 """Finite and positive: NaN and infinity are refused, never taken as "never expires"."""
 
 
@@ -78,6 +79,12 @@ class PlaceRequest(WireStruct, frozen=True, kw_only=True):
     holder_secret: Secret | None = None
     """Chosen by the caller and kept to itself: renew, release and commit of the allocation
     must present it (the record keeps only its digest). None: anyone with the id may."""
+    cpu_milli: HostAmount = 0
+    """Host CPU the job asks for beside its devices (milli-cores; a pod's requests). Not a
+    filter (kube-scheduler filters on it): the fragmentation policy counts the devices of a
+    node whose CPU the request shapes it expects could not get as stranded."""
+    memory_mib: HostAmount = 0
+    """Host memory the job asks for (MiB), counted as ``cpu_milli`` is."""
 
 
 class DeviceGrant(WireStruct, frozen=True, kw_only=True):
@@ -115,6 +122,10 @@ class AllocationRecord(WireStruct, frozen=True, kw_only=True):
     """The leader term of the allocator that wrote it (hami_leader): who decided, for audits."""
     trace_id: str = ""
     """The placement's trace (W3C trace id, hex) when tracing was on: where to read why."""
+    cpu_milli: HostAmount = 0
+    """The request's host CPU (milli-cores): the ledger counts it taken on the node."""
+    memory_mib: HostAmount = 0
+    """The request's host memory (MiB), likewise."""
 
 
 def secret_digest(secret: str | None) -> str:
@@ -131,7 +142,14 @@ def holds(record: AllocationRecord, secret: str | None) -> bool:
 def request_digest(request: PlaceRequest) -> str:
     """The shape of a request: its containers, priority and policies (not its candidates: a
     retried bind names the node it chose)."""
-    shape = (request.containers, request.priority, request.node_policy, request.gpu_policy)
+    shape: tuple[object, ...] = (
+        request.containers,
+        request.priority,
+        request.node_policy,
+        request.gpu_policy,
+    )
+    if request.cpu_milli or request.memory_mib:  # records from before these fields still match
+        shape += (request.cpu_milli, request.memory_mib)
     return hashlib.sha256(msgspec.json.encode(shape)).hexdigest()[:32]
 
 

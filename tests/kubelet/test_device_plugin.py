@@ -15,7 +15,10 @@ from pathlib import Path
 import pytest
 
 from services.nodeagent.core.region import read_region
+from shared.natsutil import connect
+from shared.quantity import parse_k8s_quantity
 from shared.resources import ALLOCATE_FAILURE, BIND_PHASE, DEVICES_TO_ALLOCATE, TRACE_ANNOTATION
+from shared.schemas.inventory import NODES_BUCKET, NodeInventory, inventory_codec
 from tests.e2e.kubelet.stack import LIBVGPU, RESOURCE, Hami, usage_samples
 from tests.e2e.observability.jaeger import Jaeger, parent_of, spans_by_service, tags_of
 
@@ -51,6 +54,30 @@ def test_the_node_counts_split_count_virtual_gpus(hami: Hami) -> None:
     node = hami.plane.request("GET", f"/api/v1/nodes/{hami.node.name}")
     assert node["status"]["capacity"][RESOURCE] == "10"
     assert node["status"]["allocatable"][RESOURCE] == "10"
+
+
+def test_the_inventory_says_the_nodes_host_cpu_and_memory(hami: Hami) -> None:
+    """What the fragmentation measure reads: the node's allocatable CPU and memory as the
+    kubelet reports them, and the requests of pods holding no HAMi allocation (none here)."""
+
+    async def inventory() -> NodeInventory:
+        nc = await connect(hami.nats.url, "kubelet-test-inventory")
+        try:
+            entry = await (await nc.jetstream().key_value(NODES_BUCKET)).get(hami.node.name)
+            assert entry.value is not None
+            return inventory_codec.decode(entry.value)
+        finally:
+            await nc.close()
+
+    allocatable = hami.capacity()
+    cpu = int(parse_k8s_quantity(allocatable["cpu"]) * 1000)
+    memory = int(parse_k8s_quantity(allocatable["memory"]) / 2**20)
+    deadline = time.monotonic() + 15  # the first beat, before the API client, says the machine's
+    while (said := asyncio.run(inventory())).cpu_milli != cpu:
+        assert time.monotonic() < deadline, (said.cpu_milli, cpu)
+        time.sleep(0.5)
+    assert said.memory_mib == memory
+    assert (said.others_cpu_milli, said.others_memory_mib) == (0, 0)
 
 
 def test_a_pod_starts_with_its_limits_the_library_and_its_region(hami: Hami) -> None:

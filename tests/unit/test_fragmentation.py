@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 
+import msgspec
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from immutables import Map
@@ -19,7 +20,7 @@ from services.allocator.core.fragmentation import (
 )
 from services.allocator.core.mix import REFRESH_EVERY, WorkloadMix, shape_of
 from services.allocator.core.placement import FitMemo, Placed, SchedulingSettings, decide
-from services.allocator.core.state import ClusterState, DeviceUsage
+from services.allocator.core.state import NO_HOST, ClusterState, DeviceUsage
 from services.allocator.core.world import World
 from shared.schemas.placement import ContainerRequest as C
 from tests.unit.helpers import device, node, request
@@ -122,7 +123,7 @@ def test_the_mix_forgets_and_snapshots_only_every_so_often() -> None:
     state = cluster(("a", [None], "NVIDIA H200"))
     state = observe(state, (C(name="x", cores=30),), 0.0)
     first = state.signals.mix.snapshot
-    assert [s for s, _ in first.shapes] == [shape_of((C(cores=30),))]
+    assert [s for s, _ in first.shapes] == [(shape_of((C(cores=30),)), NO_HOST)]
     for i in range(REFRESH_EVERY - 1):
         state = observe(state, (C(cores=60),), float(i))
     assert state.signals.mix.snapshot is first  # not refreshed yet
@@ -130,7 +131,8 @@ def test_the_mix_forgets_and_snapshots_only_every_so_often() -> None:
     assert state.signals.mix.snapshot is not first
     # An hour later a request weighs twice what the same request did before.
     mix = WorkloadMix().observe(HALF, 0.0).observe(WHOLE, 3600.0)
-    assert abs(mix.weights[shape_of(HALF)] - 0.5) < 1e-9 and mix.weights[shape_of(WHOLE)] == 1
+    half, whole = (shape_of(HALF), NO_HOST), (shape_of(WHOLE), NO_HOST)
+    assert abs(mix.weights[half] - 0.5) < 1e-9 and mix.weights[whole] == 1
 
 
 shares = st.sampled_from([0, 10, 25, 50, 70, 100])
@@ -199,12 +201,87 @@ def test_the_mix_decays_under_steady_traffic_and_stays_bounded() -> None:
     # A request a second for two half-lives: small steps must add up, not be lost.
     for second in range(1, int(2 * HALF_LIFE_S) + 1):
         mix = mix.observe(WHOLE, float(second))
-    old = mix.weights[shape_of(HALF)] * 0.5 ** ((2 * HALF_LIFE_S - mix.at) / HALF_LIFE_S)
+    old = mix.weights[(shape_of(HALF), NO_HOST)] * 0.5 ** ((2 * HALF_LIFE_S - mix.at) / HALF_LIFE_S)
     assert abs(old - 0.25) < 0.01
     # Wall-clock times (the service's clock) from a fresh mix: the first step decays to nothing.
     wall = WorkloadMix().observe(HALF, 1.8e9).observe(WHOLE, 1.8e9 + 1)
-    assert wall.weights[shape_of(HALF)] == 1.0 and wall.at == 1.8e9
+    assert wall.weights[(shape_of(HALF), NO_HOST)] == 1.0 and wall.at == 1.8e9
     many = WorkloadMix()
     for i in range(MAX_TRACKED + 10):
         many = many.observe((C(memory_mib=i + 1),), 0.0)
     assert len(many.weights) <= MAX_TRACKED
+
+
+def test_devices_a_node_has_no_host_cpu_or_memory_for_are_stranded() -> None:
+    devices = tuple(device(i, memory=1000) for i in range(2))
+    usage = Map({devices[0].uuid: used(50, 500)})
+    need = (8000, 16384)
+    assert abs(stranded(devices, usage, HALF, need, None) - 0.0) < 1e-9  # room not known
+    assert abs(stranded(devices, usage, HALF, need, (8000, 16384)) - 0.0) < 1e-9
+    assert abs(stranded(devices, usage, HALF, need, (7999, 1 << 40)) - 1.5) < 1e-9
+    assert abs(stranded(devices, usage, HALF, need, (1 << 40, 16383)) - 1.5) < 1e-9
+
+
+def with_host(world: World, name: str, cpu: int, others: int = 0) -> World:
+    record = world.ledger.nodes[name]
+    inventory = msgspec.structs.replace(record.inventory, cpu_milli=cpu, others_cpu_milli=others)
+    return replace(world, ledger=ledger.observe_inventory(world.ledger, inventory, 0.0))
+
+
+def test_a_share_goes_where_the_hosts_cpu_already_strands_the_devices() -> None:
+    """The mix asks for whole devices with 8 CPUs each; node a has 4 CPUs left, so its devices
+    are stranded already: a share placed there strands nothing more, on b it breaks a device."""
+    world = cluster(("a", [None, None], "NVIDIA H200"), ("b", [None, None], "NVIDIA H200"))
+    world = with_host(world, "a", 64000, others=60000)
+    world = with_host(world, "b", 64000)
+    for _ in range(30):
+        world = replace(
+            world,
+            signals=observe_request(world.signals, world.ledger, WHOLE, 0.0, (8000, 0)),
+        )
+    ask = request(*HALF, node_policy="fragmentation", cpu_milli=1000)
+    settings_ = SchedulingSettings(node_ttl_s=1e9)
+    memo = FitMemo()
+    decision = decide(world.ledger, ask, settings_, 0.0, memo, signals=world.signals)
+    assert isinstance(decision, Placed) and decision.fit.node == "a"
+    # The pods on a are gone (its agent says so): its devices are no longer stranded, and the
+    # same memo sees it (the node's generation moved).
+    world = with_host(world, "a", 64000, others=0)
+    decision = decide(world.ledger, ask, settings_, 0.0, memo, signals=world.signals)
+    assert isinstance(decision, Placed) and decision.fit.node == "a"  # a tie: the first node
+    world = with_host(world, "b", 64000, others=60000)
+    decision = decide(world.ledger, ask, settings_, 0.0, memo, signals=world.signals)
+    assert isinstance(decision, Placed) and decision.fit.node == "b"
+
+
+def test_the_ledger_counts_its_allocations_host_cpu_and_memory_on_their_node() -> None:
+    world = cluster(("a", [None, None], "NVIDIA H200"))
+    world = with_host(world, "a", 64000, others=4000)
+    state = world.ledger
+    assert state.room("a") == (60000, 2**62)  # memory not said: unlimited
+    ask = request(*HALF, cpu_milli=10000, memory_mib=2048)
+    decision = decide(state, ask, SchedulingSettings(node_ttl_s=1e9), 0.0)
+    assert isinstance(decision, Placed)
+    record = ledger.record_for(ask, decision.fit, "alloc-1", 0.0)
+    assert (record.cpu_milli, record.memory_mib) == (10000, 2048)
+    held, _ = ledger.commit(state, record, 0.0)
+    assert held.room("a") == (50000, 2**62)
+    again, _ = ledger.commit(held, ledger.record_for(ask, decision.fit, "alloc-2", 0.0), 0.0)
+    assert again.room("a") == (40000, 2**62)
+    freed = again.without_allocation("alloc-1").without_allocation("alloc-2")
+    assert freed.room("a") == (60000, 2**62) and "a" not in freed.host
+    assert ClusterState().room("a") is None
+
+
+def test_the_mix_learns_the_host_cpu_requests_ask_for_and_records_bring_it_back() -> None:
+    from services.allocator.core import world as worlds
+
+    world = cluster(("a", [None], "NVIDIA H200"))
+    ask = request(*HALF, cpu_milli=4000, memory_mib=8192)
+    world, decision = worlds.asked(world, ask, SchedulingSettings(node_ttl_s=1e9), 0.0)
+    assert isinstance(decision, Placed)
+    assert (shape_of(HALF), (4000, 8192)) in world.signals.mix.weights
+    record = ledger.record_for(ask, decision.fit, "alloc-1", 0.0)
+    back = worlds.restored(cluster(("a", [None], "NVIDIA H200")), record, 0.0)
+    assert [host for _, host in back.signals.mix.weights] == [(4000, 8192)]
+    assert back.ledger.host["a"] == (4000, 8192)

@@ -143,3 +143,36 @@ def test_another_vendor_plugs_in_through_the_registry() -> None:
     assert encode_devices(fit.containers, kinds).startswith("NPU-0,Ascend,1000,0:;GPU-0,NVIDIA,")
     with pytest.raises(InvalidRequest, match="several kinds"):
         parse_pod(pod({"example.com/npu": "1", "nvidia.com/gpu": "1"}), kinds=kinds)
+
+
+def test_the_pods_host_cpu_and_memory_are_summed_as_kube_scheduler_does() -> None:
+    from services.allocator.extender import place_request_for
+    from shared.podspec import host_requests
+
+    def c(requests: dict[str, str] | None = None, limits: dict[str, str] | None = None) -> dict:
+        return {"name": "c", "resources": {"requests": requests or {}, "limits": limits or {}}}
+
+    pod = {
+        "metadata": {"uid": "u1"},
+        "spec": {
+            "containers": [
+                c({"cpu": "500m", "memory": "1Gi", "nvidia.com/gpu": "1"}),
+                c(limits={"cpu": "2", "memory": "1.5G"}),  # a limit alone is the request
+            ],
+            "initContainers": [
+                c({"cpu": "8"}),  # runs alone before the others: the pod needs 8 CPUs
+                {"restartPolicy": "Always", **c({"cpu": "100m", "memory": "64Mi"})},  # sidecar
+            ],
+            "overhead": {"cpu": "250m"},
+        },
+    }
+    assert host_requests(pod) == (8250, 1024 + 1431 + 64)
+    request = parse_pod(pod)
+    assert (request.cpu_milli, request.memory_mib) == (8250, 2519)
+    placed = place_request_for(pod, request, None)
+    assert (placed.cpu_milli, placed.memory_mib) == (8250, 2519)
+    assert host_requests({"spec": {"containers": [c({"cpu": "3k"})]}}) == (3_000_000, 0)
+    assert host_requests({}) == (0, 0)
+    for bad in ("lots", "-1", "1e999999999", "9Ei"):
+        with pytest.raises(InvalidRequest, match=r"containers\[c\] cpu"):
+            host_requests({"spec": {"containers": [c({"cpu": bad})]}})

@@ -1,6 +1,6 @@
 """The trace replay (benchmarks/openb_replay.py) measures fragmentation the way the allocator's
-core does, so that its packing numbers speak for the product's policy. Host CPU and memory are
-left out here: the core does not see them (kube-scheduler filters on them)."""
+core does, so that its packing numbers speak for the product's policy: devices, shares, and the
+host CPU and memory a node has left for each shape of the mix."""
 
 from __future__ import annotations
 
@@ -39,33 +39,47 @@ shapes = st.one_of(
 )
 
 
+host = st.tuples(st.sampled_from([0, 4000, 8000]), st.sampled_from([0, 16384, 65536]))
+
+
 @settings(max_examples=80, deadline=None)
 @given(
-    nodes=st.lists(st.lists(milli, min_size=1, max_size=8), min_size=1, max_size=6),
+    nodes=st.lists(
+        st.tuples(st.lists(milli, min_size=1, max_size=8), host), min_size=1, max_size=6
+    ),
     mix=st.lists(
-        st.tuples(shapes, st.integers(1, 5)), min_size=1, max_size=5, unique_by=lambda x: x[0]
+        st.tuples(shapes, host, st.integers(1, 5)),
+        min_size=1,
+        max_size=5,
+        unique_by=lambda x: (x[0], x[1]),
     ),
 )
 def test_replay_and_core_measure_the_same_fragmentation(
-    nodes: list[list[int]], mix: list[tuple[tuple[int, int], int]]
+    nodes: list[tuple[list[int], tuple[int, int]]],
+    mix: list[tuple[tuple[int, int], tuple[int, int], int]],
 ) -> None:
     r = replay()
-    total = sum(w for _, w in mix)
+    total = sum(w for _, _, w in mix)
     core = MixSnapshot(
         shapes=tuple(
-            ((ContainerRequest(count=n, cores=s // 10, memory_percent=s // 10),), w / total)
-            for (n, s), w in mix
+            (
+                ((ContainerRequest(count=n, cores=s // 10, memory_percent=s // 10),), need),
+                w / total,
+            )
+            for (n, s), need, w in mix
         )
     )
     task_mix = r.TaskMix._build(
-        [((0, 0, n, s, ()), w) for (n, s), w in mix], model_names=["NVIDIA H200"]
+        [((cpu, mem, n, s, ()), w) for (n, s), (cpu, mem), w in mix], model_names=["NVIDIA H200"]
     )
     free = np.zeros((len(nodes), r.G), dtype=np.int64)
-    for row, used in enumerate(nodes):
+    for row, (used, _) in enumerate(nodes):
         free[row, : len(used)] = [1000 - u for u in used]
+    cpu = np.array([room[0] for _, room in nodes], dtype=np.int64)
+    mem = np.array([room[1] for _, room in nodes], dtype=np.int64)
     zeros = np.zeros(len(nodes), dtype=np.int64)
-    theirs = task_mix.fragmentation(zeros, zeros, free, zeros) / 1000
-    for row, used in enumerate(nodes):
+    theirs = task_mix.fragmentation(cpu, mem, free, zeros) / 1000
+    for row, (used, room) in enumerate(nodes):
         devices = tuple(device(i, node=f"n{row}", memory=1000, split=100) for i in range(len(used)))
         usage = Map(
             {
@@ -74,7 +88,7 @@ def test_replay_and_core_measure_the_same_fragmentation(
                 if u
             }
         )
-        assert abs(measure(core, devices, usage) - theirs[row]) < 1e-9, (used, mix)
+        assert abs(measure(core, devices, usage, room) - theirs[row]) < 1e-9, (used, room, mix)
 
 
 def test_replay_runs_any_list_in_the_format_and_refuses_bad_rows(tmp_path: Path) -> None:

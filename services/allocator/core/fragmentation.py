@@ -32,15 +32,18 @@ from services.allocator.core.mix import (
     MIN_WEIGHT,
     MIX_SHAPES,
     REFRESH_EVERY,
+    MixKey,
     MixSnapshot,
     Shape,
     WorkloadMix,
 )
 from services.allocator.core.signals import Signals
 from services.allocator.core.state import (
+    NO_HOST,
     NO_USAGE,
     ClusterState,
     DeviceUsage,
+    HostAmounts,
     NodeKey,
     free_fraction,
 )
@@ -54,10 +57,18 @@ def taken_fraction(device: DeviceInfo, memory_mib: int, cores: int) -> float:
 
 
 def stranded(
-    devices: tuple[DeviceInfo, ...], usage: Mapping[str, DeviceUsage], shape: Shape
+    devices: tuple[DeviceInfo, ...],
+    usage: Mapping[str, DeviceUsage],
+    shape: Shape,
+    need: HostAmounts = NO_HOST,
+    room: HostAmounts | None = None,
 ) -> float:
-    """Free capacity on the node that this shape could not use (in devices)."""
+    """Free capacity on the node that this shape could not use (in devices): all of it where
+    the shape does not fit, its devices or its host CPU and memory (``need``) in the node's
+    ``room`` (None: not known, not counted)."""
     free = [free_fraction(d, usage.get(d.uuid, NO_USAGE)) for d in devices]
+    if room is not None and (need[0] > room[0] or need[1] > room[1]):
+        return sum(free)  # the host's CPU or memory strands the devices
     if not isinstance(fit_node("", devices, usage, shape, fullest_first), NodeFit):
         return sum(free)
     return sum(
@@ -73,15 +84,17 @@ def remembered(
     devices: tuple[DeviceInfo, ...],
     usage: Mapping[str, DeviceUsage],
     key: NodeKey | None = None,
+    room: HostAmounts | None = None,
 ) -> float:
-    """The node's fragmentation under ``snapshot``, remembered per node generation (``key``)
-    while the snapshot lives; without a key, measured."""
+    """The node's fragmentation under ``snapshot``, remembered per node generation (``key``:
+    the generation moves with the node's host room too) while the snapshot lives; without a
+    key, measured."""
     if key is None:
-        return measure(snapshot, devices, usage)
+        return measure(snapshot, devices, usage, room)
     hit = snapshot.memo.get(key)
     if hit is not None:
         return hit
-    value = measure(snapshot, devices, usage)
+    value = measure(snapshot, devices, usage, room)
     if len(snapshot.memo) > 65536:
         snapshot.memo.clear()
     snapshot.memo[key] = value
@@ -89,9 +102,14 @@ def remembered(
 
 
 def measure(
-    snapshot: MixSnapshot, devices: tuple[DeviceInfo, ...], usage: Mapping[str, DeviceUsage]
+    snapshot: MixSnapshot,
+    devices: tuple[DeviceInfo, ...],
+    usage: Mapping[str, DeviceUsage],
+    room: HostAmounts | None = None,
 ) -> float:
-    return sum(p * stranded(devices, usage, shape) for shape, p in snapshot.shapes)
+    return sum(
+        p * stranded(devices, usage, shape, need, room) for (shape, need), p in snapshot.shapes
+    )
 
 
 def refreshed(mix: WorkloadMix, models: Mapping[str, int]) -> WorkloadMix:
@@ -116,15 +134,17 @@ def devices_asked(shape: Shape) -> float:
     return total
 
 
-def snapshot_of(counts: Mapping[Shape, float], models: Mapping[str, int]) -> MixSnapshot:
+def snapshot_of(counts: Mapping[MixKey, float], models: Mapping[str, int]) -> MixSnapshot:
     """``counts``: recent requests per shape. A shape weighs its count times the devices it
     asks for, at least two; scarcity assumes requests arrive at about the cluster's size."""
-    weighted = {s: n * max(float(sum(c.count for c in s)), MIN_WEIGHT) for s, n in counts.items()}
+    weighted = {
+        k: n * max(float(sum(c.count for c in k[0])), MIN_WEIGHT) for k, n in counts.items()
+    }
     top = sorted(weighted.items(), key=lambda kv: (-kv[1], repr(kv[0])))[:MIX_SHAPES]
     total = sum(w for _, w in top)
-    volume = sum(n * devices_asked(s) for s, n in counts.items())
+    volume = sum(n * devices_asked(k[0]) for k, n in counts.items())
     demand: dict[str, float] = {}
-    for shape, n in counts.items():
+    for (shape, _), n in counts.items():
         for c in shape:
             if not c.use_types and not c.nouse_types:
                 continue
@@ -143,11 +163,16 @@ def snapshot_of(counts: Mapping[Shape, float], models: Mapping[str, int]) -> Mix
 
 
 def observe_request(
-    signals: Signals, state: ClusterState, containers: Shape, now: float
+    signals: Signals,
+    state: ClusterState,
+    containers: Shape,
+    now: float,
+    host: HostAmounts = NO_HOST,
 ) -> Signals:
-    """Count a request into the mix (every request the allocator is asked to place); the
-    ledger ``state`` says how many devices of each model there are, for scarcity."""
-    mix = signals.mix.observe(containers, now)
+    """Count a request into the mix (every request the allocator is asked to place, with the
+    host CPU and memory it asks beside its devices); the ledger ``state`` says how many
+    devices of each model there are, for scarcity."""
+    mix = signals.mix.observe(containers, now, host)
     if mix.since_snapshot >= REFRESH_EVERY or mix.snapshot is EMPTY_SNAPSHOT:
         mix = refreshed(mix, state.models)  # the ledger keeps the counts: O(models), not O(cluster)
     return replace(signals, mix=mix)

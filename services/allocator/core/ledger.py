@@ -23,10 +23,21 @@ from shared.schemas.placement import (
 Events = list[AllocationEvent]
 
 
+def host_said(inventory: NodeInventory) -> tuple[int | None, int | None, int, int]:
+    return (
+        inventory.cpu_milli,
+        inventory.memory_mib,
+        inventory.others_cpu_milli,
+        inventory.others_memory_mib,
+    )
+
+
 def observe_inventory(state: ClusterState, inventory: NodeInventory, now: float) -> ClusterState:
     known = state.nodes.get(inventory.node)
     state = replace(state, nodes=state.nodes.set(inventory.node, NodeRecord(inventory, now)))
     if known is not None and known.inventory.devices == inventory.devices:
+        if host_said(known.inventory) != host_said(inventory):
+            return state.touched(inventory.node)  # the measure reads the host's room
         return state  # a plain heartbeat: nothing a decision reads changed
     models = state.recounted(known.devices if known else (), inventory.devices)
     state = replace(state, models=models).touched(inventory.node)
@@ -57,6 +68,8 @@ def record_for(
         created_at=now,
         lease_ttl_s=request.lease_ttl_s,
         request_digest=request_digest(request),
+        cpu_milli=request.cpu_milli,
+        memory_mib=request.memory_mib,
         holder_digest=secret_digest(request.holder_secret),
     )
 

@@ -10,9 +10,12 @@ from dataclasses import dataclass, field, replace
 import msgspec
 from immutables import Map
 
+from services.allocator.core.state import NO_HOST, HostAmounts
 from shared.schemas.placement import ContainerRequest
 
 Shape = tuple[ContainerRequest, ...]
+MixKey = tuple[Shape, HostAmounts]
+"""A request as the mix counts it: its devices and the host CPU and memory beside them."""
 
 HALF_LIFE_S = 3600.0
 """The mix forgets: a request seen an hour ago weighs half as much as one seen now."""
@@ -40,7 +43,7 @@ class MixSnapshot:
     """The mix as the measure uses it: normalised weights of the top shapes, the scarcity of
     each device model, and a memo of node fragmentation per node generation."""
 
-    shapes: tuple[tuple[Shape, float], ...] = ()
+    shapes: tuple[tuple[MixKey, float], ...] = ()
     scarcity: Mapping[str, float] = field(default_factory=dict)
     memo: dict[tuple[str, int], float] = field(default_factory=dict, compare=False, repr=False)
     """Node fragmentation per (node, generation): valid while this snapshot lives."""
@@ -62,16 +65,18 @@ EMPTY_SNAPSHOT = MixSnapshot()
 class WorkloadMix:
     """Request shapes seen recently, with exponentially decaying weights."""
 
-    weights: Map[Shape, float] = field(default_factory=Map)
+    weights: Map[MixKey, float] = field(default_factory=Map)
     at: float = 0.0
     """When the weights were last decayed (allocator clock)."""
     since_snapshot: int = 0
     snapshot: MixSnapshot = EMPTY_SNAPSHOT
 
-    def observe(self, containers: Shape, now: float) -> WorkloadMix:
-        shape = shape_of(containers)
-        if not shape:
+    def observe(self, containers: Shape, now: float, host: HostAmounts = NO_HOST) -> WorkloadMix:
+        devices = shape_of(containers)
+        if not devices:
             return self
+        shape: MixKey = (devices, host)
+        weights: Map[MixKey, float]
         decay = 0.5 ** (max(0.0, now - self.at) / HALF_LIFE_S)
         if decay < 0.999:  # decay in steps; weights are as of ``at``, the last step
             weights = Map({s: w * decay for s, w in self.weights.items() if w * decay > 1e-3})

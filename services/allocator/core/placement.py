@@ -24,6 +24,7 @@ from services.allocator.core.state import (
     NO_NODE_USAGE,
     ClusterState,
     DeviceUsage,
+    HostAmounts,
     NodeRecord,
     offer_key,
 )
@@ -110,7 +111,8 @@ def policies_for(
     gpu_name = request.gpu_policy
     if gpu_name is None:
         gpu_name = node_policy.name if node_policy.own_device_order else settings.gpu_policy
-    return node_policy.bind(signals, request.containers), policy_named(gpu_name)
+    host = (request.cpu_milli, request.memory_mib)
+    return node_policy.bind(signals, request.containers, host), policy_named(gpu_name)
 
 
 BOUNDED_FITS = 16
@@ -160,6 +162,7 @@ def evaluate(
     order = gpu_policy.device_order()
     empty = memo.empty(containers, order)
     nodes_get, usage_get, heat_get = state.nodes.get, state.usage.get, signals.heat.get
+    room_of = state.room
     generation_get = state.generation.get
     heated_nodes = signals.generation  # empty until some device reports heat
     heat_generation_get = heated_nodes.get
@@ -204,7 +207,11 @@ def evaluate(
                 answer: Judged = hit[1]  # type: ignore[assignment]
             else:
                 answer = judge(
-                    record, usage_get(name, NO_NODE_USAGE), heat_get(name, NO_HEAT), generation
+                    record,
+                    usage_get(name, NO_NODE_USAGE),
+                    heat_get(name, NO_HEAT),
+                    generation,
+                    room_of(name),
                 )
             if isinstance(answer, Reason):
                 failed[name] = answer
@@ -429,7 +436,9 @@ def heated(score: float, fit: NodeFit, heat: Map[str, int]) -> float:
 
 Judged = tuple[float, NodeFit] | Reason
 """A node's answer for a request: its score and fit, or why it does not fit."""
-JudgeFn = Callable[[NodeRecord, Map[str, DeviceUsage], Map[str, int], int], Judged]
+JudgeFn = Callable[
+    [NodeRecord, Map[str, DeviceUsage], Map[str, int], int, "HostAmounts | None"], Judged
+]
 FitFn = Callable[[NodeRecord, Map[str, DeviceUsage], Map[str, int], int], "NodeFit | Reason"]
 EmptyFn = Callable[[NodeRecord, int], "NodeFit | Reason"]
 
@@ -481,7 +490,11 @@ class FitMemo:
         table = self.answers(("judge", containers, order, policy))
 
         def judge(
-            record: NodeRecord, usage: Map[str, DeviceUsage], heat: Map[str, int], generation: int
+            record: NodeRecord,
+            usage: Map[str, DeviceUsage],
+            heat: Map[str, int],
+            generation: int,
+            room: HostAmounts | None,
         ) -> Judged:
             hit = table.get(record.name)
             if hit is not None and hit[0] == generation:
@@ -492,7 +505,9 @@ class FitMemo:
                 if isinstance(result, Reason)
                 else (
                     heated(
-                        policy.node_score(record.devices, usage, result, (record.name, generation)),
+                        policy.node_score(
+                            record.devices, usage, result, (record.name, generation), room
+                        ),
                         result,
                         heat,
                     ),

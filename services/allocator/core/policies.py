@@ -21,8 +21,10 @@ from services.allocator.core.fragmentation import measure, remembered, taken_fra
 from services.allocator.core.mix import EMPTY_SNAPSHOT, TIE, MixSnapshot
 from services.allocator.core.signals import Signals
 from services.allocator.core.state import (
+    NO_HOST,
     NO_USAGE,
     DeviceUsage,
+    HostAmounts,
     NodeKey,
     device_load,
     free_fraction,
@@ -68,9 +70,15 @@ class Policy(Protocol):
 
     def device_order(self) -> DeviceOrder: ...
 
-    def bind(self, signals: Signals, containers: tuple[ContainerRequest, ...]) -> Policy:
-        """The policy as it applies to what the allocator has learnt and to this request (its
-        prepare step, kube-scheduler's PreScore; most ignore both)."""
+    def bind(
+        self,
+        signals: Signals,
+        containers: tuple[ContainerRequest, ...],
+        host: HostAmounts = NO_HOST,
+    ) -> Policy:
+        """The policy as it applies to what the allocator has learnt and to this request, its
+        devices and the host CPU and memory beside them (its prepare step, kube-scheduler's
+        PreScore; most ignore all of it)."""
         ...
 
     def node_score(
@@ -79,8 +87,10 @@ class Policy(Protocol):
         usage: Mapping[str, DeviceUsage],
         fit: NodeFit,
         key: NodeKey | None = None,
+        room: HostAmounts | None = None,
     ) -> float:
-        """Higher is better. ``key``: the node's generation, for policies that remember."""
+        """Higher is better. ``key``: the node's generation, for policies that remember;
+        ``room``: the node's host CPU and memory left before the fit (None: not known)."""
         ...
 
 
@@ -95,7 +105,12 @@ class Binpack:
     def device_order(self) -> DeviceOrder:
         return fullest_first
 
-    def bind(self, signals: Signals, containers: tuple[ContainerRequest, ...]) -> Policy:
+    def bind(
+        self,
+        signals: Signals,
+        containers: tuple[ContainerRequest, ...],
+        host: HostAmounts = NO_HOST,
+    ) -> Policy:
         return self
 
     def node_score(
@@ -104,6 +119,7 @@ class Binpack:
         usage: Mapping[str, DeviceUsage],
         fit: NodeFit,
         key: NodeKey | None = None,
+        room: HostAmounts | None = None,
     ) -> float:
         return node_load_after(devices, usage, fit)
 
@@ -119,7 +135,12 @@ class Spread:
     def device_order(self) -> DeviceOrder:
         return emptiest_first
 
-    def bind(self, signals: Signals, containers: tuple[ContainerRequest, ...]) -> Policy:
+    def bind(
+        self,
+        signals: Signals,
+        containers: tuple[ContainerRequest, ...],
+        host: HostAmounts = NO_HOST,
+    ) -> Policy:
         return self
 
     def node_score(
@@ -128,6 +149,7 @@ class Spread:
         usage: Mapping[str, DeviceUsage],
         fit: NodeFit,
         key: NodeKey | None = None,
+        room: HostAmounts | None = None,
     ) -> float:
         return -node_load_after(devices, usage, fit)
 
@@ -143,7 +165,12 @@ class BestFit:
     def device_order(self) -> DeviceOrder:
         return tightest_first
 
-    def bind(self, signals: Signals, containers: tuple[ContainerRequest, ...]) -> Policy:
+    def bind(
+        self,
+        signals: Signals,
+        containers: tuple[ContainerRequest, ...],
+        host: HostAmounts = NO_HOST,
+    ) -> Policy:
         return self
 
     def node_score(
@@ -152,6 +179,7 @@ class BestFit:
         usage: Mapping[str, DeviceUsage],
         fit: NodeFit,
         key: NodeKey | None = None,
+        room: HostAmounts | None = None,
     ) -> float:
         after = usage_after(usage, fit)
         return -sum(free_fraction(d, after.get(d.uuid, NO_USAGE)) for d in devices)
@@ -168,13 +196,20 @@ class FragmentationAware:
     mix: MixSnapshot = EMPTY_SNAPSHOT
     flexible: tuple[bool, ...] = ()
     """Per container: no type selector, so it pays for the scarce models it takes."""
+    need: HostAmounts = NO_HOST
+    """The request's host CPU and memory: taken from the node's room once it is placed."""
 
     def device_order(self) -> DeviceOrder:
         return tightest_first
 
-    def bind(self, signals: Signals, containers: tuple[ContainerRequest, ...]) -> Policy:
+    def bind(
+        self,
+        signals: Signals,
+        containers: tuple[ContainerRequest, ...],
+        host: HostAmounts = NO_HOST,
+    ) -> Policy:
         flexible = tuple(not c.use_types and not c.nouse_types for c in containers)
-        return FragmentationAware(mix=signals.mix.snapshot, flexible=flexible)
+        return FragmentationAware(mix=signals.mix.snapshot, flexible=flexible, need=host)
 
     def node_score(
         self,
@@ -182,9 +217,11 @@ class FragmentationAware:
         usage: Mapping[str, DeviceUsage],
         fit: NodeFit,
         key: NodeKey | None = None,
+        room: HostAmounts | None = None,
     ) -> float:
-        before = remembered(self.mix, devices, usage, key)
-        after = measure(self.mix, devices, usage_after(usage, fit))
+        before = remembered(self.mix, devices, usage, key, room)
+        left = None if room is None else (room[0] - self.need[0], room[1] - self.need[1])
+        after = measure(self.mix, devices, usage_after(usage, fit), left)
         scarce = 0.0
         if self.mix.scarcity:
             by_uuid = {d.uuid: d for d in devices}

@@ -56,6 +56,22 @@ NO_NODE_USAGE: Map[str, DeviceUsage] = Map()
 """One shared empty map: an idle node's usage is the same object from decision to decision."""
 NO_HEAT: Map[str, int] = Map()
 
+HostAmounts = tuple[int, int]
+"""Host CPU (milli-cores) and memory (MiB)."""
+NO_HOST: HostAmounts = (0, 0)
+
+
+def host_room(inventory: NodeInventory, taken: HostAmounts) -> HostAmounts | None:
+    """What is left of the node's host CPU and memory after the pods without HAMi allocations
+    (as its agent last said) and this ledger's allocations there (``taken``); None when the
+    agent does not say the node's allocatable CPU. Memory not said: unlimited."""
+    if inventory.cpu_milli is None:
+        return None
+    cpu = inventory.cpu_milli - inventory.others_cpu_milli - taken[0]
+    if inventory.memory_mib is None:
+        return (cpu, 2**62)
+    return (cpu, inventory.memory_mib - inventory.others_memory_mib - taken[1])
+
 
 def device_load(device: DeviceInfo, usage: DeviceUsage) -> float:
     """How full a device is, 0..3: the sum of its used fractions of slots, cores and memory
@@ -176,6 +192,29 @@ class ClusterState:
 
     models: Map[str, int] = field(default_factory=Map)
     """device model -> devices of it in the cluster (derived from nodes; for scarcity)."""
+    host: Map[str, HostAmounts] = field(default_factory=Map)
+    """node -> the host CPU and memory this ledger's allocations there asked for."""
+
+    def room(self, node: str) -> HostAmounts | None:
+        """The node's host CPU and memory left (``host_room``), None when not known."""
+        record = self.nodes.get(node)
+        if record is None:
+            return None
+        return host_room(record.inventory, self.host.get(node, NO_HOST))
+
+    def _host_moved(self, record: AllocationRecord, sign: int) -> Map[str, HostAmounts]:
+        if not record.cpu_milli and not record.memory_mib:
+            return self.host
+        cpu, mem = self.host.get(record.node, NO_HOST)
+        # Never below zero: a record restored twice or released late must not drive it negative.
+        moved = (
+            max(0, cpu + sign * record.cpu_milli),
+            max(0, mem + sign * record.memory_mib),
+        )
+        if moved != NO_HOST:
+            return self.host.set(record.node, moved)
+        return self.host.delete(record.node) if record.node in self.host else self.host
+
     generation: Map[str, int] = field(default_factory=Map)
     """node -> a number that changes whenever the node's devices or their usage change. Every
     cache of per-node answers is keyed by it, with the signals' (core/signals.py: heat)
@@ -240,6 +279,7 @@ class ClusterState:
             usage=self.usage.set(record.node, node_usage),
             allocations=self.allocations.set(record.allocation_id, allocation),
             by_request=self.by_request.set(record.request_id, record.allocation_id),
+            host=self._host_moved(record, +1),
         ).touched(record.node)
         return state.indexed(record.node)
 
@@ -261,6 +301,7 @@ class ClusterState:
             self,
             usage=self.usage.set(record.node, node_usage),
             allocations=self.allocations.delete(allocation_id),
+            host=self._host_moved(record, -1),
             by_request=self.by_request.delete(record.request_id)
             if self.by_request.get(record.request_id) == allocation_id
             else self.by_request,

@@ -36,7 +36,13 @@ def asked(
     """A request to place: it counts into the mix whatever the decision (one that waits says
     what the cluster is asked for too), then the decision; a request told to wait is
     remembered as waiting until it is placed or refused."""
-    signals = fragmentation.observe_request(world.signals, world.ledger, request.containers, now)
+    signals = fragmentation.observe_request(
+        world.signals,
+        world.ledger,
+        request.containers,
+        now,
+        (request.cpu_milli, request.memory_mib),
+    )
     decision = decide(world.ledger, request, settings, now, memo, signals=signals)
     waiters = waiting.current(world.waiting, now)
     if isinstance(decision, Wait):
@@ -50,7 +56,9 @@ def restored(world: World, record: AllocationRecord, now: float) -> World:
     """An allocation read back after a restart: in the ledger, and its shape in the mix."""
     state = ledger.restore(world.ledger, record, now)
     shape = fragmentation.shape_of_record(record)
-    signals = fragmentation.observe_request(world.signals, state, shape, record.created_at)
+    signals = fragmentation.observe_request(
+        world.signals, state, shape, record.created_at, (record.cpu_milli, record.memory_mib)
+    )
     return replace(world, ledger=state, signals=signals)
 
 

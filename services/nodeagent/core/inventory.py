@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from services.nodeagent.core.hostfigures import HostFigures
 from services.nodeagent.core.readings import DeviceReading, DriverInfo
 from shared.devicekinds import KindRegistry
 from shared.schemas.inventory import DeviceInfo, NodeInventory
@@ -86,7 +87,10 @@ def build_inventory(
     now: float,
     heartbeat_interval_s: float,
     unreadable_regions: int = 0,
+    host: HostFigures | None = None,
 ) -> NodeInventory:
+    """``host``: the node's host CPU and memory (core/hostfigures.py); None: not known."""
+    host = host or HostFigures(None, None)
     return NodeInventory(
         node=node,
         agent_id=agent_id,
@@ -98,6 +102,10 @@ def build_inventory(
         cuda_driver_version=driver.cuda_driver_version,
         unreadable_regions=unreadable_regions,
         mig_instances=tuple(i for r in readings for i in r.mig_instances),
+        cpu_milli=host.cpu_milli,
+        memory_mib=host.memory_mib,
+        others_cpu_milli=host.others_cpu_milli,
+        others_memory_mib=host.others_memory_mib,
     )
 
 
