@@ -18,7 +18,7 @@ from services.allocator.core.fragmentation import (
     snapshot_of,
     stranded,
 )
-from services.allocator.core.mix import REFRESH_EVERY, WorkloadMix, shape_of
+from services.allocator.core.mix import REFRESH_EVERY, MixSnapshot, WorkloadMix, shape_of
 from services.allocator.core.placement import FitMemo, Placed, SchedulingSettings, decide
 from services.allocator.core.state import NO_HOST, ClusterState, DeviceUsage
 from services.allocator.core.world import World
@@ -285,3 +285,73 @@ def test_the_mix_learns_the_host_cpu_requests_ask_for_and_records_bring_it_back(
     back = worlds.restored(cluster(("a", [None], "NVIDIA H200")), record, 0.0)
     assert [host for _, host in back.signals.mix.weights] == [(4000, 8192)]
     assert back.ledger.host["a"] == (4000, 8192)
+
+
+container = st.builds(
+    C,
+    count=st.integers(1, 3),
+    cores=st.sampled_from([0, 20, 50, 100]),
+    memory_percent=st.sampled_from([None, 10, 50, 90]),
+    numa_bind=st.booleans(),
+    use_uuids=st.sampled_from([(), ("GPU-a-1",), ("GPU-b-1",)]),
+    use_types=st.sampled_from([(), ("H200",), ("T4",)]),
+)
+host_ask = st.tuples(st.sampled_from([0, 2000, 8000]), st.sampled_from([0, 4096]))
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    layout=st.lists(
+        st.tuples(
+            st.sampled_from(["NVIDIA H200", "Tesla T4"]),
+            st.sampled_from(["interception", "whole"]),
+            st.integers(0, 1),  # NUMA node
+            st.booleans(),  # healthy
+            st.sampled_from([0, 10, 50, 100]),  # cores taken
+            st.integers(0, 3),  # shares held
+        ),
+        min_size=1,
+        max_size=4,
+    ),
+    shapes=st.lists(
+        st.tuples(st.lists(container, min_size=1, max_size=2).map(tuple), host_ask),
+        min_size=1,
+        max_size=5,
+        unique=True,
+    ),
+    room=st.one_of(st.none(), st.tuples(st.sampled_from([0, 4000, 8000]), st.just(4096))),
+)
+def test_the_measure_is_the_weighted_stranded_capacity_and_alike_nodes_share_it(
+    layout: list[tuple[str, str, int, bool, int, int]],
+    shapes: list[tuple[tuple[C, ...], tuple[int, int]]],
+    room: tuple[int, int] | None,
+) -> None:
+    """measure() judges the usual shapes from the devices' verdicts and remembers nodes by
+    content; both must give exactly the weighted sum of ``stranded`` over the mix, and a node
+    differing only in its devices' names gets the same answer unless a shape names devices."""
+    from msgspec.structs import replace as with_fields
+
+    def node_of(name: str) -> tuple[tuple, Map]:
+        devices, usage = [], {}
+        for i, (model, isolation, numa, healthy, cores, shares) in enumerate(layout):
+            d = with_fields(
+                device(i, node=name, model=model, numa=numa, healthy=healthy),
+                isolation=isolation,
+            )
+            devices.append(d)
+            if shares:
+                usage[d.uuid] = DeviceUsage(memory_mib=cores * 10, cores=cores, count=shares)
+        return tuple(devices), Map(usage)
+
+    weights = [1.0 / len(shapes)] * len(shapes)
+    snapshot = MixSnapshot(shapes=tuple(zip(shapes, weights, strict=True)))
+    for name in ("a", "b"):
+        devices, usage = node_of(name)
+        expected = sum(
+            w * stranded(devices, usage, shape, need, room)
+            for (shape, need), w in zip(shapes, weights, strict=True)
+        )
+        fresh = MixSnapshot(shapes=snapshot.shapes)
+        assert abs(measure(fresh, devices, usage, room) - expected) < 1e-9
+        # The shared snapshot: b, alike a but for names, may be answered from a's entry.
+        assert abs(measure(snapshot, devices, usage, room) - expected) < 1e-9

@@ -107,9 +107,71 @@ def measure(
     usage: Mapping[str, DeviceUsage],
     room: HostAmounts | None = None,
 ) -> float:
-    return sum(
-        p * stranded(devices, usage, shape, need, room) for (shape, need), p in snapshot.shapes
-    )
+    """The node's expected stranded capacity over the mix (``stranded`` per shape, weighted).
+    The usual shape, one container not bound to a NUMA node, fits exactly where enough
+    devices take one share each, so it is judged from the devices' verdicts alone: the same
+    answer as ``stranded`` without a fit search per shape (a test holds them equal)."""
+    used = [usage.get(d.uuid, NO_USAGE) for d in devices]
+    key: object = None
+    if snapshot.shapes and not snapshot.names_devices:
+        fits_host = None if room is None else snapshot.masks.get(room)
+        if fits_host is None and room is not None:
+            fits_host = tuple(n[0] <= room[0] and n[1] <= room[1] for (_, n), _ in snapshot.shapes)
+            if len(snapshot.masks) > 65536:
+                snapshot.masks.clear()
+            snapshot.masks[room] = fits_host
+        key = (content(devices, used), fits_host)
+        hit = snapshot.by_content.get(key)
+        if hit is not None:
+            return hit
+    free = [free_fraction(d, u) for d, u in zip(devices, used, strict=True)]
+    total = sum(free)
+    value = 0.0
+    for (shape, need), p in snapshot.shapes:
+        if room is not None and (need[0] > room[0] or need[1] > room[1]):
+            value += p * total
+        elif len(shape) == 1 and not shape[0].numa_bind:
+            c = shape[0]
+            taking = 0
+            left = 0.0
+            for d, u, f in zip(devices, used, free, strict=True):
+                if device_rejection(c, d, u) is None:
+                    taking += 1
+                elif f > 0:
+                    left += f
+            value += p * (total if taking < c.count else left)
+        else:
+            value += p * stranded(devices, usage, shape, need, room)
+    if key is not None:
+        if len(snapshot.by_content) > 65536:
+            snapshot.by_content.clear()
+        snapshot.by_content[key] = value
+    return value
+
+
+def content(devices: tuple[DeviceInfo, ...], used: list[DeviceUsage]) -> tuple[object, ...]:
+    """What the measure reads of a node's devices and their usage, everything but their names,
+    as one flat tuple (one object to hash and to keep, not one per device)."""
+    out: list[object] = []
+    for d, u in zip(devices, used, strict=True):
+        out += (
+            d.kind,
+            d.model,
+            d.memory_mib,
+            d.cores,
+            d.split_count,
+            d.healthy,
+            d.isolation,
+            d.numa_node,
+            d.profiles,
+            d.slices,
+            d.slices_held,
+            u.memory_mib,
+            u.cores,
+            u.count,
+            u.slices,
+        )
+    return tuple(out)
 
 
 def refreshed(mix: WorkloadMix, models: Mapping[str, int]) -> WorkloadMix:

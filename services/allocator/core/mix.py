@@ -47,6 +47,19 @@ class MixSnapshot:
     scarcity: Mapping[str, float] = field(default_factory=dict)
     memo: dict[tuple[str, int], float] = field(default_factory=dict, compare=False, repr=False)
     """Node fragmentation per (node, generation): valid while this snapshot lives."""
+    by_content: dict[object, float] = field(default_factory=dict, compare=False, repr=False)
+    """Node fragmentation per node content (its devices but for their names, their usage,
+    which shapes its host room holds): nodes alike are measured once."""
+    masks: dict[tuple[int, int], tuple[bool, ...]] = field(
+        default_factory=dict, compare=False, repr=False
+    )
+    """Per host room: which shapes' host asks it holds."""
+    names_devices: bool = field(init=False, compare=False, repr=False)
+    """Some shape selects devices by UUID: content alone does not decide, names do."""
+
+    def __post_init__(self) -> None:
+        names = any(c.use_uuids or c.nouse_uuids for (s, _), _ in self.shapes for c in s)
+        object.__setattr__(self, "names_devices", names)
 
     def close_to(self, other: MixSnapshot) -> bool:
         """Within 5% (total variation) in shapes, and 0.05 in each model's scarcity."""
