@@ -592,7 +592,9 @@ def run(nodes: Nodes, pods: list[Pod], policy: str, seed: int) -> tuple[float, f
 
         order = workload(pods, nodes.capacity, seed)
         at100, at130 = (
-            nodes.capacity - upper_bound(nodes, arrived_until(order, nodes.capacity, mark))
+            max(
+                0.0, nodes.capacity - upper_bound(nodes, arrived_until(order, nodes.capacity, mark))
+            )
             for mark in (1.0, 1.3)
         )
         return at100, at130
