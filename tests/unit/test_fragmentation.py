@@ -355,3 +355,12 @@ def test_the_measure_is_the_weighted_stranded_capacity_and_alike_nodes_share_it(
         assert abs(measure(fresh, devices, usage, room) - expected) < 1e-9
         # The shared snapshot: b, alike a but for names, may be answered from a's entry.
         assert abs(measure(snapshot, devices, usage, room) - expected) < 1e-9
+
+
+def test_a_shape_asking_no_cpu_is_not_stranded_by_an_overcommitted_node() -> None:
+    devices = (device(0, memory=1000),)
+    # Its other pods ask more CPU than it has (the agent's figures lag): room is negative.
+    assert stranded(devices, Map(), HALF, (0, 0), (-500, -10)) == 0.0
+    assert stranded(devices, Map(), HALF, (1, 0), (-500, 1 << 30)) == 1.0
+    snapshot = MixSnapshot(shapes=(((shape_of(HALF), (0, 0)), 1.0),))
+    assert measure(snapshot, devices, Map(), (-500, -10)) == 0.0

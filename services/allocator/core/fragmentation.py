@@ -56,6 +56,13 @@ def taken_fraction(device: DeviceInfo, memory_mib: int, cores: int) -> float:
     return max(memory, cores / device.cores if device.cores else 0.0)
 
 
+def short_of(need: HostAmounts, room: HostAmounts) -> bool:
+    """Whether a node's host room cannot hold the ask: an amount asked that is more than is
+    left (an amount not asked never is, even on a node its other pods overcommit, as
+    kube-scheduler checks only what a pod requests)."""
+    return (need[0] > 0 and room[0] < need[0]) or (need[1] > 0 and room[1] < need[1])
+
+
 def stranded(
     devices: tuple[DeviceInfo, ...],
     usage: Mapping[str, DeviceUsage],
@@ -67,7 +74,7 @@ def stranded(
     the shape does not fit, its devices or its host CPU and memory (``need``) in the node's
     ``room`` (None: not known, not counted)."""
     free = [free_fraction(d, usage.get(d.uuid, NO_USAGE)) for d in devices]
-    if room is not None and (need[0] > room[0] or need[1] > room[1]):
+    if room is not None and short_of(need, room):
         return sum(free)  # the host's CPU or memory strands the devices
     if not isinstance(fit_node("", devices, usage, shape, fullest_first), NodeFit):
         return sum(free)
@@ -116,7 +123,7 @@ def measure(
     if snapshot.shapes and not snapshot.names_devices:
         fits_host = None if room is None else snapshot.masks.get(room)
         if fits_host is None and room is not None:
-            fits_host = tuple(n[0] <= room[0] and n[1] <= room[1] for (_, n), _ in snapshot.shapes)
+            fits_host = tuple(not short_of(n, room) for (_, n), _ in snapshot.shapes)
             if len(snapshot.masks) > 65536:
                 snapshot.masks.clear()
             snapshot.masks[room] = fits_host
@@ -128,7 +135,7 @@ def measure(
     total = sum(free)
     value = 0.0
     for (shape, need), p in snapshot.shapes:
-        if room is not None and (need[0] > room[0] or need[1] > room[1]):
+        if room is not None and short_of(need, room):
             value += p * total
         elif len(shape) == 1 and not shape[0].numa_bind:
             c = shape[0]
