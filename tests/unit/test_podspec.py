@@ -176,3 +176,14 @@ def test_the_pods_host_cpu_and_memory_are_summed_as_kube_scheduler_does() -> Non
     for bad in ("lots", "-1", "1e999999999", "9Ei"):
         with pytest.raises(InvalidRequest, match=r"containers\[c\] cpu"):
             host_requests({"spec": {"containers": [c({"cpu": bad})]}})
+
+
+def test_a_quantity_with_an_absurd_exponent_is_refused_not_computed() -> None:
+    """`1e999999999` would be a number of a billion digits: computing it never ends."""
+    from shared.quantity import parse_k8s_quantity
+
+    with pytest.raises(ValueError, match="out of range"):
+        parse_k8s_quantity("1e999999999")
+    assert parse_k8s_quantity("1e36") == 10**36
+    with pytest.raises(InvalidRequest):
+        parse_pod(pod({"nvidia.com/gpu": "1", "nvidia.com/gpumem": "1e999999999"}))
