@@ -26,6 +26,7 @@ from shared.resources import (
     ResourceNames,
     unknown_policy,
 )
+from shared.schemas.inventory import HOST_MAX
 from shared.schemas.placement import ContainerRequest
 
 
@@ -197,9 +198,6 @@ def parse_pod(
         cpu_milli=cpu,
         memory_mib=memory,
     )
-
-
-HOST_MAX = 2**48
 
 
 def _host_amount(value: object, unit: Fraction, where: str) -> int:

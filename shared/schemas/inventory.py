@@ -8,6 +8,10 @@ from msgspec import Meta
 
 from shared.schemas.base import PREFIX, Codec, SubjectSpec, WireStruct
 
+HOST_MAX = 2**48
+"""The most host CPU (milli-cores) or memory (MiB) any figure may say: past any machine."""
+HostAmount = Annotated[int, Meta(ge=0, le=HOST_MAX)]
+
 MAX_SLICES = 16
 """Memory slices a partitioned device may have (MIG has 8)."""
 
@@ -96,14 +100,14 @@ class NodeInventory(WireStruct, frozen=True, kw_only=True):
     heartbeat_interval_s: float = 5.0
     driver_version: str = ""
     cuda_driver_version: int = 0
-    cpu_milli: Annotated[int, Meta(ge=0, le=2**48)] | None = None
+    cpu_milli: HostAmount | None = None
     """The node's allocatable host CPU (milli-cores); None: not known."""
-    memory_mib: Annotated[int, Meta(ge=0, le=2**48)] | None = None
+    memory_mib: HostAmount | None = None
     """The node's allocatable host memory (MiB); None: not known."""
-    others_cpu_milli: Annotated[int, Meta(ge=0, le=2**48)] = 0
+    others_cpu_milli: HostAmount = 0
     """Host CPU requested by the node's pods that hold no HAMi allocation (the allocator
     counts its own allocations' from its ledger), as of ``sent_at``."""
-    others_memory_mib: Annotated[int, Meta(ge=0, le=2**48)] = 0
+    others_memory_mib: HostAmount = 0
     """Host memory requested likewise."""
     unreadable_regions: int = 0
     """Reads of containers' regions the agent skipped since it started (malformed or of

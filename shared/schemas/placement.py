@@ -10,7 +10,7 @@ import msgspec
 from msgspec import Meta
 
 from shared.schemas.base import PREFIX, Codec, Endpoint, SubjectSpec, WireStruct
-from shared.schemas.inventory import MAX_SLICES, NodeInventory
+from shared.schemas.inventory import MAX_SLICES, HostAmount, NodeInventory
 
 # Ranges checked when a message is decoded: out of range is a malformed request (InvalidRequest).
 MAX_LEASE_TTL_S = 7 * 24 * 3600.0
@@ -20,7 +20,6 @@ Id = Annotated[str, Meta(min_length=1, max_length=256)]
 Priority = Annotated[int, Meta(ge=0, le=1)]
 Secret = Annotated[str, Meta(min_length=16, max_length=128)]
 LeaseTtl = Annotated[float, Meta(gt=0, le=MAX_LEASE_TTL_S)]
-HostAmount = Annotated[int, Meta(ge=0, le=2**48)]
 """Finite and positive: NaN and infinity are refused, never taken as "never expires"."""
 
 

@@ -94,8 +94,23 @@ class Policy(Protocol):
         ...
 
 
+class _LearnsNothing:
+    """For policies whose choice depends on nothing the allocator learns nor on the request's
+    host ask: binding changes nothing."""
+
+    __slots__ = ()
+
+    def bind(
+        self,
+        signals: Signals,
+        containers: tuple[ContainerRequest, ...],
+        host: HostAmounts = NO_HOST,
+    ) -> Policy:
+        return self  # type: ignore[return-value]
+
+
 @dataclass(frozen=True, slots=True)
-class Binpack:
+class Binpack(_LearnsNothing):
     """Fill the fullest device and node first, keeping whole devices free for large requests."""
 
     name: str = "binpack"
@@ -104,14 +119,6 @@ class Binpack:
 
     def device_order(self) -> DeviceOrder:
         return fullest_first
-
-    def bind(
-        self,
-        signals: Signals,
-        containers: tuple[ContainerRequest, ...],
-        host: HostAmounts = NO_HOST,
-    ) -> Policy:
-        return self
 
     def node_score(
         self,
@@ -125,7 +132,7 @@ class Binpack:
 
 
 @dataclass(frozen=True, slots=True)
-class Spread:
+class Spread(_LearnsNothing):
     """Use the emptiest device and node first, for the least interference between jobs."""
 
     name: str = "spread"
@@ -134,14 +141,6 @@ class Spread:
 
     def device_order(self) -> DeviceOrder:
         return emptiest_first
-
-    def bind(
-        self,
-        signals: Signals,
-        containers: tuple[ContainerRequest, ...],
-        host: HostAmounts = NO_HOST,
-    ) -> Policy:
-        return self
 
     def node_score(
         self,
@@ -155,7 +154,7 @@ class Spread:
 
 
 @dataclass(frozen=True, slots=True)
-class BestFit:
+class BestFit(_LearnsNothing):
     """The node and device with the least free capacity left once the request is placed."""
 
     name: str = "best-fit"
@@ -164,14 +163,6 @@ class BestFit:
 
     def device_order(self) -> DeviceOrder:
         return tightest_first
-
-    def bind(
-        self,
-        signals: Signals,
-        containers: tuple[ContainerRequest, ...],
-        host: HostAmounts = NO_HOST,
-    ) -> Policy:
-        return self
 
     def node_score(
         self,

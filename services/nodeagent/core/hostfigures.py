@@ -13,10 +13,9 @@ from shared.errors import InvalidRequest
 from shared.podspec import host_requests, requests_managed
 from shared.quantity import parse_k8s_quantity
 from shared.resources import ResourceNames
+from shared.schemas.inventory import HOST_MAX
 
 log = logging.getLogger("hami.nodeagent")
-
-HOST_MAX = 2**48
 
 
 @dataclass(frozen=True, slots=True)
