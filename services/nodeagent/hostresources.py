@@ -9,20 +9,15 @@ from __future__ import annotations
 
 import logging
 import os
-import time
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from pathlib import Path
 
 from services.nodeagent.core.hostfigures import HostFigures, node_figures
+from services.nodeagent.nodeobject import READ_EVERY_S, NodeObject
 from shared.errors import HamiError
-from shared.kube.client import KubeClient
 from shared.resources import ResourceNames
 
 log = logging.getLogger("hami.nodeagent")
-
-READ_EVERY_S = 30.0
-"""Pods come and go faster than this, but the figures only weigh placements (kube-scheduler
-filters on CPU and memory itself): a list of the node's pods per heartbeat is not worth it."""
 
 
 def machine_figures(meminfo: Path = Path("/proc/meminfo")) -> HostFigures:
@@ -43,32 +38,29 @@ def machine_figures(meminfo: Path = Path("/proc/meminfo")) -> HostFigures:
 
 
 class NodeHostReader:
-    """The Kubernetes node's figures, read at most every READ_EVERY_S; the last good ones
-    while the API server is away (none yet: not known)."""
+    """The Kubernetes node's figures: its allocatable from the shared node read, its pods
+    listed as often (READ_EVERY_S); the last good figures while the API server is away (none
+    yet: not known)."""
 
-    def __init__(
-        self,
-        kube: KubeClient,
-        node: str,
-        kinds: Iterable[ResourceNames],
-        clock: Callable[[], float] = time.monotonic,
-    ) -> None:
-        self.kube = kube
+    def __init__(self, node: NodeObject, kinds: Iterable[ResourceNames]) -> None:
         self.node = node
         self.kinds = tuple(kinds)
-        self._clock = clock
         self._at = -READ_EVERY_S
         self.figures: HostFigures | None = None
 
     async def read(self) -> HostFigures | None:
-        if self._clock() - self._at < READ_EVERY_S:
+        if self.node.clock() - self._at < READ_EVERY_S:
+            return self.figures
+        status = await self.node.get()
+        if status is None:
             return self.figures
         try:
-            node = await self.kube.get_node(self.node)
-            pods, _ = await self.kube.list_pods(field_selector=f"spec.nodeName={self.node}")
+            pods, _ = await self.node.kube.list_pods(
+                field_selector=f"spec.nodeName={self.node.name}"
+            )
         except HamiError as e:
-            log.warning("node's host figures not read", extra={"node": self.node, "error": str(e)})
+            log.warning("node's pods not listed", extra={"node": self.node.name, "error": str(e)})
             return self.figures
-        self._at = self._clock()
-        self.figures = node_figures(node, pods, self.kinds)
+        self._at = self.node.clock()
+        self.figures = node_figures(status, pods, self.kinds)
         return self.figures

@@ -28,6 +28,7 @@ from services.nodeagent.draplugin import DraDriver, serve_dra_plugin
 from services.nodeagent.hostresources import NodeHostReader, machine_figures
 from services.nodeagent.localusage import LocalJobUsage
 from services.nodeagent.migwork import MigLedger, MigWork
+from services.nodeagent.nodeobject import NodeObject
 from services.nodeagent.podusage import ContainerUsage
 from services.nodeagent.regionfiles import RegionReader
 from services.nodeagent.settings import NodeAgentSettings
@@ -168,10 +169,9 @@ async def _kubernetes_node(
 ) -> KubeClient:
     """The device plugin, the ledger it checks pods against, and per-container usage."""
     kube = await KubeClient.from_config(settings.kubeconfig)
-    agent.vendor_check = VendorPluginCheck(kube, agent.node, VENDOR_KINDS, serves)
-    agent.host_figures = NodeHostReader(
-        kube, agent.node, [k.resources for k in VENDOR_KINDS.kinds]
-    ).read
+    node = NodeObject(kube, agent.node)  # one read of the node for both
+    agent.vendor_check = VendorPluginCheck(node, VENDOR_KINDS, serves)
+    agent.host_figures = NodeHostReader(node, [k.resources for k in VENDOR_KINDS.kinds]).read
     records = NodeAllocations(agent.node)
     layout = host_layout(settings)
     mig = agent.manager.mig

@@ -9,18 +9,15 @@ plugin advertises the resource, the kind's devices are published unhealthy (fail
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
 from typing import Any
 
 from services.nodeagent.core.readings import DeviceReading
+from services.nodeagent.nodeobject import NodeObject
 from shared.devicekinds import KindRegistry
-from shared.errors import HamiError
-from shared.kube.client import KubeClient
 
 log = logging.getLogger("hami.nodeagent.vendorplugins")
-CHECK_EVERY_S = 30.0
 
 
 def advertised(node: Mapping[str, Any], resource: str) -> bool:
@@ -57,43 +54,29 @@ def unserved_kinds(registry: KindRegistry, serves: Callable[[Any], bool]) -> dic
 
 
 class VendorPluginCheck:
-    """The node as the kubelet reports it, read at most every CHECK_EVERY_S, and only while
-    the node has devices of kinds left to vendors' plugins."""
+    """The node as the kubelet reports it (nodeobject.py: read at most every 30 s), looked at
+    only while the node has devices of kinds left to vendors' plugins."""
 
     def __init__(
-        self,
-        kube: KubeClient,
-        node: str,
-        registry: KindRegistry,
-        serves: Callable[[Any], bool],
-        clock: Callable[[], float] = time.monotonic,
+        self, node: NodeObject, registry: KindRegistry, serves: Callable[[Any], bool]
     ) -> None:
-        self.kube = kube
         self.node = node
         self._unserved = unserved_kinds(registry, serves)
-        self._clock = clock
-        self._seen: Mapping[str, Any] | None = None
-        self._at = -CHECK_EVERY_S
         self._told: set[str] = set()
 
     async def apply(self, readings: Sequence[DeviceReading]) -> list[DeviceReading]:
         present = {r.kind: self._unserved[r.kind] for r in readings if r.kind in self._unserved}
         if not present:
             return list(readings)
-        if self._clock() - self._at >= CHECK_EVERY_S:
-            try:
-                self._seen = await self.kube.get_node(self.node)
-                self._at = self._clock()
-            except HamiError as e:  # keep the last answer; none yet: nothing is offered
-                log.warning("node not read", extra={"node": self.node, "error": str(e)})
+        seen = await self.node.get()
         for kind, resource in present.items():
-            served = self._seen is not None and advertised(self._seen, resource)
+            served = seen is not None and advertised(seen, resource)
             if not served and kind not in self._told:
                 self._told.add(kind)
                 log.warning(
                     "no device plugin advertises this kind here: its devices are not offered",
-                    extra={"node": self.node, "kind": kind, "resource": resource},
+                    extra={"node": self.node.name, "kind": kind, "resource": resource},
                 )
             elif served:
                 self._told.discard(kind)
-        return offered(readings, present, self._seen)
+        return offered(readings, present, seen)

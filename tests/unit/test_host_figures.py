@@ -10,7 +10,8 @@ from typing import Any
 from services.nodeagent.core.hostfigures import HostFigures, node_figures
 from services.nodeagent.core.inventory import SharingPolicy, build_inventory
 from services.nodeagent.core.readings import DriverInfo
-from services.nodeagent.hostresources import READ_EVERY_S, NodeHostReader, machine_figures
+from services.nodeagent.hostresources import NodeHostReader, machine_figures
+from services.nodeagent.nodeobject import READ_EVERY_S, NodeObject
 from shared.errors import Unavailable
 from shared.vendorkinds import VENDOR_KINDS
 
@@ -85,7 +86,8 @@ class Kube:
 
 def test_the_reader_reads_at_most_every_so_often_and_keeps_the_last_figures() -> None:
     kube, now = Kube(), [0.0]
-    reader = NodeHostReader(kube, "n1", KINDS, clock=lambda: now[0])  # type: ignore[arg-type]
+    node = NodeObject(kube, "n1", clock=lambda: now[0])  # type: ignore[arg-type]
+    reader = NodeHostReader(node, KINDS)
     first = asyncio.run(reader.read())
     assert first == HostFigures(63500, 257690, 1000, 1024) and kube.calls == 1
     now[0] += READ_EVERY_S / 2
