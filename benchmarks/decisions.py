@@ -24,6 +24,7 @@ from multiprocessing.connection import Connection
 import msgspec
 from aiohttp import ClientSession, web
 
+from services.allocator import heap
 from services.allocator.core import ledger
 from services.allocator.core.fragmentation import observe_request
 from services.allocator.core.placement import FitMemo, Placed, SchedulingSettings, decide
@@ -221,6 +222,7 @@ def main() -> None:
     parser.add_argument("--policy", help="node policy (default: the cluster's, binpack)")
     parser.add_argument("--no-http", action="store_true", help="in process only")
     args = parser.parse_args()
+    heap.tune_for_a_large_heap()  # as the allocator service runs (services/allocator/heap.py)
     global POLICY
     POLICY = args.policy
     print(f"{platform.node()} python {platform.python_version()} {time.strftime('%Y-%m-%d')}")

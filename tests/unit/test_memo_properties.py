@@ -1,6 +1,8 @@
 """A remembered answer is always the answer: whatever happens to the cluster (allocations,
-releases, inventory changes, a device going unhealthy, heat), deciding, filtering and scoring
-with the allocator's long-lived memo gives exactly what a fresh memo gives."""
+releases, inventory changes, a device going unhealthy, heat, a node leaving or falling
+silent, a decision asked of an older state), deciding, filtering and scoring with the
+allocator's long-lived memo (its score indexes included) gives exactly what a fresh memo
+gives."""
 
 from __future__ import annotations
 
@@ -26,6 +28,7 @@ from shared.schemas.usage import UsageSample
 from tests.unit.helpers import device, node
 
 NODES = ("a", "b", "c", "d")
+TTL = 12.0
 MODELS = ("NVIDIA H200", "Tesla T4")
 
 
@@ -50,7 +53,14 @@ requests = st.builds(
 )
 operations = st.lists(
     st.one_of(
-        st.tuples(st.just("place"), requests, st.booleans()),
+        st.tuples(
+            st.just("place"),
+            requests,
+            st.one_of(st.none(), st.lists(st.sampled_from((*NODES, "z")), max_size=5)),
+        ),
+        st.tuples(st.just("forget"), st.sampled_from(NODES)),
+        st.tuples(st.just("heartbeat"), st.sampled_from(NODES)),
+        st.tuples(st.just("rewind"), st.integers(0, 50)),
         st.tuples(st.just("release"), st.integers(0, 50)),
         st.tuples(
             st.just("inventory"),
@@ -71,22 +81,43 @@ operations = st.lists(
 @settings(max_examples=150, deadline=None)
 @given(operations, st.sampled_from(["binpack", "spread", "best-fit", "fragmentation"]))
 def test_remembered_answers_equal_fresh_ones(ops: list[tuple], policy: str) -> None:
+    replay(ops, policy, learn=True)
+
+
+@settings(max_examples=200, deadline=None)
+@given(operations, st.sampled_from(["best-fit", "fragmentation"]))
+def test_score_indexes_answer_as_a_scan_does(ops: list[tuple], policy: str) -> None:
+    """The mix learnt once, so each shape's score index lives through the whole sequence and
+    must catch up on every change (with the mix learnt per request, most decisions meet a
+    new policy key and a fresh index)."""
+    replay(ops, policy, learn=False)
+
+
+def replay(ops: list[tuple], policy: str, *, learn: bool) -> None:
     state = ClusterState()
     for name in NODES:
         state = ledger.observe_inventory(state, inventory(name, 2, MODELS[0], None), 0.0)
-    memo, scheduling = FitMemo(), SchedulingSettings(node_policy=policy, node_ttl_s=1e9)
+    # A node not heard from for TTL steps takes nothing (heartbeats and inventories keep it).
+    memo, scheduling = FitMemo(), SchedulingSettings(node_policy=policy, node_ttl_s=TTL)
     signals = NO_SIGNALS
+    if not learn:
+        for shape in (30000, 70000, 30000):
+            asked = (ContainerRequest(count=1, memory_mib=shape),)
+            signals = observe_request(signals, state, asked, 0.0)
     live: list[str] = []
+    earlier: list[tuple[ClusterState, list[str]]] = []
     for step, op in enumerate(ops):
         now = 1.0 + step
+        earlier.append((state, list(live)))
         if op[0] == "place":
             _, container, candidates = op
             request = PlaceRequest(
                 request_id=f"r{step}",
                 containers=(container,),
-                candidate_nodes=NODES[:2] if candidates else None,
+                candidate_nodes=None if candidates is None else tuple(candidates),
             )
-            signals = observe_request(signals, state, request.containers, now)
+            if learn:
+                signals = observe_request(signals, state, request.containers, now)
             remembered = decide(state, request, scheduling, now, memo, signals=signals)
             assert remembered == decide(state, request, scheduling, now, signals=signals)
             names = list(NODES)
@@ -102,6 +133,13 @@ def test_remembered_answers_equal_fresh_ones(ops: list[tuple], policy: str) -> N
                 live.append(record.allocation_id)
         elif op[0] == "release" and live:
             state, _ = ledger.release(state, live.pop(op[1] % len(live)), now)
+        elif op[0] == "forget":
+            state = ledger.forget_node(state, op[1])
+        elif op[0] == "heartbeat" and op[1] in state.nodes:
+            inventory_now = msgspec.structs.replace(state.nodes[op[1]].inventory)
+            state = ledger.observe_inventory(state, inventory_now, now)
+        elif op[0] == "rewind":  # decisions next are asked of a state the memo saw before
+            state, live = earlier[op[1] % len(earlier)]
         elif op[0] == "inventory":
             _, name, devices, model, unhealthy = op
             state = ledger.observe_inventory(state, inventory(name, devices, model, unhealthy), now)

@@ -18,6 +18,7 @@ from services.allocator.core.fit import (
     refusal_by_offer,
 )
 from services.allocator.core.policies import Policy, policy_named
+from services.allocator.core.scoreindex import Best, Judged, ScoreIndex
 from services.allocator.core.signals import NO_SIGNALS, Signals
 from services.allocator.core.state import (
     NO_HEAT,
@@ -25,6 +26,7 @@ from services.allocator.core.state import (
     ClusterState,
     DeviceUsage,
     HostAmounts,
+    LogMark,
     NodeRecord,
     offer_key,
 )
@@ -268,6 +270,70 @@ def evaluate(
     return out
 
 
+def indexed_best(
+    names: frozenset[str] | None,
+    state: ClusterState,
+    containers: tuple[ContainerRequest, ...],
+    node_policy: Policy,
+    gpu_policy: Policy,
+    memo: FitMemo,
+    *,
+    now: float,
+    ttl: float,
+    signals: Signals = NO_SIGNALS,
+) -> Best | None:
+    """The fit ``evaluate`` would find best among the names (None: every node), from the
+    memo's score index for this shape and policy: only the nodes touched since it last looked,
+    or never judged, are judged now (each as the evaluation loop would judge it). None when
+    nothing fits."""
+    order = gpu_policy.device_order()
+    judge = memo.judge(containers, order, node_policy)
+    index = memo.index(("judge", containers, order, node_policy))
+    index.catch_up(
+        (state.changes.mark, signals.changes.mark),
+        lambda marks: touched_since(state, signals, marks),
+    )
+    nodes_get, usage_get, heat_get = state.nodes.get, state.usage.get, signals.heat.get
+    generation_get, heat_generation_get = state.generation.get, signals.generation.get
+    needs = [acceptable(c) for c in containers if c.count]
+    refusals: dict[frozenset[tuple[str, bool]], Reason] = {}
+
+    def judged(name: str) -> Judged | None:
+        record = nodes_get(name)
+        if record is None:
+            return None
+        if any(record.offered.isdisjoint(n) for n in needs):
+            refusal = refusals.get(record.offered)
+            if refusal is None:
+                refusal = refusals[record.offered] = _refused(record, containers)
+            return refusal
+        generation = max(generation_get(name, 0), heat_generation_get(name, 0))
+        return judge(
+            record,
+            usage_get(name, NO_NODE_USAGE),
+            heat_get(name, NO_HEAT),
+            generation,
+            state.room(name),
+        )
+
+    def live(name: str) -> bool:
+        record = nodes_get(name)
+        return record is not None and now - record.last_seen <= ttl
+
+    return index.best(names, state.nodes.keys, judged, live)
+
+
+def touched_since(
+    state: ClusterState, signals: Signals, marks: tuple[LogMark, LogMark]
+) -> list[str] | None:
+    """The nodes the ledger or the signals touched since the marks, or None: cannot say."""
+    ledger = state.changes.since(marks[0])
+    heat = signals.changes.since(marks[1]) if ledger is not None else None
+    if ledger is None or heat is None:
+        return None
+    return ledger + heat
+
+
 LOAD_WALK = 4
 """A search among k candidates walks at most this many index entries per candidate before it
 sorts the candidates it has not met yet: the best of them are usually met early."""
@@ -347,6 +413,22 @@ def search(
     node_policy, gpu_policy = policies_for(signals, request, settings)
     loaded_first = node_policy.most_loaded_first
     candidates = request.candidate_nodes
+    if loaded_first is None and memo.indexes:
+        # A policy that scores every node: its score index knows the best without asking
+        # each node again. Only a refusal (nothing fits) needs every verdict and its reason.
+        best = indexed_best(
+            None if candidates is None else frozenset(candidates),
+            state,
+            request.containers,
+            node_policy,
+            gpu_policy,
+            memo,
+            now=now,
+            ttl=settings.node_ttl_s,
+            signals=signals,
+        )
+        if best is not None:
+            return Verdicts({best[0]: best[1]}, {}, {}, [], best)
     names: Iterable[str]
     keys = index_keys(request.containers)
     if loaded_first is not None and candidates is None:
@@ -395,7 +477,9 @@ def decide(
 ) -> Decision:
     """Where the request goes now, or why it waits or can never be placed. ``memo`` (kept by
     the caller across decisions) changes nothing but the cost."""
-    verdicts = search(state, request, settings, now, memo or FitMemo(), signals=signals)
+    verdicts = search(
+        state, request, settings, now, memo or FitMemo(indexes=False), signals=signals
+    )
     best = verdicts.best
     if best is not None:
         return Placed(best[2])
@@ -434,8 +518,6 @@ def heated(score: float, fit: NodeFit, heat: Map[str, int]) -> float:
     return score - HEAT_TIE * sum(heat.get(g.uuid, 0) for c in fit.containers for g in c)
 
 
-Judged = tuple[float, NodeFit] | Reason
-"""A node's answer for a request: its score and fit, or why it does not fit."""
 JudgeFn = Callable[
     [NodeRecord, Map[str, DeviceUsage], Map[str, int], int, "HostAmounts | None"], Judged
 ]
@@ -450,9 +532,24 @@ class FitMemo:
     every pod, and the allocator deciding request after request, pay one lookup per unchanged
     node."""
 
-    def __init__(self, shapes: int = 64) -> None:
+    def __init__(self, shapes: int = 64, *, indexes: bool = True) -> None:
         self._shapes = shapes
         self._tables: dict[object, dict[str, tuple[int, object]]] = {}
+        self._indexes: dict[object, ScoreIndex] = {}
+        self.indexes = indexes
+        """Whether decisions of scoring policies use a score index per shape (core/
+        scoreindex.py): a memo kept across decisions gains; one made for a single call
+        would only pay to build it."""
+
+    def index(self, key: object) -> ScoreIndex:
+        """The score index of one judge table (kept for as many shapes as the tables)."""
+        index = self._indexes.pop(key, None)
+        if index is None:
+            index = ScoreIndex()
+        self._indexes[key] = index  # most recently used last
+        if len(self._indexes) > self._shapes:
+            del self._indexes[next(iter(self._indexes))]
+        return index
 
     def answers(self, key: object) -> dict[str, tuple[int, object]]:
         """One table: node -> (generation, answer). The evaluation loop reads it inline."""
@@ -618,7 +715,7 @@ def filter_best(
         msgspec.structs.replace(request, candidate_nodes=tuple(names)),
         settings,
         now,
-        memo or FitMemo(),
+        memo or FitMemo(indexes=False),
         signals=signals,
     )
     passed = [verdicts.best[0]] if verdicts.best is not None else []

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field, replace
 from immutables import Map
 
 from services.allocator.core.mix import WorkloadMix
-from services.allocator.core.state import NO_HEAT, next_generation
+from services.allocator.core.state import NO_HEAT, ChangeLog, next_generation
 
 
 @dataclass(frozen=True, slots=True)
@@ -26,8 +26,16 @@ class Signals:
     """node -> moved on whenever the node's heat changes (decisions read it: the caches' key is
     the larger of this and the ledger's, both from one process-wide counter)."""
 
+    changes: ChangeLog = field(default_factory=ChangeLog, compare=False, repr=False)
+    """The touches behind ``generation``, in order (core/state.py: ChangeLog)."""
+
     def touched(self, node: str) -> Signals:
-        return replace(self, generation=self.generation.set(node, next_generation()))
+        generation = next_generation()
+        return replace(
+            self,
+            generation=self.generation.set(node, generation),
+            changes=self.changes.logged(node, generation),
+        )
 
     def node_heat(self, node: str) -> Map[str, int]:
         return self.heat.get(node, NO_HEAT)

@@ -157,6 +157,58 @@ def next_generation() -> int:
 NodeKey = tuple[str, int]
 """A node as caches know it: its name and its generation."""
 
+CHANGES_KEPT = 4096
+"""Touches a change log remembers: a cache that last looked further back asks every node again."""
+
+LogMark = tuple[int, int]
+"""A point in a change log: the position of its newest entry and that entry's generation."""
+
+
+@dataclass(frozen=True, slots=True)
+class ChangeLog:
+    """The nodes touched lately, in order, each with the generation it was given: a cache of
+    per-node answers (core/scoreindex.py) catches up on what changed since it last looked
+    instead of asking every node whether it did. Persistent, like the state it is part of."""
+
+    last: int = 0
+    """Position of the newest entry (0: none yet)."""
+    entries: Map[int, tuple[int, str]] = field(default_factory=Map)
+    """position -> (generation, node), the newest CHANGES_KEPT of them."""
+    origin: int = field(default_factory=next_generation)
+    """Unique per log started empty, kept by what it becomes: the mark of an empty log, so two
+    states built apart are never taken for one another."""
+
+    def logged(self, node: str, generation: int) -> ChangeLog:
+        position = self.last + 1
+        with self.entries.mutate() as entries:
+            entries[position] = (generation, node)
+            entries.pop(position - CHANGES_KEPT, None)
+            kept: Map[int, tuple[int, str]] = entries.finish()
+        return ChangeLog(position, kept, self.origin)
+
+    @property
+    def mark(self) -> LogMark:
+        newest = self.entries.get(self.last)
+        return (self.last, newest[0] if newest is not None else self.origin)
+
+    def since(self, mark: LogMark) -> list[str] | None:
+        """The nodes touched after ``mark`` (repeats possible), or None when this log cannot
+        say: the mark is older than what is kept, or from a log this one does not descend
+        from. Generations are unique in the process, so an entry at the mark's position with
+        the mark's generation is the very touch the mark was taken after."""
+        position, generation = mark
+        if position > self.last:
+            return None
+        if position == 0:
+            if generation != self.origin or (self.last and 1 not in self.entries):
+                return None
+        else:
+            entry = self.entries.get(position)
+            if entry is None or entry[0] != generation:
+                return None
+        entries = self.entries
+        return [entries[p][1] for p in range(position + 1, self.last + 1)]
+
 
 @dataclass(frozen=True, slots=True)
 class ClusterState:
@@ -236,9 +288,17 @@ class ClusterState:
             counted: Map[str, int] = models.finish()
         return counted
 
+    changes: ChangeLog = field(default_factory=ChangeLog, compare=False, repr=False)
+    """The touches behind ``generation``, in order (a cache reads what changed since)."""
+
     def touched(self, node: str) -> ClusterState:
         """This state with the node's generation moved on: its cached answers are stale."""
-        return replace(self, generation=self.generation.set(node, next_generation()))
+        generation = next_generation()
+        return replace(
+            self,
+            generation=self.generation.set(node, generation),
+            changes=self.changes.logged(node, generation),
+        )
 
     def indexed(self, node: str, before: frozenset[str] = frozenset()) -> ClusterState:
         """This state with the node in the load indexes at its current load, and out of the
