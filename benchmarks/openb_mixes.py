@@ -10,8 +10,10 @@ the default list's tasks of one category (CPU-only; one shared GPU; one whole GP
 GPUs), in the asked proportions, and within a category from its constrained or unconstrained
 tasks in the asked proportion of GPU-type constraints. The list keeps the default's length.
 
-Two sets of mixes with different parameters and seeds: `design` is where choices may be made,
-`evaluation` is where they are reported (never the same lists). For each mix: unallocated GPUs
+Three sets of mixes with different parameters and seeds: `design` is where choices may be made,
+`evaluation` is where they are reported (never the same lists), and `check`, made after the
+evaluation set had been used once to reject a choice (docs/benchmarks.md), reports on lists no
+choice has seen. For each mix: unallocated GPUs
 at 100% and 130% arrival (mean of the seeds) per policy, and whether the online fragmentation
 policy is no worse than the better of binpack and best-fit (the issue's target)."""
 
@@ -74,6 +76,15 @@ SETS = {
             )
         ],
         (101, 102, 103),
+    ),
+    "check": (
+        [
+            Mix(s, m, c, t)
+            for s, m, c, t in itertools.product(
+                (0.3, 0.6, 0.9), (0.03, 0.09), (0.1, 0.25), (0.2, 0.35)
+            )
+        ],
+        (201, 202, 203),
     ),
 }
 """Every mix of both sets is valid (sharing and multi-GPU shares add up to at most 100%)."""

@@ -29,12 +29,14 @@ Policies (lower score wins, ties to the lowest node index, except the sim- ones)
   fgd       the paper's Fragmentation Gradient Descent: the smallest increase of expected
             fragmentation against the trace's task mix (FGD's measure: CPU, GPU count, share
             and model; its 95% most popular task shapes)
-  hami-fgd  ours, as services/allocator/core/fragmentation.py decides: the same gradient with
-            tasks weighted by the GPUs they ask for (at least two), plus the scarcity of the GPU
-            models that model-pinned tasks need (paid by unpinned tasks), ties to the node left
-            fullest, the tightest GPU on it; host memory joins CPU in the feasibility test
-  hami-fgd~X[,Y]  ours without X (ablation): tie (first node instead of the fullest), weights
-            (each task counts one), memory (CPU only in the test), scarcity
+  hami-fgd  ours, as services/allocator/core/fragmentation.py decides, with the whole list's
+            mix (offline) within the allocator's bounds: the same gradient over the 32 most
+            common shapes of GPU tasks, each weighing its share of them, plus the scarcity of
+            the GPU models that model-pinned tasks need (paid by unpinned tasks), increases
+            within 0.04 GPU tied and ties to the node left fullest, the tightest GPU on it;
+            host memory joins CPU in the feasibility test
+  hami-fgd~X[,Y]  ours without X (ablation): tie (the exact gradient, ties to the first node
+            index instead of the fullest), memory (CPU only in the test), scarcity
   hami-fgd-online  the same policy with the mix as the allocator learns it: from the arrivals so
             far, in order (each request counts before it is placed), refreshed every 64 requests
             into its 32 weightiest shapes, kept while within 5% (services/allocator/core/mix.py;
@@ -182,17 +184,17 @@ class TaskMix:
         return dataclasses.replace(mix, cpu_only_strands=True) if simulator else mix
 
     @staticmethod
-    def weighted(
-        pods: list[Pod], model_names: list[str], *, by_gpus: bool = True, memory: bool = True
-    ) -> TaskMix:
-        """Ours (as services/allocator/core/fragmentation.py): every shape, host memory
-        included, each task counting by the GPUs it asks for but at least as two (``by_gpus``
-        False: each task counts one; ``memory`` False: host memory left out)."""
+    def weighted(pods: list[Pod], model_names: list[str], *, memory: bool = True) -> TaskMix:
+        """Ours (as services/allocator/core/fragmentation.py) with the whole list known in
+        advance, within the allocator's own bounds: its MIX_SHAPES most common shapes of GPU
+        tasks (it never hears of CPU-only ones), host memory included (``memory`` False:
+        left out), each task counting one."""
         counts: Counter[tuple[int, int, int, int, tuple[str, ...]]] = Counter()
         for p in pods:
-            shape = p.shape if memory else (p.cpu, 0, p.gpus, p.milli, p.spec)
-            counts[shape] += max(p.gpus, 2) if by_gpus else 1
-        return TaskMix._build(list(counts.items()), model_names)
+            if p.gpus:
+                counts[p.shape if memory else (p.cpu, 0, p.gpus, p.milli, p.spec)] += 1
+        top = sorted(counts.items(), key=lambda kv: (-kv[1], repr(kv[0])))[:MIX_SHAPES]
+        return TaskMix._build(top, model_names)
 
     @staticmethod
     def _build(shapes: list[tuple[tuple, float]], model_names: list[str]) -> TaskMix:
@@ -229,9 +231,9 @@ class TaskMix:
         return per_shape @ self.weight
 
 
-REFRESH_EVERY, MIX_SHAPES, MIN_WEIGHT, CLOSE = 64, 32, 2, 0.05
+REFRESH_EVERY, MIX_SHAPES, CLOSE = 64, 32, 0.05
 """As services/allocator/core/mix.py and fragmentation.py: requests between snapshots, shapes
-kept, the least weight of a shape's task, and the total variation under which a snapshot stays."""
+kept, and the total variation under which a snapshot stays."""
 
 
 class OnlineMix:
@@ -249,7 +251,7 @@ class OnlineMix:
         """Count the pod; True when a new snapshot should replace the one in use."""
         if pod.gpus == 0:
             return False  # the allocator never hears of CPU-only pods
-        self.weights[pod.shape] += max(pod.gpus, MIN_WEIGHT)
+        self.weights[pod.shape] += 1
         self.seen.append(pod)
         self.since += 1
         if self.shares and self.since < REFRESH_EVERY:
@@ -271,9 +273,9 @@ class OnlineMix:
         return TaskMix._build(list(self.shares.items()), self.model_names)
 
 
-ABLATIONS = ("tie", "weights", "memory", "scarcity")
-"""What ``hami-fgd~X,Y`` leaves out of ours: ties to the fullest node, tasks weighted by their
-GPUs, host memory in the feasibility test, the scarcity of pinned models."""
+ABLATIONS = ("tie", "memory", "scarcity")
+"""What ``hami-fgd~X,Y`` leaves out of ours: coarse ties to the fullest node, host memory in
+the feasibility test, the scarcity of pinned models."""
 
 
 TIE_MILLI = 40.0
@@ -604,9 +606,7 @@ def run(nodes: Nodes, pods: list[Pod], policy: str, seed: int) -> tuple[float, f
     if base in ("fgd", "fgd-sim"):
         mix = TaskMix.paper(pods, model_names, simulator=base == "fgd-sim")
     elif base == "hami-fgd":
-        mix = TaskMix.weighted(
-            pods, model_names, by_gpus="weights" not in without, memory="memory" not in without
-        )
+        mix = TaskMix.weighted(pods, model_names, memory="memory" not in without)
     online = OnlineMix(model_names, shapes_of(policy)[1]) if base == "hami-fgd-online" else None
     if online is not None:  # nothing learnt yet, as the allocator starts: every node measures 0
         mix = TaskMix._build([], model_names)

@@ -364,3 +364,17 @@ def test_a_shape_asking_no_cpu_is_not_stranded_by_an_overcommitted_node() -> Non
     assert stranded(devices, Map(), HALF, (1, 0), (-500, 1 << 30)) == 1.0
     snapshot = MixSnapshot(shapes=(((shape_of(HALF), (0, 0)), 1.0),))
     assert measure(snapshot, devices, Map(), (-500, -10)) == 0.0
+
+
+def test_each_request_weighs_one_whatever_it_asks_for() -> None:
+    """The measure is the capacity expected to be stranded for the next request (FGD's
+    definition): a shape weighs its share of the requests. A multi-device shape's stranded
+    term already counts every device it cannot use; weighing it by its devices as well would
+    count them twice."""
+    eight = (C(count=8, cores=100),)
+    counts = {(shape_of(eight), NO_HOST): 1.0, (shape_of(HALF), NO_HOST): 3.0}
+    snapshot = snapshot_of(counts, {"NVIDIA H200": 16})
+    assert dict(snapshot.shapes) == {
+        (shape_of(HALF), NO_HOST): 0.75,
+        (shape_of(eight), NO_HOST): 0.25,
+    }

@@ -29,7 +29,6 @@ from services.allocator.core.fit import (
 )
 from services.allocator.core.mix import (
     EMPTY_SNAPSHOT,
-    MIN_WEIGHT,
     MIX_SHAPES,
     REFRESH_EVERY,
     MixKey,
@@ -204,12 +203,13 @@ def devices_asked(shape: Shape) -> float:
 
 
 def snapshot_of(counts: Mapping[MixKey, float], models: Mapping[str, int]) -> MixSnapshot:
-    """``counts``: recent requests per shape. A shape weighs its count times the devices it
-    asks for, at least two; scarcity assumes requests arrive at about the cluster's size."""
-    weighted = {
-        k: n * max(float(sum(c.count for c in k[0])), MIN_WEIGHT) for k, n in counts.items()
-    }
-    top = sorted(weighted.items(), key=lambda kv: (-kv[1], repr(kv[0])))[:MIX_SHAPES]
+    """``counts``: recent requests per shape. A shape weighs its share of requests: the
+    measure is the expected capacity stranded for the next request (FGD's definition), and a
+    multi-device shape's stranded term already counts every device it cannot use (weighing it
+    by its devices too, as before, over-protects empty nodes wherever multi-device requests
+    are common: docs/benchmarks.md). Scarcity assumes requests arrive at about the cluster's
+    size."""
+    top = sorted(counts.items(), key=lambda kv: (-kv[1], repr(kv[0])))[:MIX_SHAPES]
     total = sum(w for _, w in top)
     volume = sum(n * devices_asked(k[0]) for k, n in counts.items())
     demand: dict[str, float] = {}

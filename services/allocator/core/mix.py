@@ -25,7 +25,6 @@ REFRESH_EVERY = 64
 """Requests observed between two snapshots of the mix (a snapshot keeps its memo)."""
 MAX_TRACKED = 1024
 """Distinct shapes remembered at most; beyond it the lightest quarter is forgotten."""
-MIN_WEIGHT = 2.0
 TIE = 0.04
 """Fragmentation changes closer than this (4% of a device) count as ties, and ties go to the
 node left fullest: the measure's finer differences are noise against a mix learnt online, and
