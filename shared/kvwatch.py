@@ -13,7 +13,7 @@ from nats.js.api import DeliverPolicy
 from nats.js.kv import KV_DEL, KV_PURGE, KeyValue
 
 from shared.errors import Unavailable
-from shared.runloop import sleep_or_stop
+from shared.runloop import raise_if_cancelling, sleep_or_stop
 
 log = logging.getLogger("hami.kv")
 
@@ -74,6 +74,7 @@ async def follow(
         try:
             watcher = await kv.watchall()
         except Exception as e:  # NATS down: try again shortly
+            raise_if_cancelling()
             log.warning("kv watch failed, retrying", extra={"error": repr(e)})
             await sleep_or_stop(stop, 1.0)
             continue
@@ -84,6 +85,7 @@ async def follow(
                 try:
                     entry = await watcher.updates(timeout=min(quiet_restart_s, 1.0))
                 except NatsTimeout:
+                    raise_if_cancelling()
                     if loop.time() - last_heard > quiet_restart_s:
                         break
                     continue

@@ -49,10 +49,21 @@ def run_service(
 log = logging.getLogger("hami.runloop")
 
 
+def raise_if_cancelling() -> None:
+    """Raise CancelledError when this task was asked to cancel. For a loop that goes on after a
+    timeout or an error: on Python 3.11 ``asyncio.wait_for`` can report a timeout that
+    coincided with a cancel as the timeout alone (gh-86296), and libraries turn a cancel into
+    their own errors, so a loop that only watches its stop event would never end."""
+    task = asyncio.current_task()
+    if task is not None and task.cancelling():
+        raise asyncio.CancelledError
+
+
 async def sleep_or_stop(stop: asyncio.Event, seconds: float) -> None:
     """Sleep, but wake at once when ``stop`` is set."""
     with contextlib.suppress(TimeoutError):
         await asyncio.wait_for(stop.wait(), seconds)
+    raise_if_cancelling()
 
 
 async def every(
@@ -64,5 +75,6 @@ async def every(
         try:
             await work()
         except Exception as e:
+            raise_if_cancelling()
             log.warning("periodic task failed", extra={"task": name, "error": repr(e)})
         await sleep_or_stop(stop, interval_s)

@@ -35,7 +35,7 @@ from shared.natsutil import (
     ensure_kv,
     nodes_bucket,
 )
-from shared.runloop import every, sleep_or_stop
+from shared.runloop import every, raise_if_cancelling, sleep_or_stop
 from shared.schemas.leader import LEADER_BUCKET
 from shared.schemas.usage import USAGE
 
@@ -49,6 +49,7 @@ async def _retrying(stop: asyncio.Event, name: str, work: Callable[[], Awaitable
         try:
             await work()
         except Exception as e:
+            raise_if_cancelling()
             log.warning("loop failed, restarting", extra={"task": name, "error": repr(e)})
             await sleep_or_stop(stop, 2.0)
 
