@@ -53,7 +53,7 @@ def inventories(nodes: replay.Nodes) -> list[NodeInventory]:
         )
         out.append(
             NodeInventory(
-                node=f"n{i:04d}",
+                node=nodes.names[i],
                 agent_id="a",
                 devices=devices,
                 cpu_milli=int(nodes.cpu[i]),
@@ -98,7 +98,8 @@ def run_core(
     arrived = allocated = 0.0
     marks: dict[float, float] = {}
     costs = []
-    names = [f"n{i:04d}" for i in range(len(nodes.cpu))]
+    names = nodes.names
+    index = {name: i for i, name in enumerate(names)}
     cpu, mem = nodes.cpu.copy(), nodes.mem.copy()
     for i, pod in enumerate(replay.workload(pods, capacity, seed)):
         # kube-scheduler's filter: the nodes with the CPU and memory the pod asks for.
@@ -113,7 +114,7 @@ def run_core(
             placed, _ = ledger.commit(state.ledger, record, 0.0)
             state = world.World(placed, state.signals, state.waiting)
             allocated += pod.gpu_request
-            j = int(decision.fit.node[1:])
+            j = index[decision.fit.node]
             cpu[j] -= pod.cpu
             mem[j] -= pod.mem
         for mark in (1.0, 1.3):

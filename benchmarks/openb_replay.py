@@ -33,10 +33,13 @@ Policies (lower score wins, ties to the lowest node index, except the sim- ones)
             mix (offline) within the allocator's bounds: the same gradient over the 32 most
             common shapes of GPU tasks, each weighing its share of them, plus the scarcity of
             the GPU models that model-pinned tasks need (paid by unpinned tasks), increases
-            within 0.04 GPU tied and ties to the node left fullest, the tightest GPU on it;
-            host memory joins CPU in the feasibility test
+            within 0.04 GPU tied, the tightest GPU on the node; ties of a GPU task go to the
+            first node in the order of a CRC-32 of its name (sn), those of a CPU-only task
+            (which the allocator never sees; placed here by the same measure) to the node left
+            fullest; host memory joins CPU in the feasibility test
   hami-fgd~X[,Y]  ours without X (ablation): tie (the exact gradient, ties to the first node
-            index instead of the fullest), memory (CPU only in the test), scarcity
+            index), names (a GPU task's ties to the node left fullest, not the name order),
+            memory (CPU only in the test), scarcity; hami-fgd-online~X: tie or names
   hami-fgd-online  the same policy with the mix as the allocator learns it: from the arrivals so
             far, in order (each request counts before it is placed), refreshed every 64 requests
             into its 32 weightiest shapes, kept while within 5% (services/allocator/core/mix.py;
@@ -56,6 +59,7 @@ import random
 import statistics
 import sys
 import time
+import zlib
 from collections import Counter
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
@@ -91,6 +95,7 @@ class Nodes:
     mem: np.ndarray
     gpus: np.ndarray
     models: list[str]
+    names: list[str]
 
     @property
     def capacity(self) -> int:
@@ -129,7 +134,14 @@ def read_nodes(path: Path) -> Nodes:
         np.array([_int(r, "memory_mib", path) for r in rows], dtype=np.int64),
         np.array(gpus, dtype=np.int64),
         [r.get("model") or "" for r in rows],
+        [_name(r, path) for r in rows],
     )
+
+
+def _name(row: dict[str, str], path: Path) -> str:
+    if not row.get("sn"):
+        raise SystemExit(f"{path}: a node without a name (sn)")
+    return row["sn"]
 
 
 def read_pods(path: Path) -> list[Pod]:
@@ -273,14 +285,17 @@ class OnlineMix:
         return TaskMix._build(list(self.shares.items()), self.model_names)
 
 
-ABLATIONS = ("tie", "memory", "scarcity")
-"""What ``hami-fgd~X,Y`` leaves out of ours: coarse ties to the fullest node, host memory in
-the feasibility test, the scarcity of pinned models."""
+ABLATIONS = ("tie", "names", "memory", "scarcity")
+"""What ``hami-fgd~X,Y`` leaves out of ours: coarse ties, the name order among a GPU task's
+ties (the fullest node instead), host memory in the feasibility test, the scarcity of pinned
+models."""
+ONLINE_ABLATIONS = ("tie", "names")
+"""Those that apply to the online variant too (its mix and scarcity come from the arrivals)."""
 
 
 TIE_MILLI = 40.0
 """As services/allocator/core/mix.py's TIE (0.04 of a device): fragmentation increases closer
-than this are ties, packed to the fullest node."""
+than this are ties."""
 
 
 def shapes_of(policy: str) -> tuple[str, int]:
@@ -324,10 +339,12 @@ def policy_parts(policy: str) -> tuple[str, frozenset[str]]:
         "hami-fgd-online",
         "bound",
     }
-    if base not in known or (without and base != "hami-fgd") or not without <= set(ABLATIONS):
+    allowed = {"hami-fgd": set(ABLATIONS), "hami-fgd-online": set(ONLINE_ABLATIONS)}
+    if base not in known or not without <= allowed.get(base, set()):
         raise SystemExit(
             f"unknown policy {policy!r}: one of {', '.join(sorted(known))}, or hami-fgd~X[,Y] "
-            f"with X, Y among {', '.join(ABLATIONS)}"
+            f"with X, Y among {', '.join(ABLATIONS)} (hami-fgd-online~X: "
+            f"{', '.join(ONLINE_ABLATIONS)})"
         )
     return base, without
 
@@ -339,6 +356,8 @@ class Cluster:
         # The simulator's ties: kube-scheduler's pick among equal scores, here a node order
         # shuffled once per seed.
         self.tie_rank = np.random.RandomState(seed).permutation(len(nodes.cpu))
+        # Ours: a fixed order of names (services/allocator/core/policies.py: name_rank).
+        self.name_rank = np.array([zlib.crc32(n.encode()) for n in nodes.names], dtype=np.int64)
         if self.policy == "hami-fgd-online":
             self.policy = "hami-fgd"  # the same policy; only where its mix comes from differs
         self.mix = mix
@@ -547,9 +566,13 @@ class Cluster:
         if self.policy == "hami-fgd" and not pod.spec:
             d = d + self.scarcity[self.model[cand]] * pod.gpus * pod.milli
         if self.policy == "hami-fgd" and "tie" not in self.without:
-            # Ties (within TIE_MILLI) go to the node left fullest: packing among near-equals.
-            left = self.free[cand].sum(axis=1) / self.gpu_cap[cand]
-            i = int(np.lexsort((left, np.round(d / self.tie, 0)))[0])
+            # Ties (within TIE_MILLI): a GPU task's to the first node in the name order, a
+            # CPU-only task's to the node left fullest.
+            if pod.gpus and "names" not in self.without:
+                rank = self.name_rank[cand]
+            else:
+                rank = self.free[cand].sum(axis=1) / self.gpu_cap[cand]
+            i = int(np.lexsort((rank, np.round(d / self.tie, 0)))[0])
         elif self.policy == "fgd-sim":  # the simulator's ties: the per-seed node order
             best = d == d.min()
             i = int(np.flatnonzero(best)[np.argmin(self.tie_rank[cand[best]])])

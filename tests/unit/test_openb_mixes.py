@@ -56,3 +56,16 @@ def test_impossible_mixes_are_refused() -> None:
     mixes = load("openb_mixes")
     with pytest.raises(SystemExit, match="past 100%"):
         mixes.sample(default_like(), mixes.Mix(0.7, 0.5, 0.0, 0.0), seed=1)
+
+
+def test_the_sets_share_no_mix_and_no_seed_and_every_mix_is_valid() -> None:
+    """Choices are made on one set and reported on others: no list may be in two of them."""
+    mixes = load("openb_mixes")
+    seen_mixes: set[object] = set()
+    seen_seeds: set[int] = set()
+    for name, (grid, seeds) in mixes.SETS.items():
+        assert not seen_mixes & set(grid), name
+        assert not seen_seeds & set(seeds), name
+        assert all(m.sharing + m.multi <= 1.0 for m in grid), name
+        seen_mixes |= set(grid)
+        seen_seeds |= set(seeds)

@@ -35,6 +35,7 @@ def nodes_of(r: ModuleType, spec: list[tuple[int, int, str]]) -> object:
         mem=np.array([1 << 20] * len(spec), dtype=np.int64),
         gpus=np.array([g for _, g, _ in spec], dtype=np.int64),
         models=[m for _, _, m in spec],
+        names=[f"node-{i}" for i in range(len(spec))],
     )
 
 

@@ -126,6 +126,7 @@ def test_the_simulators_packing_and_best_fit_rules() -> None:
         mem=np.array([262144] * 3),
         gpus=np.array([2, 2, 2]),
         models=["V100"] * 3,
+        names=["a", "b", "c"],
     )
     share = r.Pod(name="p", cpu=1000, mem=1000, gpus=1, milli=300, spec=())
     for policy in ("sim-gpu-packing", "sim-best-fit"):
@@ -150,3 +151,32 @@ def test_the_simulators_fgd_score_makes_near_equals_ties() -> None:
     free = np.array([[1000, 500, 0, 0, 0, 0, 0, 0]])
     frag = mix.fragmentation(np.array([8000]), np.array([0]), free, np.array([0]))
     assert frag[0] == 1500  # ours would say 0: the CPU-only task fits the node
+
+
+def test_ours_breaks_ties_as_the_core_does() -> None:
+    """hami-fgd with nothing to tell nodes apart: a GPU task goes to the first node in the
+    core's order of names (policies.name_rank), a CPU-only task to the node left fullest."""
+    from services.allocator.core.policies import name_rank
+
+    r = replay()
+    names = ["node-a", "node-b", "node-c", "node-d"]
+    assert names.index(min(names, key=name_rank)) not in (0, 2)  # neither first nor fullest
+    nodes = r.Nodes(
+        cpu=np.array([64000] * 4),
+        mem=np.array([262144] * 4),
+        gpus=np.array([2] * 4),
+        models=["V100"] * 4,
+        names=names,
+    )
+    cluster = r.Cluster(nodes, "hami-fgd", r.TaskMix._build([], ["V100"]))
+    cluster.free[2, 0] = 500  # the fullest node, not first by name
+    gpu_task = r.Pod(name="g", cpu=1000, mem=1000, gpus=1, milli=300, spec=())
+    node, _ = cluster._by_fragmentation(np.flatnonzero(cluster.fits(gpu_task)), gpu_task)
+    assert names[node] == min(names, key=name_rank)
+    cpu_task = r.Pod(name="c", cpu=1000, mem=1000, gpus=0, milli=0, spec=())
+    node, _ = cluster._by_fragmentation(np.flatnonzero(cluster.fits(cpu_task)), cpu_task)
+    assert node == 2
+    plain = r.Cluster(nodes, "hami-fgd~names", r.TaskMix._build([], ["V100"]))
+    plain.free[2, 0] = 500
+    node, _ = plain._by_fragmentation(np.flatnonzero(plain.fits(gpu_task)), gpu_task)
+    assert node == 2

@@ -7,11 +7,13 @@ cannot fit there at all, and otherwise the free capacity of the devices that can
 share of it. A node's fragmentation is the stranded capacity averaged over the mix. A candidate
 placement scores by how much it raises that (a gradient step), plus the capacity it takes from
 device models that requests with type selectors depend on (flexible requests leave scarce models
-to the requests that need them). Ties go to the node left fullest.
+to the requests that need them). Increases within ``TIE`` of each other are ties, and a
+device request's ties go to the first node in a fixed order of names (policies.py:
+``name_rank``).
 
 Measured on the Alibaba openb trace (benchmarks/openb_replay.py, docs/benchmarks.md, with an
-ablation of each choice): a shape counts by the devices it asks for but at least as two (so
-losing room for large requests weighs more), ties go to the fullest node, and the scarcity
+ablation of each choice, chosen on one set of generated mixes and reported on two others):
+each request of the mix weighs one, coarse ties, the name order among them, and the scarcity
 term.
 """
 
