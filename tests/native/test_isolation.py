@@ -406,18 +406,28 @@ def test_the_compute_share_holds_within_two_points_whatever_the_launch_pattern(
     """1, 2 and 8 streams, 1 and 16 threads, the per-thread default stream, graphs of 8
     kernels, and the legacy entry points (cuLaunch, cuLaunchGrid, cuLaunchGridAsync,
     cuLaunchCooperativeKernelMultiDevice): the device time used stays within +-2 points of the
-    limit."""
-    result = run(
-        native_build,
-        "share",
-        pattern,
-        count,
-        "1.5",
-        CUDA_DEVICE_SM_LIMIT=str(limit),
-        FAKE_GRAPH_KERNELS="8",
-    )
-    share = float(result.stdout.split("share ")[1].split()[0])
-    assert abs(share - limit / 100) <= 0.02, result.stdout + result.stderr
+    limit. Never above it, in any run; below it, a second run may make up the shortfall: the
+    launching threads share the machine's cores with whatever else runs (a CI run's control
+    plane, benchmarks), and a thread that is not scheduled launches nothing, which reads as
+    a share under the limit that no limiter could prevent (seen once in a CI run: 0.225 of
+    0.25, 24 of 24 alone after)."""
+    outputs, shares = [], []
+    for _ in range(2):
+        result = run(
+            native_build,
+            "share",
+            pattern,
+            count,
+            "1.5",
+            CUDA_DEVICE_SM_LIMIT=str(limit),
+            FAKE_GRAPH_KERNELS="8",
+        )
+        outputs.append(result.stdout + result.stderr)
+        shares.append(float(result.stdout.split("share ")[1].split()[0]))
+        assert shares[-1] <= limit / 100 + 0.02, outputs[-1]
+        if shares[-1] >= limit / 100 - 0.02:
+            break
+    assert max(shares) >= limit / 100 - 0.02, "\n".join(outputs)
 
 
 def test_stream_capture_is_never_invalidated_and_the_graph_is_throttled(
