@@ -10,7 +10,7 @@ shuffled per seed; random copies drawn with replacement are appended until GPU r
 that fits nowhere is skipped. A share s of one GPU (gpu_milli) maps to s/1000 of its memory and
 s/10 % of its cores in HAMi's terms; here, as in the paper, one number per GPU is tracked.
 
-Policies (lower score wins, ties to the lowest node index, except the sim- ones):
+Policies (lower score wins, ties to the lowest node index, except the sim- and hami- ones):
   binpack   fullest node after placement, then the fullest GPU on it
   spread    emptiest node, then the emptiest GPU
   best-fit  least CPU + memory + GPU left over on the node, each normalised
@@ -59,13 +59,16 @@ import random
 import statistics
 import sys
 import time
-import zlib
 from collections import Counter
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from services.allocator.core.policies import name_rank  # the product's own order
 
 G = 8  # GPUs per node, at most, in the trace
 MILLI = 1000
@@ -356,8 +359,8 @@ class Cluster:
         # The simulator's ties: kube-scheduler's pick among equal scores, here a node order
         # shuffled once per seed.
         self.tie_rank = np.random.RandomState(seed).permutation(len(nodes.cpu))
-        # Ours: a fixed order of names (services/allocator/core/policies.py: name_rank).
-        self.name_rank = np.array([zlib.crc32(n.encode()) for n in nodes.names], dtype=np.int64)
+        # Ours: the allocator's fixed order of names.
+        self.name_rank = np.array([name_rank(n) for n in nodes.names])
         if self.policy == "hami-fgd-online":
             self.policy = "hami-fgd"  # the same policy; only where its mix comes from differs
         self.mix = mix

@@ -26,11 +26,11 @@ REFRESH_EVERY = 64
 MAX_TRACKED = 1024
 """Distinct shapes remembered at most; beyond it the lightest quarter is forgotten."""
 TIE = 0.04
-"""Fragmentation changes closer than this (4% of a device) count as ties, and ties go to the
-first node in a fixed order (policies.py): the measure's finer differences are noise against a
-mix learnt online, and first fit among near-equals is what made the published FGD good
-(docs/benchmarks.md: a thousandth of a device before; chosen on the design mixes, confirmed on
-the evaluation ones)."""
+"""Fragmentation changes closer than this (4% of a device) count as ties, and a device
+request's ties go to the first node in a fixed order (policies.py): the measure's finer
+differences are noise against a mix learnt online, and first fit among near-equals is what
+made the published FGD good (docs/benchmarks.md: a thousandth of a device before; chosen on
+the design mixes, confirmed on the evaluation ones)."""
 
 
 def shape_of(containers: Shape) -> Shape:
