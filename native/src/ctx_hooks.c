@@ -154,11 +154,13 @@ EXPORT CUresult cuMemPoolSetAttribute(CUmemoryPool pool, CUmemPool_attribute att
     return rc;
 }
 
-/* After a synchronisation a pool may have given memory back (its release threshold). */
+/* Before a synchronisation the compute sampler covers the work it waits for (its end is when
+ * the device goes idle); after it a pool may have given memory back (its release threshold). */
 #define SYNCHRONISED(name, args)                                                                  \
     do {                                                                                          \
         hami_init();                                                                              \
         REAL_OR_FAIL(name);                                                                       \
+        hami_sample_before_wait();                                                                \
         CUresult rc_ = hami_real.name args;                                                       \
         if (rc_ == CUDA_SUCCESS) hami_cached_recount_all();                                       \
         return rc_;                                                                               \

@@ -162,6 +162,7 @@
     X(cuEventDestroy_v2, CUresult, (CUevent e), (e))                                             \
     X(cuThreadExchangeStreamCaptureMode, CUresult, (CUstreamCaptureMode *mode), (mode))          \
     X(cuStreamIsCapturing, CUresult, (CUstream s, CUstreamCaptureStatus *status), (s, status))   \
+    X(cuStreamQuery, CUresult, (CUstream s), (s))                                                \
     X(cuStreamGetDevice, CUresult, (CUstream s, CUdevice *dev), (s, dev))                        \
     X(cuDeviceGetCount, CUresult, (int *count), (count))                                         \
     X(cuDeviceGetAttribute, CUresult, (int *v, CUdevice_attribute attr, CUdevice dev),           \

@@ -15,12 +15,13 @@
     do { /* the hook has called hami_init() */                                                    \
         if (hami.limits.sm_invalid) return CUDA_ERROR_NOT_PERMITTED;                              \
         int measured_ = hami.throttle && !hami_stream_capturing(stream), dev_ = 0;                \
+        uint64_t at_ = 0;                                                                         \
         if (measured_) {                                                                          \
             dev_ = hami_stream_device(stream);                                                    \
-            hami_throttle_launch(stream, dev_);                                                   \
+            at_ = hami_throttle_launch(stream, dev_);                                             \
         }                                                                                         \
         CUresult rc_ = (call);                                                                    \
-        if (measured_ && rc_ == CUDA_SUCCESS) hami_sample_after_launch(stream, dev_);             \
+        if (measured_ && rc_ == CUDA_SUCCESS) hami_sample_after_launch(stream, dev_, at_);        \
         return rc_;                                                                               \
     } while (0)
 
@@ -118,7 +119,8 @@ EXPORT CUresult cuLaunchCooperativeKernelMultiDevice(CUDA_LAUNCH_PARAMS *list, u
         hami_throttle_launch(list[i].hStream, hami_stream_device(list[i].hStream));
     CUresult rc = hami_real.cuLaunchCooperativeKernelMultiDevice(list, n, flags);
     for (unsigned i = 0; measured && rc == CUDA_SUCCESS && i < n; i++)
-        hami_sample_after_launch(list[i].hStream, hami_stream_device(list[i].hStream));
+        hami_sample_after_launch(list[i].hStream, hami_stream_device(list[i].hStream),
+                                 hami_now_ns());
     return rc;
 }
 

@@ -5,10 +5,15 @@
  * that completed latest (its "frontier"); a newly completed marker after the frontier moves it,
  * and the time it moved (cuEventElapsedTime works across streams of a context) is work done on
  * the device. Work of several streams that overlaps is counted once (as device time, which is what
- * a share of the device means); idle time between markers is counted too, which throttles a
- * sparse job slightly more than needed, never less. Before the throttle sleeps it records a
- * marker (so every launch so far is covered); after the sleep, if everything drained, the chain
- * restarts at a marker recorded before the next launch, so the sleep is not counted as work.
+ * a share of the device means). Idle time between two markers would be counted too, so the
+ * chain restarts across idle time: whenever the device has drained (every marker completed and
+ * every stream launched into since idle) at a launch that follows GAP_NS without launches, a
+ * sampling period without samples, or a throttle sleep, a marker recorded before that launch
+ * starts a new chain. A launch after a gap is sampled at once (a marker behind it), and a
+ * synchronisation records markers before it waits, so the end of a sparse launch or of a
+ * burst is known; idle stretches shorter than GAP_NS between launches still count as work
+ * (conservative). Before the throttle sleeps it records a marker (so every launch so far is
+ * covered).
  * Every launch notes its stream; each sample, and the throttle before it sleeps, records a
  * marker on every stream launched into since its last one, so the work of every stream is
  * covered, and the chain restarts only when nothing is left uncovered. The chain is shared by
@@ -28,6 +33,7 @@
 #define BURST_NS 20000000LL    /* bucket cap: 20 ms of GPU time */
 #define RING 256
 #define DIRTY 64               /* streams with work no marker covers yet */
+#define GAP_NS 200000ULL       /* no launch on a device for this long: it may have drained */
 
 struct marker {
     CUevent event;
@@ -40,6 +46,7 @@ struct chain {
     int head, count;         /* pending markers, oldest at head */
     struct marker last_done; /* the frontier: the completed marker that finished last */
     uint64_t last_sample_ns;
+    uint64_t last_launch_ns; /* when the device was last given work, to GAP_NS / 8 */
     CUevent spare[RING];
     int spares;
     CUstream dirty[DIRTY]; /* launched into since their last marker */
@@ -51,6 +58,8 @@ struct chain {
 /* The stream this thread last noted dirty, and in which epoch: launching on it again before the
  * chain marks it needs no lock. */
 static __thread struct { CUstream stream; int dev; uint64_t epoch; } noted = {NULL, -1, 0};
+/* This thread's launch followed a gap (set by the throttle, taken by the sample after it). */
+static __thread int after_gap;
 
 static pthread_mutex_t chain_lock = PTHREAD_MUTEX_INITIALIZER;
 static struct chain chains[HAMI_MAX_DEVICES];
@@ -171,41 +180,123 @@ static void note_launch(struct chain *c, CUstream stream) {
 }
 
 /* Cover every stream's work so far with a marker (chain_lock held, relaxed). A stream whose
- * marker could not be recorded stays dirty. */
+ * marker could not be recorded stays dirty, and so does one that began a capture since its
+ * launch (a marker there would become a node of the program's graph). */
 static void mark_dirty(struct chain *c) {
     int kept = 0;
     for (int i = 0; i < c->ndirty; i++)
-        if (!mark(c, c->dirty[i])) c->dirty[kept++] = c->dirty[i];
+        if (hami_stream_capturing(c->dirty[i]) || !mark(c, c->dirty[i]))
+            c->dirty[kept++] = c->dirty[i];
     c->ndirty = kept;
     __atomic_store_n(&c->epoch, c->epoch + 1, __ATOMIC_RELEASE);
 }
 
-void hami_sample_after_launch(CUstream stream, int dev) {
+/* Nothing the device was given is pending (chain_lock held, relaxed, after collect): every
+ * marker has completed (the frontier always has), and every stream launched into since its last
+ * marker is idle, so the chain may restart without losing work. Asking the streams, not only
+ * the markers, matters: a stream whose marker could not be recorded (a full ring, a thread
+ * descheduled between its launch and its next sample) would otherwise keep the chain from
+ * restarting across a throttle sleep, and the sleep would be counted as work, which makes the
+ * next sleep longer. A capturing stream must not be queried: it counts as busy. */
+static int drained(const struct chain *c) {
+    if (c->count != 0 || c->overflow) return 0;
+    for (int i = 0; i < c->ndirty; i++)
+        if (hami_real.cuStreamQuery == NULL || hami_stream_capturing(c->dirty[i]) ||
+            hami_real.cuStreamQuery(c->dirty[i]) != CUDA_SUCCESS)
+            return 0;
+    return 1;
+}
+
+/* Drop the frontier and start a new chain at a marker recorded on stream before the launch that
+ * follows, so the idle time since the last work is not counted (chain_lock held, relaxed, the
+ * chain drained: no stream has uncovered work, so none stays dirty). */
+static void restart(struct chain *c, CUstream stream) {
+    give_event(c, c->last_done.event);
+    c->last_done = (struct marker){NULL, NULL};
+    c->ndirty = 0;
+    __atomic_store_n(&c->epoch, c->epoch + 1, __ATOMIC_RELEASE);
+    mark(c, stream);
+}
+
+/* A sampling period has passed since last, which another thread may have moved past now. */
+static int period_over(uint64_t now, uint64_t last) {
+    return now >= last + SAMPLE_NS;
+}
+
+static int settles(int dev) {
+    return !(hami.limits.policy == HAMI_POLICY_DEFAULT && hami.compute->relaxed[dev]);
+}
+
+void hami_sample_after_launch(CUstream stream, int dev, uint64_t now) {
     if (hami_real.cuEventRecord == NULL || hami_real.cuEventQuery == NULL) return;
     struct chain *c = &chains[dev];
-    uint64_t now = hami_now_ns();
+    int due = after_gap; /* a launch after a gap is timed to its end: the next may restart */
+    after_gap = 0;
     uint64_t epoch = __atomic_load_n(&c->epoch, __ATOMIC_ACQUIRE);
     int known = noted.stream == stream && noted.dev == dev && noted.epoch == epoch;
-    if (known && now - __atomic_load_n(&c->last_sample_ns, __ATOMIC_RELAXED) < SAMPLE_NS)
+    if (known && !due && !period_over(now, __atomic_load_n(&c->last_sample_ns, __ATOMIC_RELAXED)))
         return; /* already dirty, and not time to sample: nothing to do */
     pthread_mutex_lock(&chain_lock);
     note_launch(c, stream);
     noted.stream = stream;
     noted.dev = dev;
     noted.epoch = c->epoch;
-    if (now - c->last_sample_ns < SAMPLE_NS) {
+    now = hami_now_ns(); /* the launch may have blocked: the budget is settled at this time */
+    if (!due && !period_over(now, c->last_sample_ns)) {
         pthread_mutex_unlock(&chain_lock);
         return;
     }
-    c->last_sample_ns = now;
+    __atomic_store_n(&c->last_sample_ns, now, __ATOMIC_RELAXED);
     CUstreamCaptureMode mode = relax();
     uint64_t busy = collect(c);
     mark_dirty(c);
     c->overflow = 0;
     restore(mode);
     pthread_mutex_unlock(&chain_lock);
-    if (hami.limits.policy == HAMI_POLICY_DEFAULT && hami.compute->relaxed[dev]) return;
-    settle(dev, busy, now);
+    if (settles(dev)) settle(dev, busy, now);
+}
+
+/* A launch after GAP_NS without launches, or a sampling period after the last sample: if
+ * everything before it has completed, the device has been idle since, and the chain restarts
+ * here rather than count that idle time (however long) as work at the next sample. The sample
+ * after a launch that follows a gap records a marker right behind it, so a job of sparse
+ * launches is measured launch by launch (two markers per launch, paid only by launches that
+ * follow a gap of at least GAP_NS). */
+static void restart_after_gap(struct chain *c, CUstream stream, int dev, uint64_t now, int gap) {
+    if (hami_real.cuEventRecord == NULL || hami_real.cuEventQuery == NULL) return;
+    pthread_mutex_lock(&chain_lock);
+    if (!gap && !period_over(now, c->last_sample_ns)) { /* another thread sampled meanwhile */
+        pthread_mutex_unlock(&chain_lock);
+        return;
+    }
+    CUstreamCaptureMode mode = relax();
+    uint64_t busy = collect(c);
+    if (drained(c)) restart(c, stream);
+    restore(mode);
+    pthread_mutex_unlock(&chain_lock);
+    if (busy > 0 && settles(dev)) settle(dev, busy, now);
+}
+
+/* Before the host waits for the device, cover every stream's work with a marker: the marker
+ * completes when that work does, so the last launches of a burst are timed to their end and the
+ * idle time after the wait is not. One marker per stream launched into since its last one. */
+void hami_sample_before_wait(void) {
+    if (!hami.throttle || hami_real.cuEventRecord == NULL) return;
+    int locked = 0;
+    CUstreamCaptureMode mode = CU_STREAM_CAPTURE_MODE_RELAXED;
+    for (int d = 0; d < HAMI_MAX_DEVICES; d++) {
+        if (__atomic_load_n(&chains[d].ndirty, __ATOMIC_RELAXED) == 0) continue;
+        if (!locked) {
+            pthread_mutex_lock(&chain_lock);
+            mode = relax();
+            locked = 1;
+        }
+        mark_dirty(&chains[d]);
+    }
+    if (locked) {
+        restore(mode);
+        pthread_mutex_unlock(&chain_lock);
+    }
 }
 
 static uint64_t collect_locked(struct chain *c) {
@@ -217,18 +308,24 @@ static uint64_t collect_locked(struct chain *c) {
     return busy;
 }
 
-void hami_throttle_launch(CUstream stream, int dev) {
+uint64_t hami_throttle_launch(CUstream stream, int dev) {
     struct chain *c = &chains[dev];
     struct hami_region *r = hami.compute;
+    uint64_t now = hami_now_ns();
+    uint64_t last_launch = __atomic_load_n(&c->last_launch_ns, __ATOMIC_RELAXED);
+    after_gap = now >= last_launch + GAP_NS;
+    if (now >= last_launch + GAP_NS / 8) /* a coarse time: threads rarely write the line */
+        __atomic_store_n(&c->last_launch_ns, now, __ATOMIC_RELAXED);
+    if (after_gap || period_over(now, __atomic_load_n(&c->last_sample_ns, __ATOMIC_RELAXED)))
+        restart_after_gap(c, stream, dev, now, after_gap);
     /* Tokens left: no wait (a refill only adds). The common case costs one load. */
-    if (__atomic_load_n(&r->tokens_ns[dev], __ATOMIC_RELAXED) >= 0) return;
-    if (hami.limits.policy == HAMI_POLICY_DEFAULT && r->relaxed[dev]) return;
+    if (__atomic_load_n(&r->tokens_ns[dev], __ATOMIC_RELAXED) >= 0) return now;
+    if (!settles(dev)) return now;
     int slept = 0;
     for (int rounds = 0; rounds < 1000; rounds++) {
         /* Unlocked read: a stale value only delays the decision by one round. */
         struct hami_bucket b = {__atomic_load_n(&r->tokens_ns[dev], __ATOMIC_RELAXED),
                                 __atomic_load_n(&r->refill_ns[dev], __ATOMIC_RELAXED)};
-        uint64_t now = hami_now_ns();
         hami_bucket_refill(&b, now, hami.limits.sm_percent, BURST_NS);
         uint64_t wait = hami_bucket_wait_ns(&b, hami.limits.sm_percent);
         if (wait == 0) break;
@@ -243,25 +340,23 @@ void hami_throttle_launch(CUstream stream, int dev) {
         if (wait > 50000000ULL) wait = 50000000ULL;
         struct timespec ts = {(time_t)(wait / 1000000000ULL), (long)(wait % 1000000000ULL)};
         nanosleep(&ts, NULL);
+        now = hami_now_ns();
         /* While we wait, work already queued completes: count it, or we would wait forever. */
-        settle(dev, collect_locked(c), hami_now_ns());
+        settle(dev, collect_locked(c), now);
     }
     if (slept && hami_real.cuEventQuery != NULL) {
         pthread_mutex_lock(&chain_lock);
         CUstreamCaptureMode mode = relax();
         uint64_t busy = collect(c);
-        if (c->count == 0 && c->ndirty == 0 && !c->overflow &&
-            (c->last_done.event == NULL ||
-             hami_real.cuEventQuery(c->last_done.event) == CUDA_SUCCESS)) {
-            /* Drained while we slept, and no work is left uncovered (another thread may have
-             * launched since): restart the chain before this launch. */
-            give_event(c, c->last_done.event);
-            c->last_done = (struct marker){NULL, NULL};
-            mark(c, stream);
-            c->last_sample_ns = hami_now_ns();
+        /* Drained while we slept, and no work is left uncovered (another thread may have
+         * launched since): restart the chain before this launch, so the sleep is not work. */
+        if (drained(c)) {
+            restart(c, stream);
+            __atomic_store_n(&c->last_sample_ns, now, __ATOMIC_RELAXED);
         }
         restore(mode);
         pthread_mutex_unlock(&chain_lock);
-        settle(dev, busy, hami_now_ns());
+        settle(dev, busy, now);
     }
+    return now;
 }

@@ -17,9 +17,12 @@ extern struct hami_state hami;
 
 int hami_current_device(void);
 uint64_t hami_now_ns(void);
-/* Launch bookkeeping for stream's device dev (sampler.c). */
-void hami_throttle_launch(CUstream stream, int dev);
-void hami_sample_after_launch(CUstream stream, int dev);
+/* Launch bookkeeping for stream's device dev (sampler.c): the throttle returns the time the
+ * launch may go, which the sample after it is given (one clock read per launch). */
+uint64_t hami_throttle_launch(CUstream stream, int dev);
+void hami_sample_after_launch(CUstream stream, int dev, uint64_t now);
+/* Before the host waits for the device (a synchronisation). */
+void hami_sample_before_wait(void);
 /* Stream captures in progress in this process (capture hooks): 0 means no stream captures. */
 extern int hami_captures;
 

@@ -381,6 +381,12 @@ EXPORT CUresult cuStreamIsCapturing(CUstream s, CUstreamCaptureStatus *status) {
     pthread_mutex_unlock(&lock);
     return CUDA_SUCCESS;
 }
+/* One engine: a stream is idle when the device is. Querying a capturing stream is not allowed. */
+EXPORT CUresult cuStreamQuery(CUstream s) {
+    if (unsafe_call() != CUDA_SUCCESS) return CUDA_ERROR_STREAM_CAPTURE_UNSUPPORTED;
+    if (capturing(s)) return captured_event_used();
+    return now_ns() >= busy_until_ns ? CUDA_SUCCESS : CUDA_ERROR_NOT_READY;
+}
 EXPORT CUresult cuStreamIsCapturing_ptsz(CUstream s, CUstreamCaptureStatus *status) {
     return cuStreamIsCapturing(s, status);
 }

@@ -430,6 +430,40 @@ def test_the_compute_share_holds_within_two_points_whatever_the_launch_pattern(
     assert max(shares) >= limit / 100 - 0.02, "\n".join(outputs)
 
 
+def _share_and_launches(result: subprocess.CompletedProcess[str]) -> tuple[float, int]:
+    fields = result.stdout.split()
+    assert result.returncode == 0, result.stdout + result.stderr
+    return float(fields[fields.index("share") + 1]), int(fields[fields.index("launches") + 1])
+
+
+@pytest.mark.parametrize("gap_us", ["2000", "5000"])
+def test_a_sparse_job_under_its_limit_keeps_its_pace(native_build: Path, gap_us: str) -> None:
+    """One 100 us kernel every 2 or 5 ms uses 2-5% of the device: at a limit of 10 it must not
+    wait. The idle time between its launches is not work (a library that counted it had this
+    job at 0.3-0.7% of the device, a seventh of its pace)."""
+    free = _share_and_launches(run(native_build, "sparse", gap_us, "1.5"))
+    limited = _share_and_launches(
+        run(native_build, "sparse", gap_us, "1.5", CUDA_DEVICE_SM_LIMIT="10")
+    )
+    assert free[0] < 0.08, free  # the premise: under the limit
+    assert limited[1] >= 0.85 * free[1], (free, limited)
+
+
+@pytest.mark.parametrize(("pattern", "args"), [("sparse", ["500"]), ("bursts", ["20", "8000"])])
+def test_a_job_that_idles_between_launches_gets_its_limit(
+    native_build: Path, pattern: str, args: list[str]
+) -> None:
+    """A kernel every 0.6 ms (0.15 of the device unthrottled), or bursts of 20 kernels, a
+    synchronisation and 8 ms idle (0.19): at a limit of 10 either gets 0.10, not the 0.02
+    that counting the idle time as work gave."""
+    free, _ = _share_and_launches(run(native_build, pattern, *args, "1.5"))
+    limited, _ = _share_and_launches(
+        run(native_build, pattern, *args, "1.5", CUDA_DEVICE_SM_LIMIT="10")
+    )
+    assert free > 0.12, free  # the premise: over the limit unthrottled
+    assert 0.08 <= limited <= 0.12, (free, limited)
+
+
 def test_stream_capture_is_never_invalidated_and_the_graph_is_throttled(
     native_build: Path,
 ) -> None:
