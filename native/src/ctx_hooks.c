@@ -173,6 +173,15 @@ EXPORT CUresult cuStreamSynchronize_ptsz(CUstream s) {
 }
 EXPORT CUresult cuEventSynchronize(CUevent e) { SYNCHRONISED(cuEventSynchronize, (e)); }
 
+/* A destroyed stream's handle is invalid: the compute sampler covers its work and forgets it
+ * first (its pending work still runs, and is still counted). */
+EXPORT CUresult cuStreamDestroy_v2(CUstream s) {
+    hami_init();
+    REAL_OR_FAIL(cuStreamDestroy_v2);
+    hami_sample_stream_gone(s);
+    return hami_real.cuStreamDestroy_v2(s);
+}
+
 /* ---- graphs: an executable graph's allocation nodes are charged from instantiation ---- */
 
 static CUresult instantiated(CUresult rc, CUgraphExec *exec, CUgraph graph) {

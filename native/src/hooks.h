@@ -63,6 +63,7 @@
     X(cuCtxSynchronize, CUresult, (void), ())                                                    \
     X(cuStreamSynchronize, CUresult, (CUstream s), (s))                                          \
     X(cuStreamSynchronize_ptsz, CUresult, (CUstream s), (s))                                     \
+    X(cuStreamDestroy_v2, CUresult, (CUstream s), (s))                                           \
     X(cuEventSynchronize, CUresult, (CUevent e), (e))                                            \
     X(cuGraphInstantiateWithFlags, CUresult,                                                     \
       (CUgraphExec *exec, CUgraph graph, unsigned long long flags), (exec, graph, flags))        \

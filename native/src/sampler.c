@@ -299,6 +299,27 @@ void hami_sample_before_wait(void) {
     }
 }
 
+/* A stream about to be destroyed leaves the dirty lists with a marker covering its work: its
+ * handle must not be used again (a driver may give it to a new stream). If the marker cannot be
+ * recorded, the chain does not restart before the next sample (it could lose that work). */
+void hami_sample_stream_gone(CUstream stream) {
+    if (!hami.throttle || hami_real.cuEventRecord == NULL) return;
+    pthread_mutex_lock(&chain_lock);
+    CUstreamCaptureMode mode = relax();
+    for (int d = 0; d < HAMI_MAX_DEVICES; d++) {
+        struct chain *c = &chains[d];
+        for (int i = 0; i < c->ndirty; i++) {
+            if (c->dirty[i] != stream) continue;
+            if (hami_stream_capturing(stream) || !mark(c, stream)) c->overflow = 1;
+            c->dirty[i] = c->dirty[--c->ndirty];
+            __atomic_store_n(&c->epoch, c->epoch + 1, __ATOMIC_RELEASE);
+            break;
+        }
+    }
+    restore(mode);
+    pthread_mutex_unlock(&chain_lock);
+}
+
 static uint64_t collect_locked(struct chain *c) {
     pthread_mutex_lock(&chain_lock);
     CUstreamCaptureMode mode = relax();

@@ -23,6 +23,8 @@ uint64_t hami_throttle_launch(CUstream stream, int dev);
 void hami_sample_after_launch(CUstream stream, int dev, uint64_t now);
 /* Before the host waits for the device (a synchronisation). */
 void hami_sample_before_wait(void);
+/* Before a stream is destroyed. */
+void hami_sample_stream_gone(CUstream stream);
 /* Stream captures in progress in this process (capture hooks): 0 means no stream captures. */
 extern int hami_captures;
 

@@ -172,6 +172,7 @@ static CUresult run_kernel(void) {
     return CUDA_SUCCESS;
 }
 static int capturing(CUstream s);
+static int dead(CUstream s);
 static CUresult unsafe_call(void);
 static void pools_release(void);
 struct fake_exec;
@@ -231,6 +232,7 @@ EXPORT CUresult cuEventCreate(CUevent *e, unsigned int flags) {
 }
 EXPORT CUresult cuEventRecord(CUevent e, CUstream s) {
     struct fake_event *fe = (struct fake_event *)e;
+    if (dead(s)) return CUDA_ERROR_INVALID_HANDLE;
     fe->captured = capturing(s);
     pthread_mutex_lock(&lock);
     uint64_t now = now_ns();
@@ -286,6 +288,17 @@ EXPORT CUresult cuCtxSynchronize(void) {
  * The test driver counts event queries and synchronisations as potentially unsafe. */
 struct fake_stream { int magic; int dev; };
 #define STREAM_MAGIC 0x57ea
+#define STREAM_DEAD 0xdead
+/* A destroyed stream's handle is invalid (a real driver may even hand it out again): the test
+ * driver keeps its memory, so that it can count every use of it. */
+static long dead_stream_uses;
+EXPORT long fake_dead_stream_uses(void) { return __atomic_load_n(&dead_stream_uses, __ATOMIC_RELAXED); }
+static int dead(CUstream s) {
+    if (s == NULL || (uintptr_t)s <= 4096 || ((struct fake_stream *)s)->magic != STREAM_DEAD)
+        return 0;
+    __atomic_add_fetch(&dead_stream_uses, 1, __ATOMIC_RELAXED);
+    return 1;
+}
 struct capture { CUstream stream; CUstreamCaptureMode mode; pthread_t thread; int invalidated; };
 #define MAXCAPTURE 16
 static struct capture captures[MAXCAPTURE];
@@ -334,7 +347,11 @@ EXPORT CUresult cuStreamCreate(CUstream *s, unsigned int flags) {
     *s = (CUstream)fs;
     return CUDA_SUCCESS;
 }
-EXPORT CUresult cuStreamDestroy_v2(CUstream s) { free(s); return CUDA_SUCCESS; }
+EXPORT CUresult cuStreamDestroy_v2(CUstream s) {
+    if (s == NULL || dead(s)) return CUDA_ERROR_INVALID_HANDLE;
+    if ((uintptr_t)s > 4096) ((struct fake_stream *)s)->magic = STREAM_DEAD;
+    return CUDA_SUCCESS;
+}
 static int stream_device(CUstream s) {
     struct fake_stream *fs = (struct fake_stream *)s;
     return fs != NULL && (uintptr_t)s > 4096 && fs->magic == STREAM_MAGIC ? fs->dev : current;
@@ -384,6 +401,7 @@ EXPORT CUresult cuStreamIsCapturing(CUstream s, CUstreamCaptureStatus *status) {
 /* One engine: a stream is idle when the device is. Querying a capturing stream is not allowed. */
 EXPORT CUresult cuStreamQuery(CUstream s) {
     if (unsafe_call() != CUDA_SUCCESS) return CUDA_ERROR_STREAM_CAPTURE_UNSUPPORTED;
+    if (dead(s)) return CUDA_ERROR_INVALID_HANDLE;
     if (capturing(s)) return captured_event_used();
     return now_ns() >= busy_until_ns ? CUDA_SUCCESS : CUDA_ERROR_NOT_READY;
 }

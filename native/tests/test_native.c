@@ -22,6 +22,7 @@ extern uint64_t fake_managed_allocs(void);
 extern void fake_set_device(int d);
 extern uint64_t fake_used(int d);
 extern long fake_capture_violations(void);
+extern long fake_dead_stream_uses(void);
 
 typedef CUresult (*alloc_fn)(CUdeviceptr *, size_t);
 typedef CUresult (*free_fn)(CUdeviceptr);
@@ -350,6 +351,18 @@ static void scenario_sparse(long gap_us, int burst, double seconds) {
     cuCtxSynchronize();
     double wall = now_s() - start;
     printf("share %.3f launches %d\n", (double)(fake_kernel_ns_total() - k0) / 1e9 / wall, n);
+}
+
+/* A stream with work no marker covers yet is destroyed: its handle is never used again, and the
+ * sparse job that follows on the default stream keeps its pace. */
+static void scenario_stream_gone(long gap_us, double seconds) {
+    CUstream s = NULL;
+    CHECK(cuStreamCreate(&s, 0) == CUDA_SUCCESS);
+    for (int i = 0; i < 2; i++) /* the second follows at once: no marker behind it */
+        CHECK(cuLaunchKernel(NULL, 1, 1, 1, 1, 1, 1, 0, s, NULL, NULL) == CUDA_SUCCESS);
+    CHECK(cuStreamDestroy_v2(s) == CUDA_SUCCESS);
+    scenario_sparse(gap_us, 1, seconds);
+    printf("dead %ld\n", fake_dead_stream_uses());
 }
 
 static void scenario_launch_refused(void) {
@@ -699,6 +712,8 @@ int main(int argc, char **argv) {
     else if (!strcmp(s, "throttle-threads") && argc == 3)
         scenario_throttle_pattern("threads", atof(argv[2]));
     else if (!strcmp(s, "sparse") && argc == 4) scenario_sparse(atol(argv[2]), 1, atof(argv[3]));
+    else if (!strcmp(s, "stream-gone") && argc == 4)
+        scenario_stream_gone(atol(argv[2]), atof(argv[3]));
     else if (!strcmp(s, "bursts") && argc == 5)
         scenario_sparse(atol(argv[3]), atoi(argv[2]), atof(argv[4]));
     else if (!strcmp(s, "launch-refused")) scenario_launch_refused();

@@ -449,6 +449,22 @@ def test_a_sparse_job_under_its_limit_keeps_its_pace(native_build: Path, gap_us:
     assert limited[1] >= 0.85 * free[1], (free, limited)
 
 
+def test_a_destroyed_stream_is_never_used_again_and_does_not_stall_the_job(
+    native_build: Path,
+) -> None:
+    """A stream whose last launch no marker covers is destroyed, then a sparse job runs on the
+    default stream at limit 10. Without cuStreamDestroy hooked the sampler kept the dead handle:
+    it recorded events on it and queried it (a driver may have given it to a new stream), and
+    the chain never restarted, which held the job to 5 launches in a second."""
+    free = run(native_build, "stream-gone", "2000", "1")
+    limited = run(native_build, "stream-gone", "2000", "1", CUDA_DEVICE_SM_LIMIT="10")
+    assert "dead 0" in limited.stdout, limited.stdout
+    assert _share_and_launches(limited)[1] >= 0.85 * _share_and_launches(free)[1], (
+        free.stdout,
+        limited.stdout,
+    )
+
+
 @pytest.mark.parametrize(("pattern", "args"), [("sparse", ["500"]), ("bursts", ["20", "8000"])])
 def test_a_job_that_idles_between_launches_gets_its_limit(
     native_build: Path, pattern: str, args: list[str]
