@@ -94,6 +94,18 @@ static void restore(CUstreamCaptureMode mode) {
         hami_real.cuThreadExchangeStreamCaptureMode(&mode);
 }
 
+/* Take the chain (lock it, and relax this thread's capture mode for our event calls), and give
+ * it back. */
+static CUstreamCaptureMode enter(void) {
+    pthread_mutex_lock(&chain_lock);
+    return relax();
+}
+
+static void leave(CUstreamCaptureMode mode) {
+    restore(mode);
+    pthread_mutex_unlock(&chain_lock);
+}
+
 static CUevent take_event(struct chain *c) {
     if (c->spares > 0) return c->spare[--c->spares];
     CUevent e = NULL;
@@ -251,8 +263,7 @@ void hami_sample_after_launch(CUstream stream, int dev, uint64_t now) {
     uint64_t busy = collect(c);
     mark_dirty(c);
     c->overflow = 0;
-    restore(mode);
-    pthread_mutex_unlock(&chain_lock);
+    leave(mode);
     if (settles(dev)) settle(dev, busy, now);
 }
 
@@ -272,8 +283,7 @@ static void restart_after_gap(struct chain *c, CUstream stream, int dev, uint64_
     CUstreamCaptureMode mode = relax();
     uint64_t busy = collect(c);
     if (drained(c)) restart(c, stream);
-    restore(mode);
-    pthread_mutex_unlock(&chain_lock);
+    leave(mode);
     if (busy > 0 && settles(dev)) settle(dev, busy, now);
 }
 
@@ -287,16 +297,12 @@ void hami_sample_before_wait(void) {
     for (int d = 0; d < HAMI_MAX_DEVICES; d++) {
         if (__atomic_load_n(&chains[d].ndirty, __ATOMIC_RELAXED) == 0) continue;
         if (!locked) {
-            pthread_mutex_lock(&chain_lock);
-            mode = relax();
+            mode = enter();
             locked = 1;
         }
         mark_dirty(&chains[d]);
     }
-    if (locked) {
-        restore(mode);
-        pthread_mutex_unlock(&chain_lock);
-    }
+    if (locked) leave(mode);
 }
 
 /* A stream about to be destroyed leaves the dirty lists with a marker covering its work: its
@@ -304,8 +310,7 @@ void hami_sample_before_wait(void) {
  * recorded, the chain does not restart before the next sample (it could lose that work). */
 void hami_sample_stream_gone(CUstream stream) {
     if (!hami.throttle || hami_real.cuEventRecord == NULL) return;
-    pthread_mutex_lock(&chain_lock);
-    CUstreamCaptureMode mode = relax();
+    CUstreamCaptureMode mode = enter();
     for (int d = 0; d < HAMI_MAX_DEVICES; d++) {
         struct chain *c = &chains[d];
         for (int i = 0; i < c->ndirty; i++) {
@@ -316,16 +321,13 @@ void hami_sample_stream_gone(CUstream stream) {
             break;
         }
     }
-    restore(mode);
-    pthread_mutex_unlock(&chain_lock);
+    leave(mode);
 }
 
 static uint64_t collect_locked(struct chain *c) {
-    pthread_mutex_lock(&chain_lock);
-    CUstreamCaptureMode mode = relax();
+    CUstreamCaptureMode mode = enter();
     uint64_t busy = collect(c);
-    restore(mode);
-    pthread_mutex_unlock(&chain_lock);
+    leave(mode);
     return busy;
 }
 
@@ -351,11 +353,9 @@ uint64_t hami_throttle_launch(CUstream stream, int dev) {
         uint64_t wait = hami_bucket_wait_ns(&b, hami.limits.sm_percent);
         if (wait == 0) break;
         if (!slept) { /* cover every launch made so far, on every stream */
-            pthread_mutex_lock(&chain_lock);
-            CUstreamCaptureMode mode = relax();
+            CUstreamCaptureMode mode = enter();
             mark_dirty(c);
-            restore(mode);
-            pthread_mutex_unlock(&chain_lock);
+            leave(mode);
         }
         slept = 1;
         if (wait > 50000000ULL) wait = 50000000ULL;
@@ -366,8 +366,7 @@ uint64_t hami_throttle_launch(CUstream stream, int dev) {
         settle(dev, collect_locked(c), now);
     }
     if (slept && hami_real.cuEventQuery != NULL) {
-        pthread_mutex_lock(&chain_lock);
-        CUstreamCaptureMode mode = relax();
+        CUstreamCaptureMode mode = enter();
         uint64_t busy = collect(c);
         /* Drained while we slept, and no work is left uncovered (another thread may have
          * launched since): restart the chain before this launch, so the sleep is not work. */
@@ -375,8 +374,7 @@ uint64_t hami_throttle_launch(CUstream stream, int dev) {
             restart(c, stream);
             __atomic_store_n(&c->last_sample_ns, now, __ATOMIC_RELAXED);
         }
-        restore(mode);
-        pthread_mutex_unlock(&chain_lock);
+        leave(mode);
         settle(dev, busy, now);
     }
     return now;
