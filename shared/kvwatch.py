@@ -21,34 +21,35 @@ log = logging.getLogger("hami.kv")
 async def snapshot(
     js: JetStreamContext, bucket: str, *, timeout_s: float = 5.0
 ) -> dict[str, bytes]:
-    """Every live key's current value, complete: done only once the server says nothing is
-    pending for the reader and every message it delivered has been read. (nats-py's own
-    watcher may say "done" before messages already sent have arrived, nats.py#842: a short
-    snapshot here would be a new leader forgetting allocations.) Raises Unavailable when the
-    messages stop coming before that."""
+    """Every live key's current value, complete: done once the reader has passed the last
+    sequence the bucket's stream held after the reader existed (the reader goes in stream
+    order, and a last value it skips is one that a later message replaced, which it reads).
+    Not the reader's pending count: for last-per-subject readers the server has over-counted
+    it before (nats-server#2611, #3148, #8313), and a count that never reaches zero stalls the
+    read; nor nats-py's own watcher, which may say "done" before messages already sent have
+    arrived (nats.py#842): a short snapshot here would be a new leader forgetting allocations.
+    Raises Unavailable when the messages stop coming before that."""
+    stream = f"KV_{bucket}"
     subscription = await js.subscribe(
         f"$KV.{bucket}.>",
-        stream=f"KV_{bucket}",
+        stream=stream,
         ordered_consumer=True,
         deliver_policy=DeliverPolicy.LAST_PER_SUBJECT,
     )
     prefix = len(f"$KV.{bucket}.")
     values: dict[str, bytes] = {}
-    read = 0  # the stream sequence of the last message read
     try:
-        check = True
-        while True:
-            if check:
-                info = await subscription.consumer_info()
-                delivered = info.delivered.stream_seq if info.delivered else 0
-                if not info.num_pending and read >= (delivered or 0):
-                    return values
+        state = (await js.stream_info(stream)).state
+        end = state.last_seq if state.messages else 0
+        read = 0  # the stream sequence of the last message read
+        while read < end:
             try:
                 msg = await subscription.next_msg(timeout=timeout_s)
             except NatsTimeout as e:
-                raise Unavailable(f"bucket {bucket}: the snapshot stopped short; retry") from e
-            meta = msg.metadata
-            read = meta.sequence.stream
+                raise Unavailable(
+                    f"bucket {bucket}: the snapshot stopped at sequence {read} of {end}; retry"
+                ) from e
+            read = msg.metadata.sequence.stream
             key = msg.subject[prefix:]
             operation = (msg.headers or {}).get("KV-Operation")
             reason = (msg.headers or {}).get("Nats-Marker-Reason")
@@ -56,7 +57,7 @@ async def snapshot(
                 values.pop(key, None)
             else:
                 values[key] = msg.data
-            check = meta.num_pending == 0  # the last one, as the server saw it: ask again
+        return values
     finally:
         with contextlib.suppress(Exception):
             await subscription.unsubscribe()
