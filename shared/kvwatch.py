@@ -10,6 +10,7 @@ from collections.abc import AsyncIterator
 from nats.errors import TimeoutError as NatsTimeout
 from nats.js import JetStreamContext
 from nats.js.api import DeliverPolicy
+from nats.js.errors import NotFoundError
 from nats.js.kv import KV_DEL, KV_PURGE, KeyValue
 
 from shared.errors import Unavailable
@@ -46,10 +47,16 @@ async def snapshot(
             try:
                 msg = await subscription.next_msg(timeout=timeout_s)
             except NatsTimeout as e:
+                # The stream's last messages may be gone (a tombstone's TTL ran out): then
+                # nothing is left past what was read, and the read is complete.
+                if await _nothing_after(js, stream, f"$KV.{bucket}.>", read):
+                    return values
                 raise Unavailable(
                     f"bucket {bucket}: the snapshot stopped at sequence {read} of {end}; retry"
                 ) from e
             read = msg.metadata.sequence.stream
+            if msg.metadata.num_pending == 0 and read < end:
+                end = read if await _nothing_after(js, stream, f"$KV.{bucket}.>", read) else end
             key = msg.subject[prefix:]
             operation = (msg.headers or {}).get("KV-Operation")
             reason = (msg.headers or {}).get("Nats-Marker-Reason")
@@ -61,6 +68,15 @@ async def snapshot(
     finally:
         with contextlib.suppress(Exception):
             await subscription.unsubscribe()
+
+
+async def _nothing_after(js: JetStreamContext, stream: str, subjects: str, seq: int) -> bool:
+    """Whether the stream holds no message past ``seq``."""
+    try:
+        await js.get_msg(stream, seq=seq + 1, subject=subjects, next=True)
+    except NotFoundError:
+        return True
+    return False
 
 
 async def follow(

@@ -7,11 +7,18 @@ the bucket's stream had when this allocator last wrote (JetStream's `Nats-Expect
 and the stream refuses it if anything was written since. A new leader first *seals* the bucket
 (a write of its own: the deletion of a key that never exists, which every reader ignores) and
 only then reads the state back; from then on a write prepared by an earlier leader can only
-fail. The allocator serialises its writes (one lock), so the sequence it expects is its own."""
+fail. The allocator serialises its writes (one lock), so the sequence it expects is its own.
+
+A deleted allocation leaves a marker, and every allocation is deleted in the end: kept for ever,
+the markers of every allocation ever made would fill the bucket and a new leader would read
+them all back. So a marker carries a time to live (JetStream's per-message TTL, which the
+leader turns on for the bucket when it seals it); a message that expires adds nothing to the
+stream, so the sequence the fence expects does not move."""
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 
 from nats.js import JetStreamContext
@@ -23,6 +30,9 @@ log = logging.getLogger("hami.allocator.fence")
 SEAL_KEY = "_sealed"
 """Deleted (never written) by each new leader: a no-op for every reader of the bucket."""
 WRONG_LAST_SEQUENCE = 10071
+TOMBSTONE_TTL_S = 24 * 3600
+"""How long a deleted allocation's marker stays: long past any watcher's reconnection (a
+watcher that missed the deletion and comes back after the marker expired keeps the record)."""
 
 
 class Deposed(Unavailable):
@@ -30,8 +40,12 @@ class Deposed(Unavailable):
 
 
 class FencedBucket:
-    def __init__(self, js: JetStreamContext, bucket: str) -> None:
+    def __init__(
+        self, js: JetStreamContext, bucket: str, *, tombstone_ttl_s: int = TOMBSTONE_TTL_S
+    ) -> None:
         self._js = js
+        self._tombstone_ttl_s = tombstone_ttl_s
+        self._ttl_allowed = False
         self._prefix = f"$KV.{bucket}."
         self._stream = f"KV_{bucket}"
         self._last: int | None = None
@@ -42,6 +56,7 @@ class FencedBucket:
 
     async def seal(self, attempts: int = 20) -> None:
         """Make every write an earlier leader still has in flight fail from now on."""
+        await self._allow_ttl()
         for _ in range(attempts):
             info = await self._js.stream_info(self._stream)
             try:
@@ -52,12 +67,31 @@ class FencedBucket:
                 continue
         raise Unavailable("the allocations bucket kept changing; could not take it over")
 
+    async def _allow_ttl(self) -> None:
+        """Turn on per-message TTLs for the bucket's stream (a configuration change, not a
+        message: the fence does not see it). A server without them (before NATS 2.11) keeps
+        the markers, as before."""
+        config = (await self._js.stream_info(self._stream)).config
+        if not config.allow_msg_ttl:
+            try:
+                await self._js.update_stream(dataclasses.replace(config, allow_msg_ttl=True))
+            except APIError as e:
+                log.warning(
+                    "deletion markers are kept: the server refused per-message TTLs",
+                    extra={"stream": self._stream, "error": repr(e)},
+                )
+                return
+        self._ttl_allowed = True
+
     async def put(self, key: str, value: bytes) -> None:
         """Create or replace (allocation ids are fresh: the sequence check is the guard)."""
         await self._write(key, value, {})
 
     async def delete(self, key: str) -> None:
-        await self._write(key, b"", {"KV-Operation": "DEL"})
+        headers = {"KV-Operation": "DEL"}
+        if self._ttl_allowed:
+            headers["Nats-TTL"] = f"{self._tombstone_ttl_s}s"
+        await self._write(key, b"", headers)
 
     async def _write(self, key: str, value: bytes, headers: dict[str, str]) -> None:
         if self._last is None or self.deposed.is_set():

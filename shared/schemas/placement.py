@@ -310,7 +310,11 @@ SUBJECTS = (
         consumers="allocator (rebuild on start), telemetry (watch)",
         message=AllocationRecord,
         doc="The durable allocation record: created before a placement is acknowledged, deleted "
-        "on release or lease expiry. The allocator rebuilds its state from it on start. Only "
+        "on release or lease expiry; the deletion marker expires after 24 h (a per-message TTL, "
+        "which the leader turns on for the bucket's stream when it takes over; NATS 2.11 or "
+        "later, older servers keep the markers), so the bucket holds the live allocations and "
+        "a day of deletions, not every allocation ever made. The allocator rebuilds its state "
+        "from it on start. Only "
         "the leader writes, each write conditional on the stream's last sequence "
         "(Nats-Expected-Last-Sequence); a new leader first deletes the never-written key "
         "`_sealed`, so a write an earlier leader still had in flight is refused.",

@@ -80,3 +80,38 @@ async def test_a_snapshot_holds_every_live_key_and_no_deleted_one(
         assert final == {**expected, **{f"later{i}": b"x" for i in range(500)}}
     finally:
         await nc.close()
+
+
+async def test_deletion_markers_expire_and_neither_the_fence_nor_a_snapshot_notices(
+    nats_server: EmbeddedNats,
+) -> None:
+    """Every allocation is deleted in the end; its marker must not stay for ever. Once the
+    markers expired (here after 1 s) the bucket holds only the live keys, a snapshot whose
+    stream's last messages are gone ends at once, and the leader still writes."""
+    nc = await connect(nats_server.url, "test")
+    try:
+        js = nc.jetstream()
+        await allocations_bucket(js)
+        leader = FencedBucket(js, ALLOCATIONS_BUCKET, tombstone_ttl_s=1)
+        await leader.seal()
+        assert (await js.stream_info(f"KV_{ALLOCATIONS_BUCKET}")).config.allow_msg_ttl
+        for key in ("a", "b", "c"):
+            await leader.put(key, key.encode())
+        await leader.delete("a")
+        await leader.delete("c")  # the stream's last message is a marker
+
+        async def messages() -> int:
+            return (await js.stream_info(f"KV_{ALLOCATIONS_BUCKET}")).state.messages
+
+        for _ in range(100):
+            if await messages() == 2:  # the seal and "b"
+                break
+            await asyncio.sleep(0.1)
+        assert await messages() == 2
+        got = await asyncio.wait_for(snapshot(js, ALLOCATIONS_BUCKET, timeout_s=30), 10)
+        assert got == {"b": b"b"}
+        await leader.put("d", b"d")  # expiry moved nothing the fence expects
+        assert not leader.deposed.is_set()
+        assert await snapshot(js, ALLOCATIONS_BUCKET) == {"b": b"b", "d": b"d"}
+    finally:
+        await nc.drain()

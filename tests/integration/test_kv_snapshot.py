@@ -75,12 +75,3 @@ async def test_a_snapshot_does_not_wait_on_an_over_counted_pending_number(
         assert got == {"b": b"2"}
     finally:
         await nc.close()
-
-
-async def test_a_snapshot_of_an_empty_bucket_is_empty(nats_server: EmbeddedNats) -> None:
-    nc = await connect(nats_server.url, "test")
-    try:
-        await allocations_bucket(nc.jetstream())
-        assert await snapshot(nc.jetstream(), ALLOCATIONS_BUCKET, timeout_s=1.0) == {}
-    finally:
-        await nc.close()
