@@ -8,7 +8,9 @@ A mix is made the way the trace's own variants were (its README: sampled from th
 list emphasising one kind of task): each task of the new list is drawn, with replacement, from
 the default list's tasks of one category (CPU-only; one shared GPU; one whole GPU; several
 GPUs), in the asked proportions, and within a category from its constrained or unconstrained
-tasks in the asked proportion of GPU-type constraints. The list keeps the default's length.
+tasks in the asked proportion of GPU-type constraints. The list keeps the default's length. The
+default list as shipped names no GPU model, so the constrained tasks come from the trace's
+gpuspec20 list (sampled from the default, its README says; `--constrained` names another).
 
 Four sets of mixes with different parameters and seeds: `design` is where choices may be made,
 `evaluation` is where they are reported (never the same lists), `check`, made after the
@@ -109,13 +111,23 @@ def _category(pod: replay.Pod) -> str:
     return "sharing" if pod.milli < replay.MILLI else "whole"
 
 
-def sample(pods: Sequence[replay.Pod], mix: Mix, seed: int) -> list[replay.Pod]:
-    """A list of len(pods) tasks drawn from ``pods`` in the mix's proportions."""
+def sample(
+    pods: Sequence[replay.Pod],
+    mix: Mix,
+    seed: int,
+    constrained_from: Sequence[replay.Pod] = (),
+) -> list[replay.Pod]:
+    """A list of len(pods) tasks drawn from ``pods`` in the mix's proportions; the tasks that
+    name GPU models are drawn from ``constrained_from`` where it has some (the trace's
+    gpuspec20 list: the default list as shipped here names no model, so without it a
+    constrained share could not be made). A category asked for with a constraint and no such
+    task to draw is an error, not a silent unconstrained draw."""
     if mix.sharing + mix.multi > 1.0:
         raise SystemExit(f"{mix.label}: sharing and multi-GPU shares add up past 100%")
     rng = random.Random(seed)
     pools: dict[tuple[str, bool], list[replay.Pod]] = {}
-    for pod in pods:
+    extra = [p for p in constrained_from if p.spec]
+    for pod in [p for p in pods if not (extra and p.spec)] + extra:
         pools.setdefault((_category(pod), bool(pod.spec)), []).append(pod)
     gpu_share = {"sharing": mix.sharing, "multi": mix.multi, "whole": 1.0 - mix.sharing - mix.multi}
     out = []
@@ -130,17 +142,24 @@ def sample(pods: Sequence[replay.Pod], mix: Mix, seed: int) -> list[replay.Pod]:
                     category = name
                     break
         constrained = category != "cpu" and rng.random() < mix.constrained
-        pool = pools.get((category, constrained)) or pools.get((category, not constrained)) or []
+        pool = pools.get((category, constrained), [])
         if not pool:
-            raise SystemExit(f"the default list has no {category} task to sample")
+            kind = "model-constrained " if constrained else ""
+            raise SystemExit(
+                f"{mix.label}: no {kind}{category} task to sample (give --constrained a list "
+                "that has them)"
+            )
         picked = rng.choice(pool)
         out.append(replace(picked, name=f"{picked.name}-m{i:05d}"))
     return sorted(out, key=lambda p: p.name)
 
 
-def _one(args: tuple[Path, Path, Mix, int, str, int]) -> tuple[Mix, str, float, float]:
-    node_path, pod_path, mix, list_seed, policy, run_seed = args
-    pods = sample(replay.read_pods(pod_path), mix, list_seed)
+def _one(
+    args: tuple[Path, Path, Path | None, Mix, int, str, int],
+) -> tuple[Mix, str, float, float]:
+    node_path, pod_path, constrained_path, mix, list_seed, policy, run_seed = args
+    constrained = replay.read_pods(constrained_path) if constrained_path else []
+    pods = sample(replay.read_pods(pod_path), mix, list_seed, constrained)
     at100, at130 = replay.run(replay.read_nodes(node_path), pods, policy, run_seed)
     return mix, policy, at100, at130
 
@@ -151,6 +170,12 @@ def main() -> None:
     )
     parser.add_argument("nodes", type=Path)
     parser.add_argument("pods", type=Path, help="the default list, resampled into each mix")
+    parser.add_argument(
+        "--constrained",
+        type=Path,
+        help="a list whose model-constrained tasks the mixes draw (default: the trace's"
+        " openb_pod_list_gpuspec20.csv beside the default list, when the default names no model)",
+    )
     parser.add_argument("--set", choices=sorted(SETS), default="evaluation")
     parser.add_argument("--jobs", type=int, default=1)
     parser.add_argument(
@@ -161,10 +186,16 @@ def main() -> None:
     )
     args = parser.parse_args()
     mixes, seeds = SETS[args.set]
+    constrained = args.constrained
+    if constrained is None and not any(p.spec for p in replay.read_pods(args.pods)):
+        beside = args.pods.with_name("openb_pod_list_gpuspec20.csv")
+        constrained = beside if beside.is_file() else None
+    if constrained is not None:
+        print(f"model-constrained tasks drawn from {constrained.name}")
     policies = (*POLICIES[:-1], args.online)
     # Each seed makes one list per mix and replays it once per policy (the paper's shuffle).
     jobs = [
-        (args.nodes, args.pods, mix, seed * 1000 + n, policy, seed)
+        (args.nodes, args.pods, constrained, mix, seed * 1000 + n, policy, seed)
         for n, mix in enumerate(mixes)
         for seed in seeds
         for policy in policies

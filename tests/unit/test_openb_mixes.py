@@ -1,8 +1,10 @@
 """The mix sampler (benchmarks/openb_mixes.py) makes lists in the asked proportions, from the
-default list's own tasks, the same list for the same seed."""
+default list's own tasks (model-constrained ones from a second list where the default has
+none), the same list for the same seed."""
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.util
 import sys
 from pathlib import Path
@@ -50,6 +52,26 @@ def test_the_sampler_keeps_the_asked_proportions_and_is_reproducible() -> None:
         (p.cpu, p.mem, p.gpus, p.milli, p.spec) in shapes for p in made
     )  # drawn, not made up
     assert len({p.name for p in made}) == len(made)
+
+
+def test_constrained_tasks_come_from_the_second_list_when_the_default_names_no_model() -> None:
+    mixes = load("openb_mixes")
+    replay = load("openb_replay")
+    plain = [dataclasses.replace(p, spec=()) for p in default_like()]
+    pinned = [replay.Pod(f"s{i:04d}", 2000, 4000, 1, 1000, ("G2",)) for i in range(50)]
+    mix = mixes.Mix(sharing=0.3, multi=0.1, cpu_only=0.1, constrained=0.2)
+    with pytest.raises(SystemExit, match="no model-constrained"):
+        mixes.sample(plain, mix, seed=3)  # asked for, none to draw: an error, not a quiet 0%
+    pinned += [
+        replay.Pod(f"t{i:04d}", 2000, 4000, g, m, ("T4",))
+        for i, (g, m) in enumerate([(1, 500), (4, 1000)] * 20)
+    ]
+    made = mixes.sample(plain, mix, seed=3, constrained_from=pinned)
+    gpu = [p for p in made if p.gpus]
+    assert abs(sum(bool(p.spec) for p in gpu) / len(gpu) - 0.2) < 0.06
+    assert {p.name.split("-")[0][0] for p in made if p.spec} <= {"s", "t"}
+    unconstrained = mixes.Mix(sharing=0.3, multi=0.1, cpu_only=0.1, constrained=0.0)
+    assert not any(p.spec for p in mixes.sample(plain, unconstrained, seed=3))
 
 
 def test_impossible_mixes_are_refused() -> None:
