@@ -24,6 +24,7 @@ target)."""
 from __future__ import annotations
 
 import argparse
+import functools
 import itertools
 import random
 import statistics
@@ -154,12 +155,18 @@ def sample(
     return sorted(out, key=lambda p: p.name)
 
 
+@functools.cache
+def _pods(path: Path) -> list[replay.Pod]:
+    """A list read once per worker process, not once per run (Pods are frozen: shared safely)."""
+    return replay.read_pods(path)
+
+
 def _one(
     args: tuple[Path, Path, Path | None, Mix, int, str, int],
 ) -> tuple[Mix, str, float, float]:
     node_path, pod_path, constrained_path, mix, list_seed, policy, run_seed = args
-    constrained = replay.read_pods(constrained_path) if constrained_path else []
-    pods = sample(replay.read_pods(pod_path), mix, list_seed, constrained)
+    constrained = _pods(constrained_path) if constrained_path else []
+    pods = sample(_pods(pod_path), mix, list_seed, constrained)
     at100, at130 = replay.run(replay.read_nodes(node_path), pods, policy, run_seed)
     return mix, policy, at100, at130
 

@@ -30,9 +30,9 @@ async def snapshot(
     read; nor nats-py's own watcher, which may say "done" before messages already sent have
     arrived (nats.py#842): a short snapshot here would be a new leader forgetting allocations.
     Raises Unavailable when the messages stop coming before that."""
-    stream = f"KV_{bucket}"
+    stream, subjects = f"KV_{bucket}", f"$KV.{bucket}.>"
     subscription = await js.subscribe(
-        f"$KV.{bucket}.>",
+        subjects,
         stream=stream,
         ordered_consumer=True,
         deliver_policy=DeliverPolicy.LAST_PER_SUBJECT,
@@ -49,14 +49,15 @@ async def snapshot(
             except NatsTimeout as e:
                 # The stream's last messages may be gone (a tombstone's TTL ran out): then
                 # nothing is left past what was read, and the read is complete.
-                if await _nothing_after(js, stream, f"$KV.{bucket}.>", read):
+                if await _nothing_after(js, stream, subjects, read):
                     return values
                 raise Unavailable(
                     f"bucket {bucket}: the snapshot stopped at sequence {read} of {end}; retry"
                 ) from e
             read = msg.metadata.sequence.stream
-            if msg.metadata.num_pending == 0 and read < end:
-                end = read if await _nothing_after(js, stream, f"$KV.{bucket}.>", read) else end
+            tail = msg.metadata.num_pending == 0 and read < end  # its last messages expired?
+            if tail and await _nothing_after(js, stream, subjects, read):
+                end = read
             key = msg.subject[prefix:]
             operation = (msg.headers or {}).get("KV-Operation")
             reason = (msg.headers or {}).get("Nats-Marker-Reason")
