@@ -23,6 +23,25 @@ from shared.schemas.placement import ALLOCATIONS_BUCKET
 log = logging.getLogger("hami.nats")
 
 
+class _Client(Client):
+    """nats-py's client, closing what a failed attempt left before each new one.
+
+    nats-py 2.16 reuses one transport object across attempts, and a new attempt replaces its
+    connection without closing the old. When a server accepts and then fails the handshake
+    (a restarting or overloaded one), every such attempt leaked a socket until the garbage
+    collector met it; in the tests, a ResourceWarning far from its cause."""
+
+    async def _connect_to_server(self, s: Any) -> None:
+        # Every caller reaches here with the previous connection already given up (a failed
+        # first attempt, or a reconnect that closed it or whose attempt failed).
+        previous: Any = self._transport
+        if previous:
+            previous.close()
+            with contextlib.suppress(Exception):
+                await previous.wait_closed()
+        await super()._connect_to_server(s)
+
+
 async def connect(
     url: str,
     name: str,
@@ -53,7 +72,7 @@ async def connect(
     # nats-py keeps retrying a refused first connection; a plain TCP probe answers at once.
     if not await _accepts_tcp(url, connect_timeout_s):
         raise unreachable
-    nc = Client()
+    nc = _Client()
     try:
         await asyncio.wait_for(nc.connect(url, **options), 2 * connect_timeout_s)
     except Exception as e:  # nats raises several unrelated types for "cannot connect"

@@ -112,7 +112,7 @@ async def _status(hami: Deployed) -> StatusReply:
                 assert time.monotonic() < deadline, "no allocator answered for a minute"
                 await asyncio.sleep(0.5)
     finally:
-        await nc.drain()
+        await nc.close()
 
 
 def held(reply: StatusReply) -> dict[str, str]:
