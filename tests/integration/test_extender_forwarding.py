@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 import aiohttp
@@ -19,6 +18,7 @@ from services.allocator.settings import AllocatorSettings
 from shared.embedded_nats import EmbeddedNats
 from shared.natsutil import connect
 from tests.e2e.controlplane.cluster import free_port
+from tests.integration.waiting import until
 
 FILTER = json.dumps(
     {
@@ -104,13 +104,6 @@ async def test_a_standby_answers_with_the_leaders_answer(
         for stop in stops:
             stop.set()
         await asyncio.gather(*allocators)
-
-
-async def until(condition: Callable[[], bool], timeout_s: float = 15) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not condition():
-        assert time.monotonic() < deadline, "condition not met in time"
-        await asyncio.sleep(0.1)
 
 
 async def until_healthy(session: aiohttp.ClientSession, port: int) -> None:

@@ -6,11 +6,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import time
-from collections.abc import Awaitable, Callable
 
 from shared.embedded_nats import EmbeddedNats
 from shared.natsutil import connect
+from tests.integration.waiting import until
 
 
 class StallingProxy:
@@ -65,18 +64,6 @@ async def pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> No
             writer.write(data)
             await writer.drain()
     writer.close()
-
-
-async def until(condition: Callable[[], bool | Awaitable[bool]], timeout_s: float) -> None:
-    deadline = time.monotonic() + timeout_s
-    while True:
-        result = condition()
-        if not isinstance(result, bool):
-            result = await result
-        if result:
-            return
-        assert time.monotonic() < deadline, "timed out"
-        await asyncio.sleep(0.05)
 
 
 async def test_attempts_given_up_during_a_reconnect_are_closed(nats_server: EmbeddedNats) -> None:
