@@ -617,6 +617,7 @@ static void scenario_free(void) {
  * "threads N" each looping on a stream of its own, "ptds N" threads on the per-thread default
  * stream, "graphs N" graph launches over N streams (FAKE_GRAPH_KERNELS kernels each), "legacy"
  * the deprecated entry points. Prints the share of the device the kernels used. */
+static unsigned long long share_runqueue_ns; /* summed over the launching threads */
 struct share_run { const char *pattern; int index, streams; double until; };
 
 static CUresult launch_by(const char *pattern, CUstream s, int n) {
@@ -639,6 +640,15 @@ static void *share_loop(void *arg) {
         CUstream s = (CUstream)(uintptr_t)(1 + (r->index + n) % r->streams);
         CHECK(launch_by(r->pattern, s, n) == CUDA_SUCCESS);
     }
+    /* How long this thread was runnable but not running (schedstat's second field): a share
+     * under the limit with launchers that waited this long is the host's, not the library's. */
+    FILE *f = fopen("/proc/thread-self/schedstat", "r");
+    unsigned long long ran = 0, waited = 0;
+    if (f != NULL) {
+        if (fscanf(f, "%llu %llu", &ran, &waited) != 2) waited = 0;
+        fclose(f);
+    }
+    __atomic_add_fetch(&share_runqueue_ns, waited, __ATOMIC_RELAXED);
     return NULL;
 }
 
@@ -657,8 +667,9 @@ static void scenario_share(const char *pattern, int n, double seconds) {
     for (int i = 0; i < threads && i < 64; i++) pthread_join(t[i], NULL);
     cuCtxSynchronize();
     double wall = now_s() - start;
-    printf("share %.3f events %ld\n", (double)(fake_kernel_ns_total() - k0) / 1e9 / wall,
-           fake_events_live());
+    printf("share %.3f events %ld runqueue %.3f s\n",
+           (double)(fake_kernel_ns_total() - k0) / 1e9 / wall, fake_events_live(),
+           (double)share_runqueue_ns / 1e9);
 }
 
 /* PyTorch captures CUDA graphs in global mode while other streams keep running. Nothing the

@@ -410,7 +410,11 @@ def test_the_compute_share_holds_within_two_points_whatever_the_launch_pattern(
     launching threads share the machine's cores with whatever else runs (a CI run's control
     plane, benchmarks), and a thread that is not scheduled launches nothing, which reads as
     a share under the limit that no limiter could prevent (seen once in a CI run: 0.225 of
-    0.25, 24 of 24 alone after)."""
+    0.25, 24 of 24 alone after). Each run prints how long its launching threads waited for a
+    core ("runqueue"), so a failure says whether the host starved them. 16 threads once came
+    out 3 points short in every run of a CI job: then the test driver woke every blocked
+    launcher at each kernel, and its own host time starved the threads it measures; one
+    launcher at a time now waits for room in its queue."""
     outputs, shares = [], []
     for _ in range(2):
         result = run(
