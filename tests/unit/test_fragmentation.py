@@ -13,6 +13,7 @@ from immutables import Map
 from services.allocator.core import ledger
 from services.allocator.core.fragmentation import (
     measure,
+    model_prices,
     observe_request,
     remembered,
     snapshot_of,
@@ -20,6 +21,7 @@ from services.allocator.core.fragmentation import (
 )
 from services.allocator.core.mix import REFRESH_EVERY, MixSnapshot, WorkloadMix, shape_of
 from services.allocator.core.placement import FitMemo, Placed, SchedulingSettings, decide
+from services.allocator.core.policies import FragmentationAware, policy_named
 from services.allocator.core.state import NO_HOST, ClusterState, DeviceUsage
 from services.allocator.core.world import World
 from shared.schemas.placement import ContainerRequest as C
@@ -39,7 +41,8 @@ def cluster(*nodes: tuple[str, list[DeviceUsage | None], str]) -> World:
         devices = [device(i, node=name, model=model) for i in range(len(usages))]
         state = ledger.observe_inventory(state, node(name, *devices), 0.0)
         taken = Map({d.uuid: u for d, u in zip(devices, usages, strict=True) if u is not None})
-        state = replace(state, usage=state.usage.set(name, taken))
+        free = state.refreed(tuple(devices), state.node_usage(name), tuple(devices), taken)
+        state = replace(state, usage=state.usage.set(name, taken), free=free)
         state = state.indexed(name)
     return World(state)
 
@@ -60,7 +63,8 @@ def learn(world: World, *shapes: tuple[tuple[C, ...], int]) -> World:
             models[d.model] = models.get(d.model, 0) + 1
     weights = world.signals.mix.weights
     snapshot = snapshot_of(weights, models)
-    mix = WorkloadMix(weights=weights, snapshot=snapshot)
+    prices = model_prices(snapshot.pinned, world.ledger.free)
+    mix = WorkloadMix(weights=weights, snapshot=snapshot, prices=tuple(sorted(prices.items())))
     return replace(world, signals=replace(world.signals, mix=mix))
 
 
@@ -408,3 +412,46 @@ def test_each_request_weighs_one_whatever_it_asks_for() -> None:
         (shape_of(HALF), NO_HOST): 0.75,
         (shape_of(eight), NO_HOST): 0.25,
     }
+
+
+def test_a_models_price_follows_its_pinned_share_against_what_is_left_of_it() -> None:
+    pinned = {"Tesla T4": 0.1}
+    # T4 is half of what is free but a tenth of what is asked: cheap (0.2 a device)...
+    plenty = model_prices(pinned, {"Tesla T4": 50_000_000, "NVIDIA H200": 50_000_000})
+    # ...and a twentieth of what is free: pinned requests need all of it (2 a device).
+    short = model_prices(pinned, {"Tesla T4": 5_000_000, "NVIDIA H200": 95_000_000})
+    assert abs(plenty["Tesla T4"] - 0.2) < 0.01 and abs(short["Tesla T4"] - 2.0) < 0.1
+    assert model_prices(pinned, {"Tesla T4": 1_000_000_000, "NVIDIA H200": 1})["Tesla T4"] < 0.11
+    # A price under a hundredth of a device is none (and prices move in 25% steps).
+    assert model_prices({"Tesla T4": 0.001}, {"Tesla T4": 10**6, "NVIDIA H200": 10**6}) == {
+        "Tesla T4": 0.0
+    }
+
+
+def test_prices_are_renewed_with_each_snapshot_from_what_is_free_then() -> None:
+    world = cluster(("t4", [None] * 4, "Tesla T4"), ("big", [None] * 4, "NVIDIA H200"))
+    pinned = (C(cores=100, use_types=("T4",)),)
+    for i in range(1 + REFRESH_EVERY):  # the first request snapshots, the 64 after renew
+        world = observe(world, pinned if i % 4 == 0 else WHOLE, 0.0)
+    plenty = dict(world.signals.mix.prices)["Tesla T4"]
+    state = world.ledger
+    for i in range(3):  # three of the four T4s are taken
+        r = request(*pinned, request_id=f"r{i}")
+        decision = decide(state, r, SchedulingSettings(node_ttl_s=1e9), 0.0)
+        assert isinstance(decision, Placed) and decision.fit.node == "t4"
+        state, _ = ledger.commit(state, ledger.record_for(r, decision.fit, f"a{i}", 0.0), 0.0)
+    world = replace(world, ledger=state)
+    for i in range(REFRESH_EVERY - 1):
+        world = observe(world, pinned if i % 4 == 0 else WHOLE, 0.0)
+    assert dict(world.signals.mix.prices)["Tesla T4"] == plenty  # not due yet
+    world = observe(world, WHOLE, 0.0)
+    short = dict(world.signals.mix.prices)["Tesla T4"]
+    # About a quarter of what is asked is pinned to T4: against half the free devices at first
+    # (a price near 0.5), a fifth once three are taken (two and a half times that).
+    assert 0.45 < plenty < 0.6 and 2.2 < short / plenty < 2.8
+    flexible = policy_named("fragmentation").bind(world.signals, WHOLE)
+    assert isinstance(flexible, FragmentationAware) and dict(flexible.prices) == dict(
+        world.signals.mix.prices
+    )
+    held = policy_named("fragmentation").bind(world.signals, pinned)
+    assert isinstance(held, FragmentationAware) and held.prices == ()  # pinned: pays nothing

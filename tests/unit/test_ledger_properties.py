@@ -1,5 +1,6 @@
-"""Whatever the sequence of requests, releases and expiries: no device is ever over-committed,
-and the per-device usage always equals the sum of the allocations."""
+"""Whatever the sequence of requests, releases, expiries and node changes: no device is ever
+over-committed, the per-device usage always equals the sum of the allocations, and the free
+capacity per model (what prices models) equals what the nodes have left."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from services.allocator.core import ledger
 from services.allocator.core.fragmentation import observe_request
 from services.allocator.core.placement import Placed, SchedulingSettings, decide
 from services.allocator.core.signals import NO_SIGNALS
-from services.allocator.core.state import ClusterState
+from services.allocator.core.state import NO_USAGE, ClusterState, free_fraction
 from shared.schemas.placement import ContainerRequest
 from tests.unit.helpers import device, node, request
 
@@ -76,6 +77,29 @@ class LedgerMachine(RuleBasedStateMachine):
         self.now += dt
         for allocation_id in ledger.expired(self.state, self.now):
             self.state, _ = ledger.release(self.state, allocation_id, self.now, kind="expired")
+
+    @rule(health=st.booleans(), model=st.sampled_from(["NVIDIA H200", "Tesla T4"]))
+    def node_b_changes(self, health: bool, model: str) -> None:
+        """Node b's agent reports again: a device's health, or every device's model, moved."""
+        devices = [
+            device(i, node="b", model=model, memory=1000, split=3, numa=i % 2, healthy=i or health)
+            for i in range(3)
+        ]
+        self.state = ledger.observe_inventory(self.state, node("b", *devices), self.now)
+
+    @rule()
+    def node_a_leaves(self) -> None:
+        self.state = ledger.forget_node(self.state, "a")
+
+    @invariant()
+    def free_is_what_the_nodes_have_left(self) -> None:
+        free: dict[str, int] = {}
+        for record in self.state.nodes.values():
+            for d in record.devices:
+                left = free_fraction(d, self.state.node_usage(record.name).get(d.uuid, NO_USAGE))
+                if round(left * 1e6):
+                    free[d.model] = free.get(d.model, 0) + round(left * 1e6)
+        assert dict(self.state.free) == free
 
     @invariant()
     def never_over_committed(self) -> None:

@@ -5,20 +5,22 @@ the recent mix of requests could not use.
 For one request shape, a node's *stranded* capacity is all of its free capacity when the shape
 cannot fit there at all, and otherwise the free capacity of the devices that cannot take one
 share of it. A node's fragmentation is the stranded capacity averaged over the mix. A candidate
-placement scores by how much it raises that (a gradient step), plus the capacity it takes from
-device models that requests with type selectors depend on (flexible requests leave scarce models
-to the requests that need them). Increases within ``TIE`` of each other are ties, and a
+placement scores by how much it raises that (a gradient step), plus the price of the devices
+it takes of models that requests with type selectors depend on, from what is left of them
+(``model_prices``: flexible requests leave a model to the requests that need it once it runs
+short). Increases within ``TIE`` of each other are ties, and a
 device request's ties go to the first node in a fixed order of names (policies.py:
 ``name_rank``).
 
 Measured on the Alibaba openb trace (benchmarks/openb_replay.py, docs/benchmarks.md, with an
 ablation of each choice, chosen on one set of generated mixes and reported on two others):
-each request of the mix weighs one, coarse ties, the name order among them, and the scarcity
-term.
+each request of the mix weighs one, coarse ties, the name order among them, and the price of
+models pinned requests need.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from dataclasses import replace
 
@@ -184,7 +186,7 @@ def content(devices: tuple[DeviceInfo, ...], used: list[DeviceUsage]) -> tuple[o
 
 def refreshed(mix: WorkloadMix, models: Mapping[str, int]) -> WorkloadMix:
     """A new snapshot when enough requests were seen since the last (or there is none).
-    ``models``: devices per model in the cluster, for scarcity."""
+    ``models``: devices per model in the cluster, for the pinned shares."""
     if mix.snapshot is not EMPTY_SNAPSHOT and mix.since_snapshot < REFRESH_EVERY:
         return mix
     if not mix.weights:
@@ -209,8 +211,8 @@ def snapshot_of(counts: Mapping[MixKey, float], models: Mapping[str, int]) -> Mi
     measure is the expected capacity stranded for the next request (FGD's definition), and a
     multi-device shape's stranded term already counts every device it cannot use (weighing it
     by its devices too, as before, over-protects empty nodes wherever multi-device requests
-    are common: docs/benchmarks.md). Scarcity assumes requests arrive at about the cluster's
-    size."""
+    are common: docs/benchmarks.md). ``models``: devices per model, to spread a selector that
+    allows several models over them by size."""
     top = sorted(counts.items(), key=lambda kv: (-kv[1], repr(kv[0])))[:MIX_SHAPES]
     total = sum(w for _, w in top)
     volume = sum(n * devices_asked(k[0]) for k, n in counts.items())
@@ -226,11 +228,37 @@ def snapshot_of(counts: Mapping[MixKey, float], models: Mapping[str, int]) -> Mi
             asked = n * devices_asked((c,))
             for model, k in allowed.items():
                 demand[model] = demand.get(model, 0.0) + asked * k / capacity
-    size = sum(models.values())
-    scarcity = {
-        m: (d / volume) * size / models[m] for m, d in demand.items() if volume and models.get(m)
+    pinned = {m: d / volume for m, d in demand.items() if volume}
+    return MixSnapshot(shapes=tuple((s, w / total) for s, w in top), pinned=pinned)
+
+
+def model_prices(pinned: Mapping[str, float], free: Mapping[str, int]) -> dict[str, float]:
+    """What taking one device of each model costs a request without a type selector, in
+    devices: the model's pinned share of what is asked, over its share of what is free. Above
+    one, requests pinned to the model would take all that is left of it before the cluster
+    fills (arrivals being of about its free capacity): flexible requests should leave it.
+    Priced from what is free now, the charge grows as the model runs short and is small while
+    plenty is left; a fixed price from installed counts sent small requests off a model with
+    room to spare and onto whole nodes that larger requests needed (docs/benchmarks.md)."""
+    everything = sum(free.values())
+    return {
+        m: quantised(share * everything / max(free.get(m, 0), 1)) for m, share in pinned.items()
     }
-    return MixSnapshot(shapes=tuple((s, w / total) for s, w in top), scarcity=scarcity)
+
+
+PRICE_STEP = 1.25
+"""Prices move in steps of 25% (and below 0.01 of a device are none). They are renewed with
+each snapshot (every REFRESH_EVERY requests), not at each allocation, and kept out of the
+memo: the score index groups nodes by what they would take and adds each group's charge at
+the top, so a new price re-sorts nothing. Coarse steps keep a price from flickering between
+two neighbours as the free capacity moves a little (finer steps and renewing at every
+request measured no better: docs/benchmarks.md)."""
+
+
+def quantised(price: float) -> float:
+    if price < 0.01:
+        return 0.0
+    return float(PRICE_STEP ** round(math.log(price, PRICE_STEP)))
 
 
 def observe_request(
@@ -242,10 +270,14 @@ def observe_request(
 ) -> Signals:
     """Count a request into the mix (every request the allocator is asked to place, with the
     host CPU and memory it asks beside its devices); the ledger ``state`` says how many
-    devices of each model there are, for scarcity."""
+    devices of each model there are, for the pinned shares, and how much of each is free,
+    for the prices (renewed whenever the snapshot is due, kept or not)."""
     mix = signals.mix.observe(containers, now, host)
     if mix.since_snapshot >= REFRESH_EVERY or mix.snapshot is EMPTY_SNAPSHOT:
-        mix = refreshed(mix, state.models)  # the ledger keeps the counts: O(models), not O(cluster)
+        # The ledger keeps the counts and the free capacity: O(models), not O(cluster).
+        mix = refreshed(mix, state.models)
+        prices = model_prices(mix.snapshot.pinned, state.free)
+        mix = replace(mix, prices=tuple(sorted((m, p) for m, p in prices.items() if p)))
     return replace(signals, mix=mix)
 
 

@@ -8,7 +8,7 @@ from dataclasses import replace
 import msgspec
 
 from services.allocator.core.fit import NodeFit
-from services.allocator.core.state import Allocation, ClusterState, NodeRecord
+from services.allocator.core.state import NO_NODE_USAGE, Allocation, ClusterState, NodeRecord
 from shared.errors import InvalidRequest
 from shared.schemas.events import AllocationEvent, EventKind
 from shared.schemas.inventory import NodeInventory
@@ -40,7 +40,9 @@ def observe_inventory(state: ClusterState, inventory: NodeInventory, now: float)
             return state.touched(inventory.node)  # the measure reads the host's room
         return state  # a plain heartbeat: nothing a decision reads changed
     models = state.recounted(known.devices if known else (), inventory.devices)
-    state = replace(state, models=models).touched(inventory.node)
+    usage = state.node_usage(inventory.node)
+    free = state.refreed(known.devices if known else (), usage, inventory.devices, usage)
+    state = replace(state, models=models, free=free).touched(inventory.node)
     return state.indexed(inventory.node, known.kinds if known else frozenset())
 
 
@@ -50,7 +52,10 @@ def forget_node(state: ClusterState, node: str) -> ClusterState:
     if record is None:
         return state
     state = replace(
-        state, nodes=state.nodes.delete(node), models=state.recounted(record.devices, ())
+        state,
+        nodes=state.nodes.delete(node),
+        models=state.recounted(record.devices, ()),
+        free=state.refreed(record.devices, state.node_usage(node), (), NO_NODE_USAGE),
     )
     return state.indexed(node, record.kinds)
 

@@ -40,11 +40,14 @@ def shape_of(containers: Shape) -> Shape:
 
 @dataclass(frozen=True, slots=True, eq=False)
 class MixSnapshot:
-    """The mix as the measure uses it: normalised weights of the top shapes, the scarcity of
-    each device model, and a memo of node fragmentation per node generation."""
+    """The mix as the measure uses it: normalised weights of the top shapes, the share of
+    requested capacity that is pinned to each device model, and a memo of node fragmentation
+    per node generation."""
 
     shapes: tuple[tuple[MixKey, float], ...] = ()
-    scarcity: Mapping[str, float] = field(default_factory=dict)
+    pinned: Mapping[str, float] = field(default_factory=dict)
+    """device model -> the share of requested device capacity that only it (and the other
+    models the same selectors allow, spread by their size) can serve."""
     memo: dict[tuple[str, int], float] = field(default_factory=dict, compare=False, repr=False)
     """Node fragmentation per (node, generation): valid while this snapshot lives."""
     by_content: dict[object, float] = field(default_factory=dict, compare=False, repr=False)
@@ -62,12 +65,13 @@ class MixSnapshot:
         object.__setattr__(self, "names_devices", names)
 
     def close_to(self, other: MixSnapshot) -> bool:
-        """Within 5% (total variation) in shapes, and 0.05 in each model's scarcity."""
+        """Within 5% (total variation) in shapes, and within 0.005 in each model's pinned
+        share (half a percent of what is asked)."""
         mine, theirs = dict(self.shapes), dict(other.shapes)
         moved = sum(abs(mine.get(s, 0.0) - theirs.get(s, 0.0)) for s in mine.keys() | theirs.keys())
-        models = self.scarcity.keys() | other.scarcity.keys()
+        models = self.pinned.keys() | other.pinned.keys()
         return moved / 2 <= 0.05 and all(
-            abs(self.scarcity.get(m, 0.0) - other.scarcity.get(m, 0.0)) <= 0.05 for m in models
+            abs(self.pinned.get(m, 0.0) - other.pinned.get(m, 0.0)) <= 0.005 for m in models
         )
 
 
@@ -83,6 +87,13 @@ class WorkloadMix:
     """When the weights were last decayed (allocator clock)."""
     since_snapshot: int = 0
     snapshot: MixSnapshot = EMPTY_SNAPSHOT
+    prices: tuple[tuple[str, float], ...] = ()
+    """(device model, what a request without a type selector pays per device of it), sorted,
+    none at zero: set with each snapshot, from the snapshot's pinned shares and the cluster's
+    free capacity then (core/fragmentation.py: model_prices). Kept here, not worked out per
+    decision, so that it moves at most once per snapshot. The bound policy carries it
+    outside its identity: a new price leaves every remembered score valid and only reorders
+    the score index's groups (core/scoreindex.py)."""
 
     def observe(self, containers: Shape, now: float, host: HostAmounts = NO_HOST) -> WorkloadMix:
         devices = shape_of(containers)

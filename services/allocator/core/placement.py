@@ -17,8 +17,8 @@ from services.allocator.core.fit import (
     fit_node,
     refusal_by_offer,
 )
-from services.allocator.core.policies import Policy, policy_named
-from services.allocator.core.scoreindex import Best, Judged, ScoreIndex
+from services.allocator.core.policies import Policy, Takes, policy_named
+from services.allocator.core.scoreindex import Best, Judged, Pricing, ScoreIndex
 from services.allocator.core.signals import NO_SIGNALS, Signals
 from services.allocator.core.state import (
     NO_HEAT,
@@ -181,6 +181,8 @@ def evaluate(
     # Two copies of one loop, scored and not, so that the per-node path has no extra branch:
     # kube-scheduler runs it for every node of every pod.
     if scored:
+        # Prices are added to the remembered score, never remembered with it (policies.py).
+        priced, takes, charge = bool(node_policy.prices), node_policy.takes, node_policy.charge
         judge = memo.judge(containers, order, node_policy)
         hits = memo.answers(("judge", containers, order, node_policy))
         for name in names:
@@ -221,7 +223,10 @@ def evaluate(
                 if isinstance(never_fit, Reason):
                     never[name] = never_fit
                 continue
-            score = fits[name] = answer[0]
+            score = answer[0]
+            if priced:
+                score += charge(takes(record.devices, answer[1]))
+            fits[name] = score
             found += 1
             if score > best_score or (score == best_score and name < best_name):
                 best_name, best_score, best_fit = name, score, answer[1]
@@ -320,7 +325,13 @@ def indexed_best(
         record = nodes_get(name)
         return record is not None and now - record.last_seen <= ttl
 
-    return index.best(names, state.nodes.keys, judged, live)
+    def takes(name: str, fit: NodeFit) -> Takes:
+        record = nodes_get(name)
+        return node_policy.takes(record.devices, fit) if record is not None else ()
+
+    charges = node_policy.charges
+    pricing = Pricing(node_policy.prices, takes if charges else None, node_policy.charge)
+    return index.best(names, state.nodes.keys, judged, live, pricing)
 
 
 def touched_since(

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import zlib
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Protocol
 
 from services.allocator.core.fit import (
@@ -33,6 +33,11 @@ from services.allocator.core.state import (
 from shared.resources import unknown_policy
 from shared.schemas.inventory import DeviceInfo
 from shared.schemas.placement import ContainerRequest
+
+Prices = tuple[tuple[str, float], ...]
+"""(device model, price per device of it), sorted: what a flexible request pays."""
+Takes = tuple[tuple[str, float], ...]
+"""(device model, devices' worth of it), sorted: what a fit's flexible containers take."""
 
 
 def usage_after(usage: Mapping[str, DeviceUsage], fit: NodeFit) -> dict[str, DeviceUsage]:
@@ -97,15 +102,43 @@ class Policy(Protocol):
         room: HostAmounts | None = None,
     ) -> float:
         """Higher is better. ``key``: the node's generation, for policies that remember;
-        ``room``: the node's host CPU and memory left before the fit (None: not known)."""
+        ``room``: the node's host CPU and memory left before the fit (None: not known).
+        Remembered per node generation: it must not read ``prices``."""
+        ...
+
+    @property
+    def prices(self) -> Prices:
+        """What the request pays per device of each model (most policies: nothing)."""
+        ...
+
+    @property
+    def charges(self) -> bool:
+        """Whether prices can ever charge this bound policy's fits (part of its identity, as
+        ``prices`` are not)."""
+        ...
+
+    def takes(self, devices: tuple[DeviceInfo, ...], fit: NodeFit) -> Takes:
+        """What the fit takes that ``prices`` charge for (remembered with the score)."""
+        ...
+
+    def charge(self, takes: Takes) -> float:
+        """The score ``takes`` adds at the current ``prices`` (0 or less)."""
         ...
 
 
 class _LearnsNothing:
     """For policies whose choice depends on nothing the allocator learns nor on the request's
-    host ask: binding changes nothing."""
+    host ask: binding changes nothing, and nothing is priced."""
 
     __slots__ = ()
+    prices: Prices = ()
+    charges: bool = False
+
+    def takes(self, devices: tuple[DeviceInfo, ...], fit: NodeFit) -> Takes:
+        return ()
+
+    def charge(self, takes: Takes) -> float:
+        return 0.0
 
     def bind(
         self,
@@ -194,6 +227,11 @@ class FragmentationAware:
     mix: MixSnapshot = EMPTY_SNAPSHOT
     flexible: tuple[bool, ...] = ()
     """Per container: no type selector, so it pays for the scarce models it takes."""
+    prices: Prices = field(default=(), compare=False)
+    """(device model, what a flexible container pays per device of it): the mix's prices
+    (core/mix.py: WorkloadMix.prices), when some container is flexible. Not part of the
+    policy's identity: ``node_score`` leaves them out and ``charge`` adds them, so what is
+    remembered per node (the decision memo, the score index) outlives a change of prices."""
     need: HostAmounts = NO_HOST
     """The request's host CPU and memory: taken from the node's room once it is placed."""
 
@@ -207,7 +245,10 @@ class FragmentationAware:
         host: HostAmounts = NO_HOST,
     ) -> Policy:
         flexible = tuple(not c.use_types and not c.nouse_types for c in containers)
-        return FragmentationAware(mix=signals.mix.snapshot, flexible=flexible, need=host)
+        prices = signals.mix.prices if any(flexible) else ()
+        return FragmentationAware(
+            mix=signals.mix.snapshot, flexible=flexible, need=host, prices=prices
+        )
 
     def node_score(
         self,
@@ -220,15 +261,7 @@ class FragmentationAware:
         before = remembered(self.mix, devices, usage, key, room)
         left = None if room is None else (room[0] - self.need[0], room[1] - self.need[1])
         after = measure(self.mix, devices, usage_after(usage, fit), left)
-        scarce = 0.0
-        if self.mix.scarcity:
-            by_uuid = {d.uuid: d for d in devices}
-            for grants, flexible in zip(fit.containers, self.flexible, strict=False):
-                for g in grants if flexible else ():
-                    device = by_uuid[g.uuid]
-                    taken = taken_fraction(device, g.memory_mib, g.cores)
-                    scarce += self.mix.scarcity.get(g.model, 0.0) * taken
-        gradient = round((after - before + scarce) / TIE) * TIE
+        gradient = round((after - before) / TIE) * TIE
         # Among equal gradients (small terms that never outweigh TIE): a request for devices
         # takes the first node in a fixed order of names, so near-equal placements fill one
         # node after another and leave the rest whole (first fit among near-equals, as the
@@ -238,6 +271,31 @@ class FragmentationAware:
         if any(fit.containers):
             return -gradient - 1e-5 * name_rank(fit.node)
         return -gradient + 1e-5 * node_load_after(devices, usage, fit)
+
+    @property
+    def charges(self) -> bool:
+        return any(self.flexible)
+
+    def takes(self, devices: tuple[DeviceInfo, ...], fit: NodeFit) -> Takes:
+        """What the fit's flexible containers take of each model, in devices."""
+        taken: dict[str, float] = {}
+        by_uuid: dict[str, DeviceInfo] | None = None
+        for grants, flexible in zip(fit.containers, self.flexible, strict=False):
+            for g in grants if flexible else ():
+                if by_uuid is None:
+                    by_uuid = {d.uuid: d for d in devices}
+                part = taken_fraction(by_uuid[g.uuid], g.memory_mib, g.cores)
+                taken[g.model] = taken.get(g.model, 0.0) + part
+        return tuple(sorted(taken.items()))
+
+    def charge(self, takes: Takes) -> float:
+        """The price of what a fit takes, as a score (0 or less), in ``TIE`` steps of its own:
+        added to a remembered score, never inside its rounding."""
+        if not self.prices or not takes:
+            return 0.0
+        price = dict(self.prices)
+        cost = sum(price.get(model, 0.0) * part for model, part in takes)
+        return -round(cost / TIE) * TIE
 
 
 POLICIES: dict[str, Policy] = {

@@ -7,7 +7,7 @@ Big maps are persistent (``immutables.Map``) so that a decision copies O(log n),
 from __future__ import annotations
 
 import itertools
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
 
 from immutables import Map
@@ -244,6 +244,32 @@ class ClusterState:
 
     models: Map[str, int] = field(default_factory=Map)
     """device model -> devices of it in the cluster (derived from nodes; for scarcity)."""
+    free: Map[str, int] = field(default_factory=Map)
+    """device model -> its free capacity in the cluster, in millionths of a device (whole
+    numbers, so adding and taking back leaves it exact); derived from nodes and usage, for
+    the price of scarce models (core/fragmentation.py: model_prices)."""
+
+    def refreed(
+        self,
+        removed: tuple[DeviceInfo, ...],
+        removed_usage: Mapping[str, DeviceUsage],
+        added: tuple[DeviceInfo, ...],
+        added_usage: Mapping[str, DeviceUsage],
+    ) -> Map[str, int]:
+        """The free capacity per model with one node's devices and usage replaced."""
+        with self.free.mutate() as free:
+            for devices, usage, sign in ((removed, removed_usage, -1), (added, added_usage, 1)):
+                for device in devices:
+                    micro = round(free_fraction(device, usage.get(device.uuid, NO_USAGE)) * 1e6)
+                    if micro:
+                        left = free.get(device.model, 0) + sign * micro
+                        if left:
+                            free[device.model] = left
+                        else:
+                            free.pop(device.model, None)
+            counted: Map[str, int] = free.finish()
+        return counted
+
     host: Map[str, HostAmounts] = field(default_factory=Map)
     """node -> the host CPU and memory this ledger's allocations there asked for."""
 
@@ -321,6 +347,10 @@ class ClusterState:
                     kind_index = kind_index.set(kind, moved)
         return self if kind_index is self.kind_index else replace(self, kind_index=kind_index)
 
+    def _devices_of(self, node: str) -> tuple[DeviceInfo, ...]:
+        record = self.nodes.get(node)
+        return record.devices if record is not None else ()
+
     def node_usage(self, node: str) -> Map[str, DeviceUsage]:
         return self.usage.get(node, NO_NODE_USAGE)
 
@@ -334,9 +364,11 @@ class ClusterState:
             for grant in allocation.grants():
                 mutable[grant.uuid] = mutable.get(grant.uuid, NO_USAGE).plus(grant)
             node_usage = mutable.finish()
+        devices = self._devices_of(record.node)
         state = replace(
             self,
             usage=self.usage.set(record.node, node_usage),
+            free=self.refreed(devices, self.node_usage(record.node), devices, node_usage),
             allocations=self.allocations.set(record.allocation_id, allocation),
             by_request=self.by_request.set(record.request_id, record.allocation_id),
             host=self._host_moved(record, +1),
@@ -357,9 +389,11 @@ class ClusterState:
                 else:
                     mutable[grant.uuid] = left
             node_usage = mutable.finish()
+        devices = self._devices_of(record.node)
         state = replace(
             self,
             usage=self.usage.set(record.node, node_usage),
+            free=self.refreed(devices, self.node_usage(record.node), devices, node_usage),
             allocations=self.allocations.delete(allocation_id),
             host=self._host_moved(record, -1),
             by_request=self.by_request.delete(record.request_id)
