@@ -31,8 +31,10 @@ Policies (lower score wins, ties to the lowest node index, except the sim- and h
             and model; its 95% most popular task shapes)
   hami-fgd  ours, as services/allocator/core/fragmentation.py decides, with the whole list's
             mix (offline) within the allocator's bounds: the same gradient over the 32 most
-            common shapes of GPU tasks, each weighing its share of them, plus the scarcity of
-            the GPU models that model-pinned tasks need (paid by unpinned tasks), increases
+            common shapes of GPU tasks, each weighing its share of them, plus a price on the
+            GPU models that model-pinned tasks need (paid by unpinned tasks: the model's
+            pinned share of what is asked over its share of what is free, renewed every 64
+            GPU requests, in 25% steps, rounded apart from the gradient), increases
             within 0.04 GPU tied, the tightest GPU on the node; ties of a GPU task go to the
             first node in the order of a CRC-32 of its name (sn), those of a CPU-only task
             (which the allocator never sees; placed here by the same measure) to the node left
@@ -43,7 +45,7 @@ Policies (lower score wins, ties to the lowest node index, except the sim- and h
   hami-fgd-online  the same policy with the mix as the allocator learns it: from the arrivals so
             far, in order (each request counts before it is placed), refreshed every 64 requests
             into its 32 weightiest shapes, kept while within 5% (services/allocator/core/mix.py;
-            the replay has no clock, so nothing decays); scarcity from the arrivals too.
+            the replay has no clock, so nothing decays); pinned shares from the arrivals too.
             hami-fgd, with the whole list's mix, is the offline variant of it.
   bound     not a policy: the fewest GPUs any policy, online or offline, could leave
             unallocated at each point (benchmarks/openb_bound.py: a linear relaxation of the
@@ -68,6 +70,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from services.allocator.core.fragmentation import PRICE_STEP  # the product's price steps
 from services.allocator.core.policies import name_rank  # the product's own order
 
 G = 8  # GPUs per node, at most, in the trace
@@ -375,6 +378,7 @@ class Cluster:
         self.n = len(nodes.cpu)
         self.version = np.zeros(self.n, dtype=np.int64)
         self.scarcity = np.zeros(len(self.model_names))
+        self.price = np.zeros(len(self.model_names))
         # Per pod shape: each node's fragmentation delta (and GPU) as of the node's version.
         self._deltas: dict[tuple, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
         self._frag = (
@@ -498,9 +502,9 @@ class Cluster:
         return self.policy == "hami-fgd" and "memory" not in self.without
 
     def set_scarcity(self, pods: list[Pod]) -> None:
-        """Per GPU model: the GPUs that model-pinned tasks want of it (each pinned task's ask
-        spread over its allowed models by size), per GPU of the model, assuming arrivals of
-        about the cluster's size (services/allocator/core/fragmentation.py: snapshot_of)."""
+        """Per GPU model: the share of the GPUs asked that model-pinned tasks want of it (each
+        pinned task's ask spread over its allowed models by size): the allocator's pinned
+        shares (services/allocator/core/fragmentation.py: snapshot_of)."""
         size = np.zeros(len(self.model_names))
         np.add.at(size, self.model, self.exists.sum(axis=1))
         demand = np.zeros(len(self.model_names))
@@ -509,7 +513,15 @@ class Cluster:
                 allowed = [i for i, m in enumerate(self.model_names) if m in p.spec]
                 demand[allowed] += p.gpu_request * size[allowed] / size[allowed].sum()
         volume = sum(p.gpu_request for p in pods)
-        self.scarcity = demand / volume * size.sum() / np.maximum(size, 1)
+        self.scarcity = demand / volume  # the pinned share of what is asked, per model
+
+    def reprice(self) -> None:
+        """Each model's price: its pinned share over its share of what is free now, in the
+        allocator's steps (fragmentation.py: model_prices), renewed when it renews them."""
+        free = np.bincount(self.model, weights=self.free.sum(axis=1), minlength=len(self.price))
+        price = self.scarcity * free.sum() / np.maximum(free, 1e-3)  # as the core's 1e-6 GPU
+        steps = np.round(np.log(np.maximum(price, 1e-9)) / np.log(PRICE_STEP))
+        self.price = np.where(price < 0.01, 0.0, PRICE_STEP**steps)
 
     def set_mix(self, mix: TaskMix) -> None:
         """A new snapshot of the mix: every node's fragmentation is measured again."""
@@ -567,7 +579,9 @@ class Cluster:
         delta, gpu = self._deltas_for(pod)
         d = delta[cand]
         if self.policy == "hami-fgd" and not pod.spec:
-            d = d + self.scarcity[self.model[cand]] * pod.gpus * pod.milli
+            extra = self.price[self.model[cand]] * pod.gpus * pod.milli
+        else:
+            extra = np.zeros(len(cand))
         if self.policy == "hami-fgd" and "tie" not in self.without:
             # Ties (within TIE_MILLI): a GPU task's to the first node in the name order, a
             # CPU-only task's to the node left fullest.
@@ -575,12 +589,15 @@ class Cluster:
                 rank = self.name_rank[cand]
             else:
                 rank = self.free[cand].sum(axis=1) / self.gpu_cap[cand]
-            i = int(np.lexsort((rank, np.round(d / self.tie, 0)))[0])
+            # The price rounded on its own, as the allocator's, which adds it to a remembered
+            # score (policies.py: FragmentationAware.charge).
+            i = int(np.lexsort((rank, np.round(d / self.tie) + np.round(extra / self.tie)))[0])
         elif self.policy == "fgd-sim":  # the simulator's ties: the per-seed node order
+            d = d + extra
             best = d == d.min()
             i = int(np.flatnonzero(best)[np.argmin(self.tie_rank[cand[best]])])
         else:
-            i = int(np.argmin(d))
+            i = int(np.argmin(d + extra))
         node = int(cand[i])
         return node, int(gpu[node])
 
@@ -641,11 +658,16 @@ def run(nodes: Nodes, pods: list[Pod], policy: str, seed: int) -> tuple[float, f
         cluster.set_scarcity(pods)
     capacity = nodes.capacity
     arrived = allocated = 0.0
+    asked = 0  # GPU requests so far: the allocator renews prices every REFRESH_EVERY of them
     marks: dict[float, float] = {}
     for pod in workload(pods, capacity, seed):
         if online is not None and online.observe(pod):  # observed before it is placed
             cluster.set_mix(online.snapshot())
             cluster.set_scarcity(online.seen)
+        if pod.gpus:
+            asked += 1
+            if asked % REFRESH_EVERY == 1:  # the 1st, the 65th, ...: as a snapshot falls due
+                cluster.reprice()
         arrived += pod.gpu_request
         if cluster.place(pod):
             allocated += pod.gpu_request

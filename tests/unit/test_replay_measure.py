@@ -10,7 +10,7 @@ from pathlib import Path
 from types import ModuleType
 
 import numpy as np
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 from immutables import Map
 
@@ -18,6 +18,7 @@ from services.allocator.core.fragmentation import measure
 from services.allocator.core.mix import MixSnapshot
 from services.allocator.core.state import DeviceUsage
 from shared.schemas.placement import ContainerRequest
+from shared.schemas.placement import ContainerRequest as C
 from tests.unit.helpers import device
 
 REPLAY = Path(__file__).parents[2] / "benchmarks" / "openb_replay.py"
@@ -180,3 +181,72 @@ def test_ours_breaks_ties_as_the_core_does() -> None:
     plain.free[2, 0] = 500
     node, _ = plain._by_fragmentation(np.flatnonzero(plain.fits(gpu_task)), gpu_task)
     assert node == 2
+
+
+MODELS = ["A10", "P100", "T4"]
+
+
+@settings(max_examples=60, deadline=None)
+@example(  # a pinned model with nothing free: the price of the last millionth of a GPU
+    gpus=[(0, 1), (2, 1)],
+    tasks=[((1, 500), ["A10"], 1), ((1, 500), [], 1)],
+    used=[1000] * 8 + [0] * 40,
+).via("a model used up")
+@given(
+    gpus=st.lists(st.tuples(st.integers(0, 2), st.integers(1, 8)), min_size=1, max_size=6),
+    tasks=st.lists(
+        st.tuples(
+            st.sampled_from([(1, 250), (1, 500), (1, 1000), (2, 1000), (4, 1000)]),
+            st.lists(st.sampled_from(MODELS), max_size=2, unique=True),
+            st.integers(1, 4),
+        ),
+        min_size=1,
+        max_size=6,
+    ),
+    used=st.lists(st.sampled_from([0, 250, 500, 1000]), min_size=48, max_size=48),
+)
+def test_replay_prices_models_as_the_core_does(
+    gpus: list[tuple[int, int]],
+    tasks: list[tuple[tuple[int, int], list[str], int]],
+    used: list[int],
+) -> None:
+    """Pinned shares of what is asked and prices from what is free: the replay's mirror of
+    core/fragmentation.py (snapshot_of, model_prices), on the same tasks and free capacity."""
+    from services.allocator.core.fragmentation import model_prices, snapshot_of
+
+    r = replay()
+    models = [MODELS[m] for m, _ in gpus]
+    nodes = r.Nodes(
+        cpu=np.array([64000] * len(gpus)),
+        mem=np.array([262144] * len(gpus)),
+        gpus=np.array([n for _, n in gpus]),
+        models=models,
+        names=[f"n{i}" for i in range(len(gpus))],
+    )
+    cluster = r.Cluster(nodes, "hami-fgd", r.TaskMix._build([], sorted(set(models))))
+    for row, (_, n) in enumerate(gpus):
+        cluster.free[row, :n] = [1000 - u for u in used[row * 8 : row * 8 + n]]
+    pods = [
+        r.Pod(name=f"p{i}-{k}", cpu=1000, mem=1000, gpus=n, milli=s, spec=tuple(spec))
+        for i, ((n, s), spec, times) in enumerate(tasks)
+        for k in range(times)
+    ]
+    cluster.set_scarcity(pods)
+    cluster.reprice()
+    installed: dict[str, int] = {}
+    free: dict[str, int] = {}
+    for row, model in enumerate(models):
+        installed[model] = installed.get(model, 0) + gpus[row][1]
+        left = int(cluster.free[row].sum()) * 1000  # milli -> the ledger's millionths
+        if left:
+            free[model] = free.get(model, 0) + left
+    counts: dict[object, float] = {}
+    for (n, s), spec, times in tasks:
+        shape = (C(count=n, cores=s // 10, use_types=tuple(spec)),)
+        key = (shape, (1000, 1000))
+        counts[key] = counts.get(key, 0) + times
+    pinned = snapshot_of(counts, installed).pinned  # type: ignore[arg-type]
+    core = model_prices(pinned, free)
+    for i, model in enumerate(cluster.model_names):
+        assert abs(cluster.scarcity[i] - pinned.get(model, 0.0)) < 1e-9, model
+        assert abs(cluster.price[i] - core.get(model, 0.0)) < 1e-6 * max(1.0, cluster.price[i])
