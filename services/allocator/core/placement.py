@@ -330,7 +330,7 @@ def indexed_best(
         return node_policy.takes(record.devices, fit) if record is not None else ()
 
     charges = node_policy.charges
-    pricing = Pricing(node_policy.prices, takes if charges else None, node_policy.charge)
+    pricing = Pricing(takes if charges else None, node_policy.charge)
     return index.best(names, state.nodes.keys, judged, live, pricing)
 
 

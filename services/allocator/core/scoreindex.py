@@ -12,6 +12,7 @@ from collections.abc import Callable, Collection, Iterable
 from dataclasses import dataclass
 
 from services.allocator.core.fit import NodeFit, Reason
+from services.allocator.core.policies import Takes
 from services.allocator.core.state import LogMark
 
 Judged = tuple[float, NodeFit] | Reason
@@ -19,19 +20,15 @@ Judged = tuple[float, NodeFit] | Reason
 
 Best = tuple[str, float, NodeFit]
 
-Charged = tuple[tuple[str, float], ...]
-"""What a fit takes that prices charge for (policies.py: Takes)."""
-
 
 @dataclass(frozen=True, slots=True)
 class Pricing:
     """The prices a decision adds to the remembered scores (policies.py: the node policy's
-    ``prices``, ``takes`` and ``charge``). ``takes`` is None for a bound policy that never
-    charges (no flexible container, or a policy without prices)."""
+    ``takes`` and ``charge``, at its current prices). ``takes`` is None for a bound policy
+    that never charges (no flexible container, or a policy without prices)."""
 
-    prices: tuple[tuple[str, float], ...] = ()
-    takes: Callable[[str, NodeFit], Charged] | None = None
-    charge: Callable[[Charged], float] = lambda takes: 0.0
+    takes: Callable[[str, NodeFit], Takes] | None = None
+    charge: Callable[[Takes], float] = lambda takes: 0.0
 
 
 NO_PRICING = Pricing()
@@ -56,8 +53,8 @@ class ScoreIndex:
     def __init__(self) -> None:
         # Per group, (-score, name, fit), best first: a sorted list, whose insertion moves
         # pointers (microseconds at 50,000 nodes) where a tree would allocate per entry.
-        self._groups: dict[Charged, list[tuple[float, str, NodeFit]]] = {}
-        self._entry: dict[str, tuple[Charged, tuple[float, str, NodeFit]]] = {}
+        self._groups: dict[Takes, list[tuple[float, str, NodeFit]]] = {}
+        self._entry: dict[str, tuple[Takes, tuple[float, str, NodeFit]]] = {}
         self._judged: set[str] = set()
         self._pending: set[str] = set()
         """Touched since judged: what a search of every node judges again."""
@@ -122,7 +119,7 @@ class ScoreIndex:
         self, names: Iterable[str], judge: Callable[[str], Judged | None], pricing: Pricing
     ) -> None:
         entry, judged, pending, takes = self._entry, self._judged, self._pending, pricing.takes
-        items: dict[Charged, list[tuple[float, str, NodeFit]]] = {}
+        items: dict[Takes, list[tuple[float, str, NodeFit]]] = {}
         for name in names:
             if name in judged:
                 continue
