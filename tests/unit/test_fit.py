@@ -6,7 +6,14 @@ import pytest
 from immutables import Map
 
 from services.allocator.core import ledger
-from services.allocator.core.fit import NodeFit, Reason, fit_node, type_allowed
+from services.allocator.core.fit import (
+    REMEMBERED_SELECTORS,
+    NodeFit,
+    Reason,
+    _remembered_type_allowed,
+    fit_node,
+    type_allowed,
+)
 from services.allocator.core.placement import Never, Placed, SchedulingSettings, Wait, decide
 from services.allocator.core.policies import Binpack, Spread
 from services.allocator.core.state import ClusterState, DeviceUsage
@@ -88,6 +95,18 @@ def test_type_selectors_are_case_insensitive_substrings(
     model: str, use: tuple[str, ...], nouse: tuple[str, ...], allowed: bool
 ) -> None:
     assert type_allowed(model, use, nouse) is allowed
+    # Asked again (now remembered), and with the selectors made many (not remembered): the same.
+    assert type_allowed(model, use, nouse) is allowed
+    many = tuple(f"zz{i}" for i in range(REMEMBERED_SELECTORS))
+    assert type_allowed(model, (*use, *many) if use else (), (*nouse, *many)) is allowed
+
+
+def test_a_request_naming_many_selectors_leaves_nothing_remembered() -> None:
+    before = _remembered_type_allowed.cache_info().currsize
+    many = tuple("x" * 253 + str(i) for i in range(REMEMBERED_SELECTORS + 1))
+    assert type_allowed("NVIDIA H200", many, ()) is False
+    assert type_allowed("NVIDIA H200", (*many, "H200"), many) is True
+    assert _remembered_type_allowed.cache_info().currsize == before
 
 
 def test_uuid_selectors() -> None:

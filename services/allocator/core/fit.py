@@ -35,13 +35,24 @@ def tightest_first(device: DeviceInfo, usage: DeviceUsage) -> float:
 
 def type_allowed(model: str, use: Sequence[str], nouse: Sequence[str]) -> bool:
     """HAMi's rule: a selector matches when it is a case-insensitive substring of the model."""
-    return _type_allowed(model, tuple(use), tuple(nouse))
+    if len(use) + len(nouse) <= REMEMBERED_SELECTORS:
+        return _remembered_type_allowed(model, tuple(use), tuple(nouse))
+    return _type_allowed(model, use, nouse)
+
+
+REMEMBERED_SELECTORS = 8
+"""Verdicts are remembered for requests naming at most this many selectors: every fit asks one
+per device, and a cluster has few models and requests name few selectors (a tenth of a judged
+node's cost on the openb trace otherwise). The bound keeps what a request can make the cache
+hold small (4,096 verdicts of at most 8 names of 253 characters), whatever it sends."""
 
 
 @functools.lru_cache(maxsize=4096)
-def _type_allowed(model: str, use: tuple[str, ...], nouse: tuple[str, ...]) -> bool:
-    # Remembered: every fit asks it of every device, and a cluster has few models and
-    # requests few selectors (a tenth of a judged node's cost on the openb trace otherwise).
+def _remembered_type_allowed(model: str, use: tuple[str, ...], nouse: tuple[str, ...]) -> bool:
+    return _type_allowed(model, use, nouse)
+
+
+def _type_allowed(model: str, use: Sequence[str], nouse: Sequence[str]) -> bool:
     upper = model.upper()
     if use and not any(sel.strip().upper() in upper for sel in use if sel.strip()):
         return False
